@@ -1,0 +1,34 @@
+"""Connection hygiene for units of work that run outside a request.
+
+In a daemon the request signals that normally recycle database connections never
+fire, so every synchronous unit of work entered from the SMTP server or a worker
+thread wraps itself in :func:`unit_of_work`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.db import close_old_connections, connections
+
+__all__ = ["close_thread_connections", "unit_of_work"]
+
+
+@contextmanager
+def unit_of_work() -> Iterator[None]:
+    """Drop unusable or expired connections before and after the enclosed work.
+
+    After a failure (database restarted, connection killed) the next unit of work gets
+    a fresh connection instead of the broken one, so one fault costs one ``451``.
+    """
+    close_old_connections()
+    try:
+        yield
+    finally:
+        close_old_connections()
+
+
+def close_thread_connections() -> None:
+    """Close every connection this thread opened (connections are per thread)."""
+    connections.close_all()

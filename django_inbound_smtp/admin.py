@@ -1,0 +1,189 @@
+"""Admin: editable mailboxes; read-only messages with a safe detail view and raw download.
+
+Received content is hostile: nothing from a message is ever rendered as HTML. Header
+values and the text body are shown escaped inside ``<pre>``; the raw message is a
+download with ``Content-Disposition: attachment`` and ``nosniff``, never inline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, QuerySet
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from django_inbound_smtp import parsing
+from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
+
+# The admin detail parses the stored message on demand. Bigger messages are shown
+# without their body: parsing hostile MIME in a web request has no time limit yet.
+PREVIEW_MAX_BYTES = 2 * 1024 * 1024
+
+
+@admin.register(Mailbox)
+class MailboxAdmin(admin.ModelAdmin):
+    list_display = ("address", "domain", "is_active", "message_count", "description")
+    list_filter = ("is_active", "domain")
+    search_fields = ("address", "description")
+    readonly_fields = ("domain", "created_at")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Mailbox]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(message_count=Count("deliveries__message", distinct=True))
+        )
+
+    @admin.display(description=_("messages"), ordering="message_count")
+    def message_count(self, mailbox: Mailbox) -> int:
+        return int(getattr(mailbox, "message_count", 0))
+
+
+class RecipientInline(admin.TabularInline):
+    model = InboundRecipient
+    fields = ("address", "mailbox", "tag")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(InboundMessage)
+class InboundMessageAdmin(admin.ModelAdmin):
+    list_display = (
+        "received_at",
+        "envelope_from_display",
+        "recipient_list",
+        "subject",
+        "size",
+        "status",
+    )
+    list_filter = ("status", ("recipients__mailbox", admin.RelatedOnlyFieldListFilter), "received_at")
+    search_fields = ("subject", "envelope_from", "recipients__address", "message_id", "queue_id")
+    date_hierarchy = "received_at"
+    inlines = (RecipientInline,)
+    fieldsets = (
+        (
+            _("Envelope"),
+            {
+                "fields": (
+                    "queue_id",
+                    "status",
+                    "received_at",
+                    "envelope_from_display",
+                    ("peer_ip", "peer_port"),
+                    "helo",
+                    "tls",
+                    "size",
+                    "raw_download",
+                )
+            },
+        ),
+        (_("Headers"), {"fields": ("message_id", "subject", "from_header", "date_header", "headers")}),
+        (_("Body"), {"fields": ("text_body",)}),
+        (_("Processing"), {"fields": ("attempts", "processed_at", "error")}),
+    )
+    readonly_fields = (
+        "queue_id",
+        "status",
+        "received_at",
+        "envelope_from_display",
+        "peer_ip",
+        "peer_port",
+        "helo",
+        "tls",
+        "size",
+        "raw_download",
+        "message_id",
+        "subject",
+        "from_header",
+        "date_header",
+        "headers",
+        "text_body",
+        "attempts",
+        "processed_at",
+        "error",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[InboundMessage]:
+        return super().get_queryset(request).prefetch_related("recipients")
+
+    @admin.display(description=_("envelope sender"), ordering="envelope_from")
+    def envelope_from_display(self, message: InboundMessage) -> str:
+        return message.envelope_from or "<>"
+
+    @admin.display(description=_("recipients"))
+    def recipient_list(self, message: InboundMessage) -> str:
+        return ", ".join(r.address for r in message.recipients.all())
+
+    @admin.display(description=_("raw message"))
+    def raw_download(self, message: InboundMessage) -> str:
+        url = reverse("admin:inbound_smtp_inboundmessage_raw", args=[message.pk])
+        return format_html('<a href="{}">{}</a>', url, _("Download .eml"))
+
+    def _parsed(self, message: InboundMessage) -> Any:
+        cache = getattr(message, "_admin_parsed", None)
+        if cache is None:
+            with message.open_raw() as handle:
+                raw = handle.read(PREVIEW_MAX_BYTES + 1)
+            cache = parsing.parse(raw) if len(raw) <= PREVIEW_MAX_BYTES else None
+            message._admin_parsed = cache  # type: ignore[attr-defined]
+        return cache
+
+    @admin.display(description=_("all headers"))
+    def headers(self, message: InboundMessage) -> str:
+        with message.open_raw() as handle:
+            block = parsing.header_block(handle.read(parsing.MAX_HEADER_BLOCK))
+        text = block.decode("utf-8", errors="replace")
+        return format_html('<pre style="white-space: pre-wrap">{}</pre>', text)
+
+    @admin.display(description=_("text body"))
+    def text_body(self, message: InboundMessage) -> str:
+        parsed = self._parsed(message)
+        if parsed is None:
+            return str(_("Too large to preview; download the raw message."))
+        body = parsing.text_body(parsed) or str(_("(no text/plain part)"))
+        return format_html('<pre style="white-space: pre-wrap">{}</pre>', body)
+
+    def get_urls(self) -> list[URLPattern]:
+        raw = path(
+            "<int:pk>/raw/",
+            self.admin_site.admin_view(self.raw_view),
+            name="inbound_smtp_inboundmessage_raw",
+        )
+        return [raw, *super().get_urls()]
+
+    def raw_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """The stored message as an ``.eml`` attachment; staff with view permission only."""
+        message = get_object_or_404(InboundMessage, pk=pk)
+        if not self.has_view_permission(request, message):
+            raise PermissionDenied
+        response = FileResponse(
+            message.open_raw(),
+            as_attachment=True,
+            filename=f"{message.queue_id}.eml",
+            content_type="message/rfc822",
+        )
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Content-Security-Policy"] = "sandbox"
+        return response
+
+
+__all__ = ["InboundMessageAdmin", "MailboxAdmin"]

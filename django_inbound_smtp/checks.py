@@ -1,0 +1,119 @@
+"""System checks for ``INBOUND_SMTP`` (ids ``inbound_smtp.E0nn`` / ``W0nn``).
+
+Ids are never reused; a retired id stays reserved. The catalogue is in the README.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+from django_inbound_smtp.conf import DEFAULTS, SETTINGS_NAME, load_callable
+from django_inbound_smtp.exceptions import ConfigurationError
+
+_POSITIVE_INTS = ("MAX_MESSAGE_SIZE", "MAX_RECIPIENTS", "PROCESSING_CONCURRENCY")
+_POSITIVE_NUMBERS = ("COMMAND_TIMEOUT",)
+_NON_NEGATIVE_NUMBERS = ("SHUTDOWN_GRACE",)
+_BIND = re.compile(r"^(\[[^\]]+\]|[^:\[\]]*):\d{1,5}$")
+
+
+def _key_error(key: str, problem: str, hint: str, check_id: str) -> Error:
+    return Error(
+        f"{SETTINGS_NAME}[{key!r}] {problem}.", hint=hint, id=f"inbound_smtp.{check_id}"
+    )
+
+
+def _number_errors(values: dict[str, Any]) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    for key in _POSITIVE_INTS:
+        value = values.get(key, DEFAULTS[key])
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            errors.append(_key_error(key, "must be a positive integer", f"Got {value!r}.", "E002"))
+    for key in _POSITIVE_NUMBERS + _NON_NEGATIVE_NUMBERS:
+        value = values.get(key, DEFAULTS[key])
+        floor_ok = value > 0 if key in _POSITIVE_NUMBERS else value >= 0
+        if isinstance(value, bool) or not isinstance(value, int | float) or not floor_ok:
+            errors.append(_key_error(key, "must be a positive number", f"Got {value!r}.", "E002"))
+    return errors
+
+
+def _validator_errors(paths: Any) -> list[CheckMessage]:
+    if isinstance(paths, str) or not isinstance(paths, Sequence) or not paths:
+        return [
+            _key_error(
+                "RECIPIENT_VALIDATORS",
+                "must be a non-empty list of dotted paths",
+                "Without a validator every recipient is refused.",
+                "E003",
+            )
+        ]
+    errors: list[CheckMessage] = []
+    for path in paths:
+        try:
+            load_callable(str(path))
+        except ConfigurationError as error:
+            errors.append(
+                _key_error("RECIPIENT_VALIDATORS", "names an unusable validator", str(error), "E003")
+            )
+    return errors
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Validate the type and range of every ``INBOUND_SMTP`` key."""
+    raw = getattr(settings, SETTINGS_NAME, {})
+    if not isinstance(raw, dict):
+        return [
+            Error(
+                f"{SETTINGS_NAME} must be a dict.",
+                hint=f"Got {type(raw).__name__}.",
+                id="inbound_smtp.E001",
+            )
+        ]
+    errors: list[CheckMessage] = [
+        Warning(
+            f"{SETTINGS_NAME}[{key!r}] is not a known setting and is ignored.",
+            hint="Check the spelling against the README's configuration table.",
+            id="inbound_smtp.W001",
+        )
+        for key in raw
+        if key not in DEFAULTS
+    ]
+    errors += _number_errors(raw)
+    errors += _validator_errors(raw.get("RECIPIENT_VALIDATORS", DEFAULTS["RECIPIENT_VALIDATORS"]))
+    storage = raw.get("STORAGE", DEFAULTS["STORAGE"])
+    if storage not in settings.STORAGES:
+        errors.append(
+            _key_error(
+                "STORAGE",
+                f"names {storage!r}, which is not in STORAGES",
+                f"Known aliases: {', '.join(sorted(settings.STORAGES))}.",
+                "E004",
+            )
+        )
+    delimiter = raw.get("PLUS_DELIMITER", DEFAULTS["PLUS_DELIMITER"])
+    if delimiter not in (None, "") and (not isinstance(delimiter, str) or len(delimiter) != 1):
+        errors.append(
+            _key_error(
+                "PLUS_DELIMITER", "must be one character, or empty", f"Got {delimiter!r}.", "E005"
+            )
+        )
+    bind = raw.get("BIND", DEFAULTS["BIND"])
+    if not isinstance(bind, str) or not _BIND.match(bind):
+        errors.append(
+            _key_error("BIND", "must be 'HOST:PORT'", f"Got {bind!r}.", "E006")
+        )
+    elif int(bind.rsplit(":", 1)[1]) in range(1, 1024):
+        errors.append(
+            Warning(
+                f"{SETTINGS_NAME}['BIND'] uses privileged port {bind.rsplit(':', 1)[1]}.",
+                hint="Binding it needs root or CAP_NET_BIND_SERVICE; consider a high port "
+                "behind a redirect.",
+                id="inbound_smtp.W002",
+            )
+        )
+    return errors

@@ -1,0 +1,151 @@
+"""The ``INBOUND_SMTP`` settings: defaults, one typed property per key, read lazily.
+
+Nothing is read at import time. :func:`get_settings` caches one snapshot and the
+``setting_changed`` receiver drops it, so ``override_settings`` works in tests.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.module_loading import import_string
+
+from django_inbound_smtp.exceptions import ConfigurationError
+
+__all__ = ["DEFAULTS", "InboundSmtpSettings", "get_settings", "load_callable"]
+
+SETTINGS_NAME = "INBOUND_SMTP"
+
+DEFAULTS: Mapping[str, Any] = {
+    # Where `manage.py smtpd` listens when no address is given. Loopback by default:
+    # listening on a public interface is a deployment decision.
+    "BIND": "127.0.0.1:8025",
+    # Name in the greeting, the EHLO reply and our Received: line. None: the host's FQDN,
+    # looked up once at start-up (aiosmtpd would otherwise look it up per connection).
+    "HOSTNAME": None,
+    # Largest message accepted, in bytes; advertised with SIZE (RFC 1870). Haraka and
+    # Gmail use 25 MiB; bigger limits mean more disk per concurrent transfer.
+    "MAX_MESSAGE_SIZE": 25 * 1024 * 1024,
+    # Recipients per transaction. RFC 5321 §4.5.3.1.8 requires at least 100; more lets
+    # one message fan out unboundedly (Postfix allows 1000).
+    "MAX_RECIPIENTS": 100,
+    # Seconds a client may stay silent before the connection is closed (RFC 5321
+    # §4.5.3.2 asks for at least 5 minutes). Also bounds a stalled DATA transfer.
+    "COMMAND_TIMEOUT": 300,
+    # Dotted paths of recipient validators, asked in order at RCPT time.
+    "RECIPIENT_VALIDATORS": ["django_inbound_smtp.validators.models.mailbox_validator"],
+    # user+tag@domain is delivered to user@domain, keeping the tag. "" turns it off.
+    "PLUS_DELIMITER": "+",
+    # STORAGES alias the raw messages are written to.
+    "STORAGE": "default",
+    # Folder (key prefix) inside that storage.
+    "STORAGE_PREFIX": "inbound_smtp",
+    # Threads that run message processing (signal receivers) in the smtpd process.
+    "PROCESSING_CONCURRENCY": 4,
+    # Seconds a stopping server waits for transfers and commits in flight.
+    "SHUTDOWN_GRACE": 30,
+}
+
+
+class InboundSmtpSettings:
+    """A read-only snapshot of ``settings.INBOUND_SMTP`` merged over :data:`DEFAULTS`."""
+
+    def __init__(self, user: Mapping[str, Any]) -> None:
+        self._values = {**DEFAULTS, **user}
+
+    def _get(self, key: str) -> Any:
+        return self._values[key]
+
+    @property
+    def BIND(self) -> str:
+        """Default ``HOST:PORT`` for ``manage.py smtpd``."""
+        return str(self._get("BIND"))
+
+    @property
+    def HOSTNAME(self) -> str | None:
+        """Our name on the wire, or ``None`` for the machine's FQDN."""
+        value = self._get("HOSTNAME")
+        return None if value is None else str(value)
+
+    @property
+    def MAX_MESSAGE_SIZE(self) -> int:
+        """Largest accepted message in bytes."""
+        return int(self._get("MAX_MESSAGE_SIZE"))
+
+    @property
+    def MAX_RECIPIENTS(self) -> int:
+        """Largest number of accepted recipients per transaction."""
+        return int(self._get("MAX_RECIPIENTS"))
+
+    @property
+    def COMMAND_TIMEOUT(self) -> float:
+        """Idle seconds before a silent client is disconnected."""
+        return float(self._get("COMMAND_TIMEOUT"))
+
+    @property
+    def RECIPIENT_VALIDATORS(self) -> tuple[str, ...]:
+        """Dotted paths of the recipient validator chain."""
+        return tuple(self._get("RECIPIENT_VALIDATORS"))
+
+    @property
+    def PLUS_DELIMITER(self) -> str:
+        """Sub-address delimiter; ``""`` disables plus-addressing."""
+        return str(self._get("PLUS_DELIMITER") or "")
+
+    @property
+    def STORAGE(self) -> str:
+        """``STORAGES`` alias for raw message files."""
+        return str(self._get("STORAGE"))
+
+    @property
+    def STORAGE_PREFIX(self) -> str:
+        """Path prefix of raw message files inside the storage."""
+        return str(self._get("STORAGE_PREFIX")).strip("/")
+
+    @property
+    def PROCESSING_CONCURRENCY(self) -> int:
+        """Worker threads for inline processing."""
+        return int(self._get("PROCESSING_CONCURRENCY"))
+
+    @property
+    def SHUTDOWN_GRACE(self) -> float:
+        """Seconds a stopping server waits for work in flight."""
+        return float(self._get("SHUTDOWN_GRACE"))
+
+
+def user_settings() -> Mapping[str, Any]:
+    """The project's raw ``INBOUND_SMTP`` value (``{}`` when unset)."""
+    value = getattr(django_settings, SETTINGS_NAME, {})
+    return value if isinstance(value, Mapping) else {}
+
+
+@functools.cache
+def get_settings() -> InboundSmtpSettings:
+    """The current settings snapshot. Validation lives in ``checks.py``."""
+    return InboundSmtpSettings(user_settings())
+
+
+@receiver(setting_changed)
+def _reset_settings(*, setting: str, **kwargs: Any) -> None:
+    if setting in (SETTINGS_NAME, "STORAGES"):
+        get_settings.cache_clear()
+        load_callable.cache_clear()
+
+
+@functools.cache
+def load_callable(dotted_path: str) -> Callable[..., Any]:
+    """Import the callable named by ``dotted_path`` once; raise ``ConfigurationError``."""
+    try:
+        target = import_string(dotted_path)
+    except ImportError as error:
+        raise ConfigurationError(
+            f"{SETTINGS_NAME}: cannot import {dotted_path!r}: {error}"
+        ) from error
+    if not callable(target):
+        raise ConfigurationError(f"{SETTINGS_NAME}: {dotted_path!r} is not callable")
+    return target  # type: ignore[no-any-return]

@@ -1,0 +1,111 @@
+"""Immutable values that cross layers: the SMTP envelope and accepted recipients.
+
+Pure (stdlib only): the SMTP layer builds these, policy hooks read them, the write
+path stores them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+__all__ = [
+    "MAX_ADDRESS_LENGTH",
+    "MAX_DOMAIN_LENGTH",
+    "MAX_LOCAL_PART_LENGTH",
+    "ReceivedEnvelope",
+    "RecipientContext",
+    "ResolvedRecipient",
+    "address_syntax_error",
+    "split_address",
+]
+
+# RFC 5321 §4.5.3.1.1-3: local part 64 octets, domain 255, path 256 including the
+# angle brackets, so 254 for the bare address.
+MAX_LOCAL_PART_LENGTH = 64
+MAX_DOMAIN_LENGTH = 255
+MAX_ADDRESS_LENGTH = 254
+
+# Characters that must never reach a lookup, a log line or a database column from an
+# envelope address: NUL (PostgreSQL rejects it), CR and LF (header and log injection).
+_FORBIDDEN = frozenset("\x00\r\n")
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """Split ``local@domain`` at the **last** ``@`` (a quoted local part may hold ``@``).
+
+    Returns ``(local_part, domain)``; the domain is lower-cased (RFC 5321 §2.4: domain
+    names are case-insensitive). An address without ``@`` has an empty domain.
+    """
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return address, ""
+    return local, domain.lower()
+
+
+def address_syntax_error(address: str) -> str | None:
+    """Why ``address`` is unusable as an envelope address, or ``None`` if it is usable.
+
+    Checked before any lookup, so over-long or control-character input never reaches
+    the database (hostile-inputs cases #39-#41).
+    """
+    if any(ch in _FORBIDDEN for ch in address):
+        return "control character in address"
+    if len(address.encode("utf-8", "surrogateescape")) > MAX_ADDRESS_LENGTH:
+        return "address too long"
+    local, domain = split_address(address)
+    if not local or not domain:
+        return "address needs a local part and a domain"
+    if len(local.encode("utf-8", "surrogateescape")) > MAX_LOCAL_PART_LENGTH:
+        return "local part too long"
+    if len(domain) > MAX_DOMAIN_LENGTH:
+        return "domain too long"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientContext:
+    """What a recipient validator may know about the transaction so far."""
+
+    mail_from: str
+    peer_host: str | None
+    helo: str
+    tls: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedRecipient:
+    """An accepted envelope recipient.
+
+    ``address`` is exactly what the client sent in ``RCPT TO``; ``mailbox_id`` is the
+    primary key of the matching ``Mailbox`` (``None`` when a custom validator accepted
+    an address that has no ``Mailbox`` row); ``tag`` is the plus-address tag, if any.
+    """
+
+    address: str
+    mailbox_id: int | None = None
+    tag: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedEnvelope:
+    """The envelope of one accepted DATA transaction, as stored with the message.
+
+    ``mail_from`` is ``""`` for the null sender ``<>`` (bounces).
+    """
+
+    queue_id: str
+    mail_from: str
+    recipients: tuple[ResolvedRecipient, ...]
+    peer_host: str | None
+    peer_port: int | None
+    helo: str
+    tls: bool
+    esmtp: bool
+    received_at: datetime
+    mail_options: tuple[str, ...] = field(default=())
+
+    @property
+    def rcpt_tos(self) -> tuple[str, ...]:
+        """The accepted recipient addresses in the order the client gave them."""
+        return tuple(r.address for r in self.recipients)

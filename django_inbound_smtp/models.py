@@ -1,0 +1,224 @@
+"""Recipient definitions, stored messages and the link between them.
+
+Models stay declarative and query-only: the write path is ``delivery.py``, the
+recipient policy is ``validators/``. No settings are read at class definition.
+"""
+
+from __future__ import annotations
+
+from typing import IO, ClassVar
+
+from django.core.exceptions import ValidationError
+from django.core.files.storage import Storage, storages
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from django_inbound_smtp.conf import get_settings
+from django_inbound_smtp.envelope import address_syntax_error, split_address
+
+__all__ = ["InboundMessage", "InboundRecipient", "Mailbox", "normalize_mailbox_address"]
+
+CATCH_ALL_LOCAL_PART = "*"
+
+
+def normalize_mailbox_address(address: str) -> str:
+    """The canonical form a ``Mailbox`` is stored under: trimmed and lower-cased.
+
+    Mailboxes are matched case-insensitively, local part included, as Postfix does
+    for virtual mailboxes; ``*@domain`` is the catch-all for a domain.
+    """
+    return address.strip().lower()
+
+
+class MailboxQuerySet(models.QuerySet["Mailbox"]):
+    """Queries the recipient validator needs."""
+
+    def active(self) -> MailboxQuerySet:
+        return self.filter(is_active=True)
+
+    def serves_domain(self, domain: str) -> bool:
+        """True if any active mailbox (or catch-all) exists for ``domain``."""
+        return self.active().filter(domain=domain.lower()).exists()
+
+
+class Mailbox(models.Model):
+    """An address we accept mail for: one mailbox, or ``*@domain`` for a whole domain."""
+
+    address = models.CharField(
+        _("address"),
+        max_length=254,
+        unique=True,
+        help_text=_(
+            "user@example.org, or *@example.org to accept every address of the domain. "
+            "Matched case-insensitively."
+        ),
+    )
+    domain = models.CharField(
+        _("domain"),
+        max_length=255,
+        editable=False,
+        db_index=True,
+        help_text=_("Lower-cased domain of the address; filled in on save."),
+    )
+    is_active = models.BooleanField(
+        _("active"),
+        default=True,
+        help_text=_("Inactive mailboxes reject mail at RCPT time (550 5.1.1)."),
+    )
+    description = models.CharField(
+        _("description"), max_length=200, blank=True, help_text=_("For your own reference.")
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    objects: ClassVar[MailboxQuerySet] = MailboxQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        verbose_name = _("mailbox")
+        verbose_name_plural = _("mailboxes")
+        ordering = ("domain", "address")
+
+    def __str__(self) -> str:
+        return self.address
+
+    @property
+    def is_catch_all(self) -> bool:
+        """True for ``*@domain``."""
+        return self.address.startswith(CATCH_ALL_LOCAL_PART + "@")
+
+    def clean(self) -> None:
+        self.address = normalize_mailbox_address(self.address)
+        problem = address_syntax_error(self.address)
+        if problem:
+            raise ValidationError({"address": _("Not a usable address: %s.") % problem})
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        self.address = normalize_mailbox_address(self.address)
+        self.domain = split_address(self.address)[1]
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class InboundMessage(models.Model):
+    """One accepted DATA transaction: the envelope, the raw bytes and a header summary."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", _("received")
+        PROCESSING = "processing", _("processing")
+        PROCESSED = "processed", _("processed")
+        FAILED = "failed", _("failed")
+
+    queue_id = models.CharField(
+        _("queue id"),
+        max_length=32,
+        unique=True,
+        help_text=_("Our id, sent to the client in the 250 reply and in our Received: line."),
+    )
+    status = models.CharField(
+        _("status"),
+        max_length=16,
+        choices=Status.choices,
+        default=Status.RECEIVED,
+        db_index=True,
+        help_text=_("received: stored, not yet handed to receivers."),
+    )
+    envelope_from = models.CharField(
+        _("envelope sender"),
+        max_length=254,
+        blank=True,
+        help_text=_("MAIL FROM; empty for the null sender <> (bounces)."),
+    )
+    peer_ip = models.GenericIPAddressField(
+        _("client IP"), null=True, blank=True, help_text=_("Address of the SMTP client.")
+    )
+    peer_port = models.PositiveIntegerField(_("client port"), null=True, blank=True)
+    helo = models.CharField(
+        _("HELO name"),
+        max_length=255,
+        blank=True,
+        help_text=_("Name the client gave in HELO/EHLO (sanitized; not verified)."),
+    )
+    tls = models.BooleanField(_("TLS"), default=False, help_text=_("Received over TLS."))
+    size = models.PositiveBigIntegerField(
+        _("size"), help_text=_("Size in bytes of the stored raw message.")
+    )
+    received_at = models.DateTimeField(_("received"), default=timezone.now, db_index=True)
+    raw_file = models.CharField(
+        _("raw file"),
+        max_length=255,
+        help_text=_("Name of the raw .eml in the INBOUND_SMTP['STORAGE'] storage."),
+    )
+    message_id = models.CharField(
+        _("Message-ID"), max_length=512, blank=True, db_index=True
+    )
+    subject = models.TextField(_("subject"), blank=True)
+    from_header = models.TextField(
+        _("From header"), blank=True, help_text=_("As written by the sender; never verified.")
+    )
+    date_header = models.DateTimeField(_("Date header"), null=True, blank=True)
+    processed_at = models.DateTimeField(_("processed"), null=True, blank=True)
+    attempts = models.PositiveIntegerField(
+        _("processing attempts"), default=0, help_text=_("Times processing has started.")
+    )
+    error = models.TextField(
+        _("last error"), blank=True, help_text=_("Traceback of the last failed processing.")
+    )
+
+    class Meta:
+        verbose_name = _("inbound message")
+        verbose_name_plural = _("inbound messages")
+        ordering = ("-received_at", "-pk")
+
+    def __str__(self) -> str:
+        return f"{self.queue_id} {self.subject[:60]}".strip()
+
+    @property
+    def storage(self) -> Storage:
+        """The storage the raw bytes live in (``INBOUND_SMTP['STORAGE']``)."""
+        return storages[get_settings().STORAGE]
+
+    def open_raw(self) -> IO[bytes]:
+        """Open the raw message for binary reading; the caller closes it."""
+        return self.storage.open(self.raw_file, "rb")  # type: ignore[no-any-return]
+
+    @property
+    def raw_bytes(self) -> bytes:
+        """The message exactly as stored: our ``Received:`` line, then the client's bytes."""
+        with self.open_raw() as handle:
+            return handle.read()
+
+
+class InboundRecipient(models.Model):
+    """One accepted envelope recipient of a message (BCC recipients included)."""
+
+    message = models.ForeignKey(
+        InboundMessage,
+        on_delete=models.CASCADE,
+        related_name="recipients",
+        verbose_name=_("message"),
+    )
+    mailbox = models.ForeignKey(
+        Mailbox,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="deliveries",
+        verbose_name=_("mailbox"),
+        help_text=_("Mailbox that accepted the address; empty if a custom validator did."),
+    )
+    address = models.CharField(
+        _("address"),
+        max_length=254,
+        db_index=True,
+        help_text=_("RCPT TO exactly as the client gave it."),
+    )
+    tag = models.CharField(
+        _("tag"), max_length=64, blank=True, help_text=_("Plus-address tag (user+tag@...).")
+    )
+
+    class Meta:
+        verbose_name = _("recipient")
+        verbose_name_plural = _("recipients")
+        ordering = ("pk",)
+
+    def __str__(self) -> str:
+        return self.address

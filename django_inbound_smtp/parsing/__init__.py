@@ -1,0 +1,128 @@
+"""Reading stored messages: the cheap header summary taken before ``250``, and the
+stdlib ``EmailMessage`` view used afterwards.
+
+Pure (stdlib ``email`` only), so it can be fuzzed and reused without Django. Every
+value that leaves this module for a text column is cleaned of control characters and
+bounded in length: received mail is hostile input (hostile-inputs §3 E).
+"""
+
+from __future__ import annotations
+
+import email.policy
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import parsedate_to_datetime
+
+__all__ = [
+    "HeaderSummary",
+    "clean_text",
+    "header_block",
+    "parse",
+    "summarize_headers",
+    "text_body",
+]
+
+# Only the header block is read before the 250. Postfix caps it at 100 KiB
+# (header_size_limit); we read up to 256 KiB and ignore the rest here.
+MAX_HEADER_BLOCK = 256 * 1024
+# Stored summary fields are display data, not the source of truth (the raw bytes are).
+MAX_FIELD_LENGTH = 998
+
+# C0/C1 controls (NUL, CR, LF included) and bidi overrides (U+202A-202E, U+2066-2069),
+# which can make "invoice\u202Efdp.exe" display as "invoiceexe.pdf".
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_WHITESPACE_RUN = re.compile(r"[\t\r\n ]+")
+
+
+def clean_text(value: str, *, limit: int = MAX_FIELD_LENGTH) -> str:
+    """One line of display-safe text: controls removed, white space folded, NFC, bounded."""
+    value = _WHITESPACE_RUN.sub(" ", value)
+    value = _UNSAFE.sub("", value)
+    return unicodedata.normalize("NFC", value).strip()[:limit]
+
+
+def header_block(raw: bytes, *, limit: int = MAX_HEADER_BLOCK) -> bytes:
+    """The bytes of the header section (up to the first empty line), at most ``limit``."""
+    head = raw[:limit]
+    end = head.find(b"\r\n\r\n")
+    return head if end < 0 else head[: end + 2]
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderSummary:
+    """The few header fields stored in columns for listing and search."""
+
+    message_id: str = ""
+    subject: str = ""
+    from_header: str = ""
+    date: datetime | None = None
+
+
+def _first(message: EmailMessage, name: str) -> str:
+    # First value wins when a singular header is repeated (hostile-inputs #83).
+    try:
+        value = message.get(name)
+    except Exception:  # malformed headers must never stop storage
+        value = None
+    if value is None:
+        raw_values = message.get_all(name, failobj=[])
+        value = raw_values[0] if raw_values else ""
+    return str(value)
+
+
+def summarize_headers(raw: bytes) -> HeaderSummary:
+    """Extract Message-ID, Subject, From and Date from the header block of ``raw``.
+
+    Never raises on malformed input: a field that cannot be read is left empty.
+    """
+    message = BytesParser(policy=email.policy.default).parsebytes(
+        header_block(raw), headersonly=True
+    )
+    date: datetime | None = None
+    date_text = _first(message, "Date")
+    if date_text:
+        try:
+            date = parsedate_to_datetime(date_text)
+        except (TypeError, ValueError, IndexError):
+            date = None
+    return HeaderSummary(
+        message_id=clean_text(_first(message, "Message-ID"), limit=512),
+        subject=clean_text(_first(message, "Subject")),
+        from_header=clean_text(_first(message, "From")),
+        date=date,
+    )
+
+
+def parse(raw: bytes) -> EmailMessage:
+    """The whole message as a stdlib ``EmailMessage`` (``policy.default``).
+
+    Runs in a worker thread, never on the event loop. Parsing limits for hostile
+    structure (nesting, part count) belong to the caller until the storage issue adds
+    them here.
+    """
+    message = BytesParser(policy=email.policy.default).parsebytes(raw)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def text_body(message: EmailMessage, *, limit: int = 1024 * 1024) -> str:
+    """The plain-text body (or ``""``), decoded with replacement characters on bad bytes."""
+    try:
+        part = message.get_body(preferencelist=("plain",))
+    except Exception:  # a broken MIME tree has no readable body
+        return ""
+    if part is None:
+        return ""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        text = payload[:limit].decode(charset, errors="replace")
+    except LookupError:
+        text = payload[:limit].decode("utf-8", errors="replace")
+    return text

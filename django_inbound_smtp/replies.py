@@ -1,0 +1,132 @@
+"""Every SMTP reply the server sends: codes, RFC 3463 enhanced status codes and texts.
+
+Pure (stdlib only). Replies are values; code never builds a reply string by hand, so
+the wire format, the enhanced status and the wording stay consistent and testable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import IntEnum
+
+__all__ = [
+    "BAD_RECIPIENT_SYNTAX",
+    "BAD_SENDER_SYNTAX",
+    "INSUFFICIENT_STORAGE",
+    "LOOKUP_FAILURE",
+    "MAILBOX_UNKNOWN",
+    "MESSAGE_TOO_BIG",
+    "NEED_RCPT",
+    "RECIPIENT_OK",
+    "RELAY_DENIED",
+    "SENDER_OK",
+    "SHUTTING_DOWN",
+    "TEMPORARY_FAILURE",
+    "TIMEOUT",
+    "TOO_MANY_RECIPIENTS",
+    "Reply",
+    "ReplyCode",
+    "queued",
+]
+
+
+class ReplyCode(IntEnum):
+    """The basic reply codes we send (RFC 5321 §4.2.2)."""
+
+    SERVICE_READY = 220
+    CLOSING = 221
+    OK = 250
+    START_MAIL_INPUT = 354
+    SERVICE_UNAVAILABLE = 421
+    LOCAL_ERROR = 451
+    INSUFFICIENT_STORAGE = 452
+    SYNTAX_ERROR = 500
+    PARAMETER_SYNTAX_ERROR = 501
+    BAD_SEQUENCE = 503
+    MAILBOX_UNAVAILABLE = 550
+    EXCEEDED_STORAGE = 552
+    TRANSACTION_FAILED = 554
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One SMTP reply: basic code, enhanced status code and human text.
+
+    ``str(reply)`` is the line sent on the wire (without CRLF). ``text`` must never
+    contain CR or LF; replies carrying client data go through :meth:`about`.
+    """
+
+    code: int
+    status: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.status} {self.text}"
+
+    @property
+    def is_permanent(self) -> bool:
+        """True for 5xx: the client must not retry."""
+        return self.code >= 500
+
+    @property
+    def is_temporary(self) -> bool:
+        """True for 4xx: the client keeps the message and retries later."""
+        return 400 <= self.code < 500
+
+    def about(self, address: str) -> Reply:
+        """The same reply naming ``address`` the way Postfix does (``<addr>: text``).
+
+        The address must already have passed syntax validation (no CR, LF or NUL).
+        """
+        return replace(self, text=f"<{address}>: {self.text}")
+
+    def with_reference(self, reference: str) -> Reply:
+        """The same reply with a correlation id, so a log line can be found from a bounce."""
+        return replace(self, text=f"{self.text} (ref {reference})")
+
+
+# RFC 5321 §4.2.5 / RFC 3463 X.0.0: the message is ours now.
+def queued(queue_id: str) -> Reply:
+    """``250 2.0.0 Ok: queued as <id>``, sent only after the message is durable."""
+    return Reply(ReplyCode.OK, "2.0.0", f"Ok: queued as {queue_id}")
+
+
+# RFC 3463 X.1.0 / X.1.5: sender and destination address valid.
+SENDER_OK = Reply(ReplyCode.OK, "2.1.0", "Ok")
+RECIPIENT_OK = Reply(ReplyCode.OK, "2.1.5", "Ok")
+
+# RFC 3463 X.1.1: bad destination mailbox address (the user does not exist).
+MAILBOX_UNKNOWN = Reply(
+    ReplyCode.MAILBOX_UNAVAILABLE, "5.1.1", "Recipient address rejected: User unknown"
+)
+# RFC 3463 X.7.1: delivery not authorized. We answer 550, not 554, so a client that
+# only looks at the basic code still treats it as a recipient failure (RFC 5321 §4.2.2).
+RELAY_DENIED = Reply(ReplyCode.MAILBOX_UNAVAILABLE, "5.7.1", "Relay access denied")
+# RFC 3463 X.1.3 / X.1.7: bad destination / sender mailbox address syntax.
+BAD_RECIPIENT_SYNTAX = Reply(
+    ReplyCode.PARAMETER_SYNTAX_ERROR, "5.1.3", "Bad recipient address syntax"
+)
+BAD_SENDER_SYNTAX = Reply(ReplyCode.PARAMETER_SYNTAX_ERROR, "5.1.7", "Bad sender address syntax")
+# RFC 5321 §4.5.3.1.8 (at least 100 must be accepted) / RFC 3463 X.5.3.
+TOO_MANY_RECIPIENTS = Reply(ReplyCode.INSUFFICIENT_STORAGE, "4.5.3", "Error: too many recipients")
+# RFC 1870 §6.1 / RFC 3463 X.3.4: message too big for system.
+MESSAGE_TOO_BIG = Reply(
+    ReplyCode.EXCEEDED_STORAGE, "5.3.4", "Message size exceeds fixed maximum message size"
+)
+# RFC 5321 §3.3: DATA with no accepted recipient.
+NEED_RCPT = Reply(ReplyCode.BAD_SEQUENCE, "5.5.1", "Error: need RCPT command")
+# RFC 3463 X.3.0: other or undefined mail system status. Our own faults are always
+# temporary (RFC 5321 §4.2.5): the client keeps the message and retries.
+TEMPORARY_FAILURE = Reply(
+    ReplyCode.LOCAL_ERROR, "4.3.0", "Error: temporary local problem, try again later"
+)
+LOOKUP_FAILURE = Reply(ReplyCode.LOCAL_ERROR, "4.3.0", "Temporary lookup failure")
+# RFC 3463 X.3.1: mail system full.
+INSUFFICIENT_STORAGE = Reply(ReplyCode.INSUFFICIENT_STORAGE, "4.3.1", "Insufficient system storage")
+# RFC 5321 §3.8: try to send 421 before a forced shutdown. RFC 3463 X.3.2: system not
+# accepting network messages.
+SHUTTING_DOWN = Reply(
+    ReplyCode.SERVICE_UNAVAILABLE, "4.3.2", "Service shutting down, closing transmission channel"
+)
+# RFC 3463 X.4.2: bad connection (timeout).
+TIMEOUT = Reply(ReplyCode.SERVICE_UNAVAILABLE, "4.4.2", "Error: timeout exceeded")

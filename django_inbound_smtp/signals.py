@@ -1,0 +1,27 @@
+"""Signals: notifications sent after a message is committed. Receivers cannot change
+the SMTP outcome. Declarations only; nothing here is connected.
+"""
+
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+__all__ = ["message_received"]
+
+# Sent once per stored message, by the processing step, after the transaction that
+# stored it has committed and (in the smtpd process) off the event loop, so the 250
+# has already been decided. It is sent with ``send_robust``: a receiver that raises
+# is logged with its traceback, the message is marked ``failed`` with it, and other
+# receivers still run.
+#
+#   sender      InboundMessage (the model class)
+#   message     InboundMessage: the committed row; ``message.raw_bytes`` reads the
+#               exact bytes received, our Received: line first
+#   recipients  list[InboundRecipient]: every accepted envelope recipient, in RCPT
+#               order, BCC recipients included
+#   mailboxes   list[Mailbox]: the distinct Mailbox rows those recipients matched
+#   envelope    django_inbound_smtp.envelope.ReceivedEnvelope, rebuilt from the row
+#
+# Receivers must accept ``**kwargs``: new keyword arguments may be added.
+#: Sent after an accepted message is durably stored.
+message_received = Signal()

@@ -1,0 +1,1 @@
+"""The SMTP listener: aiosmtpd protocol, policy hooks and the server lifecycle."""

@@ -1,0 +1,46 @@
+"""The single door from the event loop into Django's synchronous world.
+
+Every ORM-touching call from a coroutine goes through :func:`run_sync`, which runs it
+with ``sync_to_async`` in thread-sensitive mode: all database work of the server is
+serialized on one thread with one connection per database. That is correct and
+simple; it is also the throughput ceiling the storage issue will lift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+
+from django_inbound_smtp import _db, delivery, dispatch, validators
+from django_inbound_smtp.envelope import ReceivedEnvelope, RecipientContext, ResolvedRecipient
+
+__all__ = ["close_connections", "deliver", "drain_processing", "run_sync", "validate_recipient"]
+
+T = TypeVar("T")
+
+
+async def run_sync(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run a synchronous ``function`` in the ORM thread and await its result."""
+    return await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
+
+
+async def validate_recipient(address: str, context: RecipientContext) -> ResolvedRecipient:
+    """Run the recipient validator chain (sync validators in the ORM thread)."""
+    return await validators.validate_recipient(address, context=context, run_sync=run_sync)
+
+
+async def deliver(envelope: ReceivedEnvelope, raw: bytes) -> int:
+    """Store one message durably (see ``delivery.deliver``); returns its primary key."""
+    return await run_sync(delivery.deliver, envelope, raw)
+
+
+async def close_connections() -> None:
+    """Close the ORM thread's database connections (server shutdown)."""
+    await run_sync(_db.close_thread_connections)
+
+
+async def drain_processing(timeout: float) -> bool:
+    """Wait, off the loop, for scheduled processing to finish; ``True`` if it did."""
+    return await sync_to_async(dispatch.drain, thread_sensitive=False)(timeout)

@@ -1,0 +1,54 @@
+"""Our ``Received:`` trace header and queue ids (RFC 5321 §4.4). Pure."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import datetime
+from email.utils import format_datetime
+
+__all__ = ["new_queue_id", "received_header", "sanitize_helo"]
+
+# Anything outside printable ASCII in a HELO name is dropped before it goes into a
+# header or a column: the name is client-controlled (hostile-inputs #69).
+_NOT_PRINTABLE = re.compile(r"[^\x21-\x7e]")
+
+
+def new_queue_id() -> str:
+    """A fresh queue id: 16 upper-case hex digits (64 random bits)."""
+    return secrets.token_hex(8).upper()
+
+
+def sanitize_helo(name: str) -> str:
+    """The HELO/EHLO argument reduced to printable ASCII, at most 255 characters."""
+    return _NOT_PRINTABLE.sub("", name)[:255]
+
+
+def received_header(
+    *,
+    helo: str,
+    peer_host: str | None,
+    hostname: str,
+    queue_id: str,
+    recipients: tuple[str, ...],
+    esmtp: bool,
+    tls: bool,
+    when: datetime,
+) -> bytes:
+    """The ``Received:`` field we prepend, folded, ending in CRLF.
+
+    ``for <rcpt>`` is given only for a single recipient, as Postfix does, so one copy
+    never reveals the other (possibly BCC) recipients.
+    """
+    protocol = ("ESMTP" if esmtp else "SMTP") + ("S" if tls else "")
+    ip = sanitize_helo(peer_host or "unknown")
+    lines = [
+        f"Received: from {sanitize_helo(helo) or 'unknown'} ([{ip}])",
+        f"\tby {hostname} (django-inbound-smtp) with {protocol} id {queue_id}",
+    ]
+    suffix = f"; {format_datetime(when)}"
+    if len(recipients) == 1:
+        lines.append(f"\tfor <{recipients[0]}>{suffix}")
+    else:
+        lines[-1] += suffix
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")

@@ -1,0 +1,166 @@
+"""The aiosmtpd handler: policy hooks for MAIL, RCPT and DATA.
+
+Every hook catches its own failures and answers ``451 4.3.0`` with a generic text and
+a reference; the traceback goes to the log only, never to the client (STYLE §4,
+hostile-inputs #87-#92). Database work happens only through ``_bridge``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from django_inbound_smtp import replies
+from django_inbound_smtp.conf import get_settings
+from django_inbound_smtp.envelope import (
+    ReceivedEnvelope,
+    RecipientContext,
+    address_syntax_error,
+)
+from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
+from django_inbound_smtp.smtp import _bridge
+from django_inbound_smtp.smtp._trace import new_queue_id, received_header, sanitize_helo
+from django_inbound_smtp.smtp.protocol import InboundEnvelope
+
+__all__ = ["InboundHandler"]
+
+logger = logging.getLogger(__name__)
+
+NULL_SENDER = "<>"
+
+
+def _peer(session: Any) -> tuple[str | None, int | None]:
+    peer = session.peer
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return str(peer[0]), int(peer[1])
+    return None, None
+
+
+def _sender(envelope: InboundEnvelope) -> str:
+    # aiosmtpd keeps "<>" literally; it must stay truthy there (its MAIL/RCPT ordering
+    # checks test mail_from), so the null sender becomes "" only when stored.
+    mail_from = envelope.mail_from or ""
+    return "" if mail_from == NULL_SENDER else str(mail_from)
+
+
+class InboundHandler:
+    """Hooks called by :class:`~django_inbound_smtp.smtp.protocol.InboundSMTP`."""
+
+    def __init__(self, *, hostname: str) -> None:
+        self.hostname = hostname
+        self._deliveries: set[asyncio.Task[int]] = set()
+
+    async def wait_for_deliveries(self, timeout: float) -> bool:
+        """Wait for commits in flight (shutdown); ``True`` if none is left."""
+        if not self._deliveries:
+            return True
+        _done, pending = await asyncio.wait(set(self._deliveries), timeout=timeout)
+        return not pending
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        # We send RFC 3463 codes on every reply, so say so (RFC 2034). An MX offers no
+        # AUTH: drop aiosmtpd's line, which it shows even with no mechanism.
+        kept = [line for line in responses if not line[4:].startswith("AUTH")]
+        kept.insert(-1, "250-ENHANCEDSTATUSCODES")
+        return kept
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: InboundEnvelope, address: str, options: list[str]
+    ) -> str:
+        try:
+            if address != NULL_SENDER and address_syntax_error(address):
+                return str(replies.BAD_SENDER_SYNTAX)
+            envelope.mail_from = address
+            envelope.mail_options.extend(options)
+            return str(replies.SENDER_OK)
+        except Exception:
+            return self._failed("MAIL", replies.TEMPORARY_FAILURE)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: InboundEnvelope, address: str, options: list[str]
+    ) -> str:
+        try:
+            if address_syntax_error(address):
+                return str(replies.BAD_RECIPIENT_SYNTAX)
+            if any(r.address.lower() == address.lower() for r in envelope.resolved):
+                return str(replies.RECIPIENT_OK)  # a repeated RCPT is one recipient
+            if len(envelope.resolved) >= get_settings().MAX_RECIPIENTS:
+                return str(replies.TOO_MANY_RECIPIENTS)
+            context = RecipientContext(
+                mail_from=_sender(envelope),
+                peer_host=_peer(session)[0],
+                helo=sanitize_helo(session.host_name or ""),
+                tls=session.ssl is not None,
+            )
+            try:
+                resolved = await _bridge.validate_recipient(address, context)
+            except (Rejected, TemporaryFailure) as refusal:
+                return str(refusal.reply.about(address))
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(options)
+            envelope.resolved.append(resolved)
+            return str(replies.RECIPIENT_OK)
+        except Exception:
+            return self._failed("RCPT", replies.LOOKUP_FAILURE.about(address))
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: InboundEnvelope) -> str:
+        queue_id = new_queue_id()
+        try:
+            peer_host, peer_port = _peer(session)
+            helo = sanitize_helo(session.host_name or "")
+            tls = session.ssl is not None
+            received = ReceivedEnvelope(
+                queue_id=queue_id,
+                mail_from=_sender(envelope),
+                recipients=tuple(envelope.resolved),
+                peer_host=peer_host,
+                peer_port=peer_port,
+                helo=helo,
+                tls=tls,
+                esmtp=bool(session.extended_smtp),
+                received_at=datetime.now(UTC),
+                mail_options=tuple(envelope.mail_options),
+            )
+            trace = received_header(
+                helo=helo,
+                peer_host=peer_host,
+                hostname=self.hostname,
+                queue_id=queue_id,
+                recipients=received.rcpt_tos,
+                esmtp=received.esmtp,
+                tls=tls,
+                when=received.received_at,
+            )
+            pk = await self._deliver(received, trace + envelope.original_content)
+        except Exception:
+            return self._failed("DATA", replies.TEMPORARY_FAILURE.with_reference(queue_id))
+        logger.info(
+            "accepted %s from <%s> for %d recipient(s), %d bytes",
+            queue_id,
+            received.mail_from,
+            len(received.recipients),
+            len(envelope.original_content),
+            extra={"queue_id": queue_id, "message_pk": pk, "peer": peer_host},
+        )
+        return str(replies.queued(queue_id))
+
+    async def _deliver(self, received: ReceivedEnvelope, raw: bytes) -> int:
+        # Shielded: if the client hangs up mid-commit, the commit still finishes (and is
+        # awaited at shutdown) rather than being abandoned half-way.
+        task = asyncio.ensure_future(_bridge.deliver(received, raw))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+        return await asyncio.shield(task)
+
+    async def handle_exception(self, error: Exception) -> str:
+        logger.error("unexpected SMTP session error", exc_info=error)
+        return str(replies.TEMPORARY_FAILURE)
+
+    def _failed(self, hook: str, reply: replies.Reply) -> str:
+        logger.exception("%s hook failed; answering %s", hook, reply.code)
+        return str(reply)

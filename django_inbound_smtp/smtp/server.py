@@ -1,0 +1,130 @@
+"""The listener: builds one protocol per connection, serves, and stops cleanly.
+
+``run_server`` is what ``manage.py smtpd`` runs in the main thread. Stopping closes
+the listening socket first (new clients are refused and retry), waits for commits in
+flight, answers ``421 4.3.2`` to every open connection, waits for processing in the
+``smtpd`` process, then closes the ORM thread's database connections. aiosmtpd's
+``Controller.stop()`` is never used: it cancels tasks mid-commit and sends no 421.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import weakref
+from collections.abc import Callable
+
+from django_inbound_smtp import replies
+from django_inbound_smtp.conf import get_settings
+from django_inbound_smtp.smtp import _bridge
+from django_inbound_smtp.smtp.handler import InboundHandler
+from django_inbound_smtp.smtp.protocol import InboundSMTP
+
+__all__ = ["InboundServer", "run_server"]
+
+logger = logging.getLogger(__name__)
+
+# The greeting names no software version (nothing for a scanner to match on).
+GREETING_IDENT = "ESMTP"
+
+
+class InboundServer:
+    """One listening socket serving :class:`InboundSMTP` connections."""
+
+    def __init__(self, *, hostname: str | None = None) -> None:
+        # Resolved once: aiosmtpd would otherwise call getfqdn() for every connection.
+        self.hostname = hostname or get_settings().HOSTNAME or socket.getfqdn()
+        self.handler = InboundHandler(hostname=self.hostname)
+        self._server: asyncio.Server | None = None
+        self._connections: weakref.WeakSet[InboundSMTP] = weakref.WeakSet()
+
+    def _make_protocol(self) -> InboundSMTP:
+        settings = get_settings()
+        protocol = InboundSMTP(
+            self.handler,
+            hostname=self.hostname,
+            ident=GREETING_IDENT,
+            data_size_limit=settings.MAX_MESSAGE_SIZE,
+            timeout=settings.COMMAND_TIMEOUT,
+            # Kept as bytes end to end: stored byte-exact, decoded only for display.
+            decode_data=False,
+            enable_SMTPUTF8=False,
+            # An MX offers no AUTH (hostile-inputs #21); AUTH is for a submission port.
+            auth_require_tls=True,
+            auth_exclude_mechanism=["LOGIN", "PLAIN"],
+            loop=asyncio.get_running_loop(),
+        )
+        self._connections.add(protocol)
+        return protocol
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Bind and start accepting; return the bound ``(host, port)`` (port 0 resolved)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._make_protocol, host=host, port=port)
+        bound = self._server.sockets[0].getsockname()
+        return str(bound[0]), int(bound[1])
+
+    async def stop(self, *, grace: float | None = None) -> None:
+        """Stop listening, let commits finish, send ``421`` to everyone, clean up."""
+        grace = get_settings().SHUTDOWN_GRACE if grace is None else grace
+        if self._server is not None:
+            self._server.close()
+        if not await self.handler.wait_for_deliveries(grace):
+            logger.warning("shutdown grace over with commits still in flight")
+        goodbye = f"{replies.SHUTTING_DOWN.code} {replies.SHUTTING_DOWN.status} {self.hostname} "
+        goodbye += replies.SHUTTING_DOWN.text
+        for protocol in list(self._connections):
+            transport = protocol.transport
+            if transport is not None and not transport.is_closing():
+                with contextlib.suppress(Exception):
+                    transport.write(goodbye.encode("ascii") + b"\r\n")
+                transport.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+        if not await _bridge.drain_processing(grace):
+            logger.warning("shutdown grace over with message processing still running")
+        await _bridge.close_connections()
+
+
+async def run_server(
+    host: str,
+    port: int,
+    *,
+    hostname: str | None = None,
+    on_ready: Callable[[str, int], None] | None = None,
+) -> None:
+    """Serve until SIGINT or SIGTERM, then stop cleanly. A second signal skips the grace."""
+    server = InboundServer(hostname=hostname)
+    bound_host, bound_port = await server.start(host, port)
+    stop = asyncio.Event()
+    signals_seen = 0
+
+    def _on_signal() -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Signal handlers can only be installed from the main thread; embedded use in
+        # another thread stops through the returned task's cancellation instead.
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            loop.add_signal_handler(signum, _on_signal)
+    if on_ready is not None:
+        on_ready(bound_host, bound_port)
+    try:
+        await stop.wait()
+    finally:
+        logger.info("stopping: no new connections; finishing work in flight")
+        stopping = asyncio.ensure_future(server.stop())
+        while not stopping.done():
+            await asyncio.wait({stopping}, timeout=0.1)
+            if signals_seen > 1:
+                logger.warning("second signal: stopping without waiting")
+                stopping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await stopping
+                break
