@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.db import close_old_connections, connections
+from django.db import connections
 
 __all__ = ["close_thread_connections", "unit_of_work"]
 
@@ -21,12 +21,21 @@ def unit_of_work() -> Iterator[None]:
 
     After a failure (database restarted, connection killed) the next unit of work gets
     a fresh connection instead of the broken one, so one fault costs one ``451``.
+    A connection inside a caller's transaction is left alone: it is the caller's.
     """
-    close_old_connections()
+    _close_old_connections()
     try:
         yield
     finally:
-        close_old_connections()
+        _close_old_connections()
+
+
+def _close_old_connections() -> None:
+    # django.db.close_old_connections(), minus connections in an atomic block (which it
+    # would close, taking the caller's transaction with it).
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
 
 
 def close_thread_connections() -> None:

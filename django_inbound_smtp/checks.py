@@ -35,8 +35,9 @@ def _number_errors(values: dict[str, Any]) -> list[CheckMessage]:
             errors.append(_key_error(key, "must be a positive integer", f"Got {value!r}.", "E002"))
     for key in _POSITIVE_NUMBERS + _NON_NEGATIVE_NUMBERS:
         value = values.get(key, DEFAULTS[key])
-        floor_ok = value > 0 if key in _POSITIVE_NUMBERS else value >= 0
-        if isinstance(value, bool) or not isinstance(value, int | float) or not floor_ok:
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        floor = 0 if key in _NON_NEGATIVE_NUMBERS else 1e-9
+        if not is_number or value < floor:
             errors.append(_key_error(key, "must be a positive number", f"Got {value!r}.", "E002"))
     return errors
 

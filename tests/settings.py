@@ -64,7 +64,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": str(SCRATCH / "db.sqlite3"),
+            "NAME": os.environ.get("INBOUND_TEST_DB_SQLITE_MAIN") or str(SCRATCH / "db.sqlite3"),
             # A file, not the in-memory default: the server's ORM thread, processing
             # threads and the test share it, and shared-cache memory databases fail
             # with "table is locked" instead of waiting.
@@ -96,3 +96,4 @@ LOGGING = {
     "handlers": {"null": {"class": "logging.NullHandler"}},
     "loggers": {"django_inbound_smtp": {"handlers": ["null"], "level": "INFO"}},
 }
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only

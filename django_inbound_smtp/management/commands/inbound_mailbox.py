@@ -47,7 +47,7 @@ class Command(BaseCommand):
             messages = "; ".join(m for ms in error.message_dict.values() for m in ms)
             raise CommandError(f"Cannot add {address!r}: {messages}") from error
         mailbox.save()
-        kind = "catch-all for " + mailbox.domain if mailbox.is_catch_all else "mailbox"
+        kind = "catch-all" if mailbox.is_catch_all else "mailbox"
         self.stdout.write(self.style.SUCCESS(f"Added {kind} {mailbox.address}."))
 
     def _remove(self, address: str) -> None:

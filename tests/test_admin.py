@@ -1,0 +1,118 @@
+"""Tier 2: admin pages render, search and filter, and the raw download is safe."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+from django.urls import reverse
+
+from django_inbound_smtp import delivery
+from django_inbound_smtp.envelope import ReceivedEnvelope, ResolvedRecipient
+from django_inbound_smtp.models import InboundMessage, Mailbox
+
+HOSTILE = (
+    b"From: =?utf-8?b?QWRtaW4gPGFkbWluQGJhbmsuY29tPg==?= <evil@x.test>\r\n"
+    b"Subject: <script>alert(1)</script> invoice\r\n"
+    b"Message-ID: <hostile@x.test>\r\n"
+    b"X-Evil: <img src=x onerror=alert(2)>\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+    b"<script>alert(3)</script> body text\r\n"
+)
+
+
+def _store(raw: bytes, *, queue_id: str, to: tuple[str, ...], mailbox: Mailbox | None) -> InboundMessage:
+    envelope = ReceivedEnvelope(
+        queue_id=queue_id,
+        mail_from="sender@x.test",
+        recipients=tuple(ResolvedRecipient(address=a, mailbox_id=mailbox.pk if mailbox else None) for a in to),
+        peer_host="192.0.2.7",
+        peer_port=40000,
+        helo="client.test",
+        tls=False,
+        esmtp=True,
+        received_at=datetime.now(UTC),
+    )
+    return InboundMessage.objects.get(pk=delivery.deliver(envelope, raw))
+
+
+@pytest.fixture
+def staff(db) -> Client:
+    client = Client()
+    client.force_login(User.objects.create_superuser("boss", "boss@x.test", "pw"))
+    return client
+
+
+@pytest.fixture
+def stored(db) -> InboundMessage:
+    mailbox = Mailbox.objects.create(address="user@our.test")
+    _store(b"Subject: other\r\n\r\nx\r\n", queue_id="Q0OTHER", to=("user@our.test",), mailbox=mailbox)
+    return _store(HOSTILE, queue_id="Q1HOSTILE", to=("user@our.test", "bcc@our.test"), mailbox=mailbox)
+
+
+def test_message_list_search_and_filters(staff: Client, stored: InboundMessage) -> None:
+    url = reverse("admin:inbound_smtp_inboundmessage_changelist")
+    page = staff.get(url)
+    assert page.status_code == 200
+    content = page.content.decode()
+    assert "sender@x.test" in content and "user@our.test, bcc@our.test" in content
+    assert "<script>alert(1)" not in content
+    for query, expected in [("q=invoice", 1), ("q=bcc@our.test", 1), ("q=hostile@x.test", 1),
+                            ("q=sender@x.test", 2), ("status__exact=received", 2)]:
+        result = staff.get(f"{url}?{query}")
+        assert result.status_code == 200
+        assert result.context["cl"].result_count == expected, query
+    mailbox_filter = staff.get(f"{url}?recipients__mailbox__id__exact={Mailbox.objects.get().pk}")
+    assert mailbox_filter.context["cl"].result_count == 2
+
+
+def test_message_detail_is_read_only_and_escapes_everything(staff: Client, stored: InboundMessage) -> None:
+    page = staff.get(reverse("admin:inbound_smtp_inboundmessage_change", args=[stored.pk]))
+    assert page.status_code == 200
+    content = page.content.decode()
+    for dangerous in ("<script>alert", "<img src=x", "onerror=alert(2)>"):
+        assert dangerous not in content
+    assert "&lt;script&gt;alert(3)&lt;/script&gt; body text" in content  # text body, escaped
+    assert "X-Evil: &lt;img src=x onerror=alert(2)&gt;" in content  # all headers
+    assert "192.0.2.7" in content and "client.test" in content and "Q1HOSTILE" in content
+    assert 'name="_save"' not in content  # no change form
+    assert staff.get(reverse("admin:inbound_smtp_inboundmessage_add")).status_code == 403
+
+
+def test_raw_download_is_an_attachment_never_rendered(staff: Client, stored: InboundMessage) -> None:
+    response = staff.get(reverse("admin:inbound_smtp_inboundmessage_raw", args=[stored.pk]))
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == 'attachment; filename="Q1HOSTILE.eml"'
+    assert response["Content-Type"] == "message/rfc822"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert b"".join(response.streaming_content) == stored.raw_bytes
+
+
+def test_raw_download_needs_staff_with_view_permission(db, stored: InboundMessage) -> None:
+    url = reverse("admin:inbound_smtp_inboundmessage_raw", args=[stored.pk])
+    anonymous = Client().get(url)
+    assert anonymous.status_code == 302 and "/login/" in anonymous["Location"]
+    clerk = User.objects.create_user("clerk", password="pw", is_staff=True)
+    client = Client()
+    client.force_login(clerk)
+    assert client.get(url).status_code == 403
+    clerk.user_permissions.add(Permission.objects.get(codename="view_inboundmessage"))
+    assert client.get(url).status_code == 200
+
+
+def test_mailbox_admin_lists_counts_and_edits(staff: Client, stored: InboundMessage) -> None:
+    page = staff.get(reverse("admin:inbound_smtp_mailbox_changelist"))
+    assert page.status_code == 200
+    (row,) = page.context["cl"].result_list
+    assert row.message_count == 2
+    added = staff.post(
+        reverse("admin:inbound_smtp_mailbox_add"),
+        {"address": " Sales@Our.Test ", "is_active": "on", "description": ""},
+    )
+    assert added.status_code == 302
+    assert Mailbox.objects.get(address="sales@our.test").domain == "our.test"
+    invalid = staff.post(reverse("admin:inbound_smtp_mailbox_add"), {"address": "nope", "is_active": "on"})
+    assert invalid.status_code == 200
+    assert "Not a usable address" in invalid.content.decode()

@@ -1,0 +1,95 @@
+"""Tier 1: the DATA stream decoder, including chunking-independence properties."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from django_inbound_smtp.smtp._data import DotDecoder
+
+
+def _decode(chunks: list[bytes]) -> tuple[bytes, bytes, bool]:
+    """Feed ``chunks`` as the socket would deliver them; bytes never fed after the end
+    stay unread in the stream, so they count as trailing too."""
+    decoder = DotDecoder()
+    out = b""
+    unread = b""
+    for chunk in chunks:
+        if decoder.done:
+            unread += chunk
+        else:
+            out += decoder.feed(chunk)
+    return out, decoder.trailing + unread, decoder.done
+
+
+def _stuff(message: bytes) -> bytes:
+    """What an RFC 5321 client sends for ``message`` (CRLF-terminated lines)."""
+    lines = message.split(b"\r\n")
+    return b"\r\n".join(b"." + line if line.startswith(b".") else line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("wire", "message", "trailing"),
+    [
+        (b".\r\n", b"", b""),
+        (b"a\r\n.\r\n", b"a\r\n", b""),
+        (b"..x\r\n.\r\nQUIT\r\n", b".x\r\n", b"QUIT\r\n"),
+        (b"a\r\n..\r\n.\r\n", b"a\r\n.\r\n", b""),
+        # Smuggling sequences are body text, not an end of data (hostile-inputs #1-#6).
+        (b"a\n.\nb\r\n.\r\n", b"a\n.\nb\r\n", b""),
+        (b"a\n.\r\nb\r\n.\r\n", b"a\n.\r\nb\r\n", b""),
+        (b"a\r.\r\nb\r\n.\r\n", b"a\r.\r\nb\r\n", b""),
+        (b"a\r\n.\nb\r\n.\r\n", b"a\r\n\nb\r\n", b""),
+        (b"a\r\n.\rb\r\n.\r\n", b"a\r\n\rb\r\n", b""),
+        (b"a\r\n\x00.\r\n.\r\n", b"a\r\n\x00.\r\n", b""),
+    ],
+)
+def test_known_streams(wire: bytes, message: bytes, trailing: bytes) -> None:
+    assert _decode([wire]) == (message, trailing, True)
+
+
+def test_unterminated_stream_is_not_done() -> None:
+    out, _, done = _decode([b"a\r\n.", b"x\r\n."])
+    assert (out, done) == (b"a\r\nx\r\n", False)
+
+
+def test_feeding_after_the_end_is_a_bug() -> None:
+    decoder = DotDecoder()
+    decoder.feed(b".\r\n")
+    with pytest.raises(RuntimeError):
+        decoder.feed(b"more")
+
+
+def test_size_counts_decoded_bytes() -> None:
+    decoder = DotDecoder()
+    decoder.feed(b"..ab\r\n.\r\n")
+    assert decoder.size == len(b".ab\r\n")
+
+
+_lines = st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\r\n", b"\n")), max_size=12)
+
+
+def _split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    pieces, start = [], 0
+    for point in points:
+        pieces.append(data[start:point])
+        start = point
+    pieces.append(data[start:])
+    return pieces
+
+
+@settings(max_examples=400, derandomize=True)
+@given(lines=_lines, cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=20),
+       tail=st.binary(max_size=20))
+def test_any_chunking_gives_the_same_message_and_end(lines, cuts, tail) -> None:
+    message = b"".join(line + b"\r\n" for line in lines)
+    wire = _stuff(message) + b".\r\n" + tail
+    assert _decode(_split(wire, cuts)) == (message, tail, True)
+
+
+@settings(max_examples=300, derandomize=True)
+@given(data=st.binary(max_size=200), cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=10))
+def test_arbitrary_bytes_decode_identically_whatever_the_chunking(data, cuts) -> None:
+    assert _decode(_split(data, cuts)) == _decode([data])

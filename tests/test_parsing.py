@@ -1,0 +1,86 @@
+"""Tier 1: the header summary stored before 250, and the text view used by the admin."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from django_inbound_smtp.parsing import (
+    clean_text,
+    header_block,
+    parse,
+    summarize_headers,
+    text_body,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "messages"
+
+
+def _raw(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def test_plain_message_summary() -> None:
+    summary = summarize_headers(_raw("plain.eml"))
+    assert summary.message_id == "<plain-1@example.org>"
+    assert summary.subject == "Plain hello"
+    assert summary.from_header == "Alice <alice@example.org>"
+    assert summary.date == datetime(2026, 11, 29, 11, 0, tzinfo=UTC)
+    assert summary.date.utcoffset() == timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "subject"),
+    [
+        # hostile-inputs #76: an encoded CRLF must not survive into a stored field.
+        ("encoded_crlf_subject.eml", "hello Bcc: victim@x"),
+        # #77: PostgreSQL rejects NUL in text columns.
+        ("nul_in_subject.eml", "ab"),
+        # #83: the first of two singular headers wins.
+        ("duplicate_singular_headers.eml", "one"),
+        ("eight_bit_subject.eml", "Grüße raw 8-bit"),
+        # #79: a bidi override could disguise the text.
+        ("rtlo_subject.eml", "invoicefdp.exe"),
+    ],
+)
+def test_hostile_subjects_are_cleaned(fixture: str, subject: str) -> None:
+    assert summarize_headers(_raw(fixture)).subject == subject
+
+
+def test_missing_message_id_and_bad_date_are_empty_not_errors() -> None:
+    summary = summarize_headers(_raw("no_message_id_bad_date.eml"))
+    assert (summary.message_id, summary.date) == ("", None)
+
+
+def test_first_from_wins() -> None:
+    assert summarize_headers(_raw("duplicate_singular_headers.eml")).from_header == "first@example.org"
+
+
+def test_header_block_stops_at_the_blank_line_and_the_limit() -> None:
+    raw = _raw("plain.eml")
+    assert header_block(raw).endswith(b"<plain-1@example.org>\r\n")
+    assert header_block(b"X: " + b"y" * 100, limit=10) == b"X: yyyyyyy"
+
+
+def test_huge_header_is_bounded() -> None:
+    raw = b"Subject: " + b"s" * (2 * 1024 * 1024) + b"\r\n\r\nbody\r\n"
+    assert len(summarize_headers(raw).subject) <= 998
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        ("plain.eml", "Hello there.\r\n"),
+        ("iso_8859_1.eml", "café crème\r\n"),
+        # #74: an unknown charset must not raise; bytes become replacement characters.
+        ("unknown_charset.eml", "\ufffd\ufffd caf\ufffd\r\n"),
+    ],
+)
+def test_text_body_decodes_with_fallbacks(fixture: str, expected: str) -> None:
+    assert text_body(parse(_raw(fixture))) == expected
+
+
+def test_clean_text_folds_and_bounds() -> None:
+    assert clean_text("a\r\n\tb\x00c\u202ed", limit=4) == "a bc"
