@@ -12,7 +12,8 @@ from typing import Any
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
@@ -34,11 +35,8 @@ class MailboxAdmin(admin.ModelAdmin):
     readonly_fields = ("domain", "created_at")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Mailbox]:
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(message_count=Count("deliveries__message", distinct=True))
-        )
+        queryset: QuerySet[Mailbox] = super().get_queryset(request)
+        return queryset.annotate(message_count=Count("deliveries__message", distinct=True))
 
     @admin.display(description=_("messages"), ordering="message_count")
     def message_count(self, mailbox: Mailbox) -> int:
@@ -69,7 +67,11 @@ class InboundMessageAdmin(admin.ModelAdmin):
         "size",
         "status",
     )
-    list_filter = ("status", ("recipients__mailbox", admin.RelatedOnlyFieldListFilter), "received_at")
+    list_filter = (
+        "status",
+        ("recipients__mailbox", admin.RelatedOnlyFieldListFilter),
+        "received_at",
+    )
     search_fields = ("subject", "envelope_from", "recipients__address", "message_id", "queue_id")
     date_hierarchy = "received_at"
     inlines = (RecipientInline,)
@@ -90,7 +92,10 @@ class InboundMessageAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        (_("Headers"), {"fields": ("message_id", "subject", "from_header", "date_header", "headers")}),
+        (
+            _("Headers"),
+            {"fields": ("message_id", "subject", "from_header", "date_header", "headers")},
+        ),
         (_("Body"), {"fields": ("text_body",)}),
         (_("Processing"), {"fields": ("attempts", "processed_at", "error")}),
     )
@@ -170,7 +175,7 @@ class InboundMessageAdmin(admin.ModelAdmin):
         )
         return [raw, *super().get_urls()]
 
-    def raw_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def raw_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         """The stored message as an ``.eml`` attachment; staff with view permission only."""
         message = get_object_or_404(InboundMessage, pk=pk)
         if not self.has_view_permission(request, message):

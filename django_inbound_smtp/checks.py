@@ -22,9 +22,7 @@ _BIND = re.compile(r"^(\[[^\]]+\]|[^:\[\]]*):\d{1,5}$")
 
 
 def _key_error(key: str, problem: str, hint: str, check_id: str) -> Error:
-    return Error(
-        f"{SETTINGS_NAME}[{key!r}] {problem}.", hint=hint, id=f"inbound_smtp.{check_id}"
-    )
+    return Error(f"{SETTINGS_NAME}[{key!r}] {problem}.", hint=hint, id=f"inbound_smtp.{check_id}")
 
 
 def _number_errors(values: dict[str, Any]) -> list[CheckMessage]:
@@ -58,7 +56,9 @@ def _validator_errors(paths: Any) -> list[CheckMessage]:
             load_callable(str(path))
         except ConfigurationError as error:
             errors.append(
-                _key_error("RECIPIENT_VALIDATORS", "names an unusable validator", str(error), "E003")
+                _key_error(
+                    "RECIPIENT_VALIDATORS", "names an unusable validator", str(error), "E003"
+                )
             )
     return errors
 
@@ -105,9 +105,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
     bind = raw.get("BIND", DEFAULTS["BIND"])
     if not isinstance(bind, str) or not _BIND.match(bind):
-        errors.append(
-            _key_error("BIND", "must be 'HOST:PORT'", f"Got {bind!r}.", "E006")
-        )
+        errors.append(_key_error("BIND", "must be 'HOST:PORT'", f"Got {bind!r}.", "E006"))
     elif int(bind.rsplit(":", 1)[1]) in range(1, 1024):
         errors.append(
             Warning(

@@ -85,9 +85,9 @@ def _envelope_of(message: InboundMessage, recipients: list[InboundRecipient]) ->
 def _claim(pk: int) -> bool:
     # A conditional UPDATE is the lock: of two concurrent attempts only one moves the
     # row out of "received", so a message is never processed twice at once.
-    claimed = InboundMessage.objects.filter(
-        pk=pk, status=InboundMessage.Status.RECEIVED
-    ).update(status=InboundMessage.Status.PROCESSING, attempts=F("attempts") + 1)
+    claimed = InboundMessage.objects.filter(pk=pk, status=InboundMessage.Status.RECEIVED).update(
+        status=InboundMessage.Status.PROCESSING, attempts=F("attempts") + 1
+    )
     return claimed == 1
 
 
@@ -132,4 +132,3 @@ def process_message(pk: int) -> None:
         # The row stays "processing" or "received"; it is never lost (raw + row are
         # committed). Logged loudly so an operator sees it.
         logger.exception("processing of inbound message %s failed", pk)
-

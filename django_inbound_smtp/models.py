@@ -81,10 +81,10 @@ class Mailbox(models.Model):
     def __str__(self) -> str:
         return self.address
 
-    @property
-    def is_catch_all(self) -> bool:
-        """True for ``*@domain``."""
-        return self.address.startswith(CATCH_ALL_LOCAL_PART + "@")
+    def save(self, *args: object, **kwargs: object) -> None:
+        self.address = normalize_mailbox_address(self.address)
+        self.domain = split_address(self.address)[1]
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
 
     def clean(self) -> None:
         self.address = normalize_mailbox_address(self.address)
@@ -92,10 +92,10 @@ class Mailbox(models.Model):
         if problem:
             raise ValidationError({"address": _("Not a usable address: %s.") % problem})
 
-    def save(self, *args: object, **kwargs: object) -> None:
-        self.address = normalize_mailbox_address(self.address)
-        self.domain = split_address(self.address)[1]
-        super().save(*args, **kwargs)  # type: ignore[arg-type]
+    @property
+    def is_catch_all(self) -> bool:
+        """True for ``*@domain``."""
+        return self.address.startswith(CATCH_ALL_LOCAL_PART + "@")
 
 
 class InboundMessage(models.Model):
@@ -147,9 +147,7 @@ class InboundMessage(models.Model):
         max_length=255,
         help_text=_("Name of the raw .eml in the INBOUND_SMTP['STORAGE'] storage."),
     )
-    message_id = models.CharField(
-        _("Message-ID"), max_length=512, blank=True, db_index=True
-    )
+    message_id = models.CharField(_("Message-ID"), max_length=512, blank=True, db_index=True)
     subject = models.TextField(_("subject"), blank=True)
     from_header = models.TextField(
         _("From header"), blank=True, help_text=_("As written by the sender; never verified.")
@@ -178,7 +176,7 @@ class InboundMessage(models.Model):
 
     def open_raw(self) -> IO[bytes]:
         """Open the raw message for binary reading; the caller closes it."""
-        return self.storage.open(self.raw_file, "rb")  # type: ignore[no-any-return]
+        return self.storage.open(self.raw_file, "rb")
 
     @property
     def raw_bytes(self) -> bytes:

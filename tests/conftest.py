@@ -16,7 +16,7 @@ def make_mailbox(db: None) -> Callable[..., Mailbox]:
     """Create a mailbox: ``make_mailbox("user@our.test")``."""
 
     def make(address: str, **fields: object) -> Mailbox:
-        return Mailbox.objects.create(address=address, **fields)  # type: ignore[arg-type]
+        return Mailbox.objects.create(address=address, **fields)
 
     return make
 
@@ -31,7 +31,9 @@ def smtp_server(transactional_db: None) -> Iterator[RunningServer]:
 @pytest.fixture
 def smtp_client(smtp_server: RunningServer) -> Iterator[smtplib.SMTP]:
     """An ``smtplib`` client connected to ``smtp_server`` that has sent EHLO."""
-    client = smtplib.SMTP(smtp_server.host, smtp_server.port, local_hostname="client.test", timeout=10)
+    client = smtplib.SMTP(
+        smtp_server.host, smtp_server.port, local_hostname="client.test", timeout=10
+    )
     client.ehlo()
     try:
         yield client

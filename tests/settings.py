@@ -68,7 +68,9 @@ else:
             # A file, not the in-memory default: the server's ORM thread, processing
             # threads and the test share it, and shared-cache memory databases fail
             # with "table is locked" instead of waiting.
-            "TEST": {"NAME": os.environ.get("INBOUND_TEST_SQLITE_NAME") or str(SCRATCH / "test.sqlite3")},
+            "TEST": {
+                "NAME": os.environ.get("INBOUND_TEST_SQLITE_NAME") or str(SCRATCH / "test.sqlite3")
+            },
             "OPTIONS": {
                 "timeout": 20,
                 "transaction_mode": "IMMEDIATE",

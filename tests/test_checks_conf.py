@@ -77,7 +77,8 @@ def test_valid_settings_pass() -> None:
             {"RECIPIENT_VALIDATORS": []},
             [
                 Error(
-                    "INBOUND_SMTP['RECIPIENT_VALIDATORS'] must be a non-empty list of dotted paths.",
+                    "INBOUND_SMTP['RECIPIENT_VALIDATORS'] must be a non-empty list of "
+                    "dotted paths.",
                     hint="Without a validator every recipient is refused.",
                     id="inbound_smtp.E003",
                 )
@@ -135,4 +136,4 @@ def test_unimportable_validator_is_reported() -> None:
     with override_settings(INBOUND_SMTP={"RECIPIENT_VALIDATORS": ["no.such.validator"]}):
         (error,) = check_settings()
     assert error.id == "inbound_smtp.E003"
-    assert "no.such.validator" in error.hint
+    assert "no.such.validator" in str(error.hint)

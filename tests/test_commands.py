@@ -55,8 +55,13 @@ def test_inbound_mailbox_errors_are_sentences(db) -> None:
 
 @pytest.mark.parametrize(
     ("value", "parsed"),
-    [("127.0.0.1:25", ("127.0.0.1", 25)), ("[::1]:0", ("::1", 0)), ("2525", ("127.0.0.1", 2525)),
-     (":8025", ("127.0.0.1", 8025)), ("0.0.0.0:25", ("0.0.0.0", 25))],
+    [
+        ("127.0.0.1:25", ("127.0.0.1", 25)),
+        ("[::1]:0", ("::1", 0)),
+        ("2525", ("127.0.0.1", 2525)),
+        (":8025", ("127.0.0.1", 8025)),
+        ("0.0.0.0:25", ("0.0.0.0", 25)),
+    ],
 )
 def test_parse_addrport(value: str, parsed: tuple[str, int]) -> None:
     assert parse_addrport(value) == parsed
@@ -84,7 +89,11 @@ def _smtpd_env() -> dict[str, str]:
 def _start_smtpd(*args: str) -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen(
         [sys.executable, "-m", "django", "smtpd", *args],
-        cwd=ROOT, env=_smtpd_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=_smtpd_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     deadline = time.monotonic() + 30
     assert process.stdout is not None
@@ -105,7 +114,10 @@ def test_smtpd_serves_then_stops_cleanly_on_sigterm(transactional_db) -> None:
     process, port = _start_smtpd("127.0.0.1:0")
     try:
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-            assert client.sendmail("a@example.org", ["user@our.test"], b"Subject: cmd\r\n\r\nx\r\n") == {}
+            assert (
+                client.sendmail("a@example.org", ["user@our.test"], b"Subject: cmd\r\n\r\nx\r\n")
+                == {}
+            )
         idle = socket.create_connection(("127.0.0.1", port), timeout=10)
         assert idle.recv(1024).startswith(b"220 mx.test ESMTP")
         process.send_signal(signal.SIGTERM)
@@ -130,7 +142,11 @@ def test_smtpd_bind_error_is_one_sentence(transactional_db) -> None:
         port = taken.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "django", "smtpd", f"127.0.0.1:{port}", "--skip-checks"],
-            cwd=ROOT, env=_smtpd_env(), capture_output=True, text=True, timeout=60,
+            cwd=ROOT,
+            env=_smtpd_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert result.returncode == 1
     assert f"CommandError: 127.0.0.1:{port} is already in use by another process." in result.stderr

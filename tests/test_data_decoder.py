@@ -81,8 +81,11 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 @settings(max_examples=400, derandomize=True)
-@given(lines=_lines, cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=20),
-       tail=st.binary(max_size=20))
+@given(
+    lines=_lines,
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=20),
+    tail=st.binary(max_size=20),
+)
 def test_any_chunking_gives_the_same_message_and_end(lines, cuts, tail) -> None:
     message = b"".join(line + b"\r\n" for line in lines)
     wire = _stuff(message) + b".\r\n" + tail
@@ -90,6 +93,9 @@ def test_any_chunking_gives_the_same_message_and_end(lines, cuts, tail) -> None:
 
 
 @settings(max_examples=300, derandomize=True)
-@given(data=st.binary(max_size=200), cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=10))
+@given(
+    data=st.binary(max_size=200),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=10),
+)
 def test_arbitrary_bytes_decode_identically_whatever_the_chunking(data, cuts) -> None:
     assert _decode(_split(data, cuts)) == _decode([data])

@@ -18,7 +18,9 @@ README = (ROOT / "README.md").read_text()
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("auto_field", ["django.db.models.AutoField", "django.db.models.BigAutoField"])
+@pytest.mark.parametrize(
+    "auto_field", ["django.db.models.AutoField", "django.db.models.BigAutoField"]
+)
 def test_no_missing_migrations_whatever_the_project_default(auto_field: str) -> None:
     with override_settings(DEFAULT_AUTO_FIELD=auto_field):
         out = StringIO()
@@ -44,7 +46,7 @@ def test_readme_configuration_table_lists_exactly_the_settings() -> None:
 def test_readme_lists_every_check_id() -> None:
     source = (ROOT / "django_inbound_smtp" / "checks.py").read_text()
     ids = set(re.findall(r'"(E0\d\d|W0\d\d)"', source)) | set(
-        re.findall(r'inbound_smtp\.(E0\d\d|W0\d\d)', source)
+        re.findall(r"inbound_smtp\.(E0\d\d|W0\d\d)", source)
     )
     assert ids
     for check_id in ids:
@@ -60,5 +62,6 @@ def test_quickstart_starts_with_the_two_commands() -> None:
 def test_changelog_has_a_pending_section_on_top() -> None:
     changelog = (ROOT / "CHANGELOG.md").read_text()
     first_section = re.search(r"^## (.+)$", changelog, flags=re.MULTILINE)
-    assert first_section is not None and first_section.group(1) == "Pending"
+    assert first_section is not None
+    assert first_section.group(1) == "Pending"
     assert django_inbound_smtp.__version__

@@ -55,7 +55,9 @@ def test_missing_message_id_and_bad_date_are_empty_not_errors() -> None:
 
 
 def test_first_from_wins() -> None:
-    assert summarize_headers(_raw("duplicate_singular_headers.eml")).from_header == "first@example.org"
+    assert (
+        summarize_headers(_raw("duplicate_singular_headers.eml")).from_header == "first@example.org"
+    )
 
 
 def test_header_block_stops_at_the_blank_line_and_the_limit() -> None:

@@ -21,7 +21,8 @@ def test_reply_wire_format_and_classes() -> None:
         "550 5.7.1 <v@example.net>: Relay access denied"
     )
     assert str(replies.queued("ABC")) == "250 2.0.0 Ok: queued as ABC"
-    assert replies.TEMPORARY_FAILURE.is_temporary and not replies.TEMPORARY_FAILURE.is_permanent
+    assert replies.TEMPORARY_FAILURE.is_temporary
+    assert not replies.TEMPORARY_FAILURE.is_permanent
     assert str(replies.TEMPORARY_FAILURE.with_reference("Q1")).endswith("(ref Q1)")
 
 
@@ -32,7 +33,8 @@ def test_reply_wire_format_and_classes() -> None:
 def test_every_named_reply_has_a_matching_enhanced_code(reply: replies.Reply) -> None:
     # RFC 3463: the enhanced class digit matches the basic code's first digit.
     assert reply.status[0] == str(reply.code)[0]
-    assert "\r" not in reply.text and "\n" not in reply.text
+    assert "\r" not in reply.text
+    assert "\n" not in reply.text
 
 
 def test_exceptions_insist_on_the_right_reply_class() -> None:
@@ -58,8 +60,16 @@ def test_split_address_uses_the_last_at(address: str, parts: tuple[str, str]) ->
 
 @pytest.mark.parametrize(
     "address",
-    ["us\x00er@our.test", "us\rer@our.test", "us\ner@our.test", "x" * 65 + "@our.test",
-     "u@" + "d" * 256, "a" * 60 + "@" + "b" * 200 + ".test", "postmaster", "@our.test"],
+    [
+        "us\x00er@our.test",
+        "us\rer@our.test",
+        "us\ner@our.test",
+        "x" * 65 + "@our.test",
+        "u@" + "d" * 256,
+        "a" * 60 + "@" + "b" * 200 + ".test",
+        "postmaster",
+        "@our.test",
+    ],
 )
 def test_unusable_addresses(address: str) -> None:
     assert address_syntax_error(address) is not None
@@ -76,8 +86,14 @@ def test_no_accepted_address_carries_control_characters_or_excess_length(text: s
 def test_received_header_single_recipient_and_folding() -> None:
     when = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
     header = received_header(
-        helo="client.test", peer_host="127.0.0.1", hostname="mx.test", queue_id="Q1",
-        recipients=("u@our.test",), esmtp=True, tls=False, when=when,
+        helo="client.test",
+        peer_host="127.0.0.1",
+        hostname="mx.test",
+        queue_id="Q1",
+        recipients=("u@our.test",),
+        esmtp=True,
+        tls=False,
+        when=when,
     )
     assert header == (
         b"Received: from client.test ([127.0.0.1])\r\n"
@@ -88,11 +104,17 @@ def test_received_header_single_recipient_and_folding() -> None:
 
 def test_received_header_hides_recipients_and_notes_tls() -> None:
     header = received_header(
-        helo="c", peer_host=None, hostname="mx.test", queue_id="Q2",
-        recipients=("a@x.test", "b@x.test"), esmtp=True, tls=True,
+        helo="c",
+        peer_host=None,
+        hostname="mx.test",
+        queue_id="Q2",
+        recipients=("a@x.test", "b@x.test"),
+        esmtp=True,
+        tls=True,
         when=datetime(2026, 1, 1, tzinfo=UTC),
     )
-    assert b"for <" not in header and b"with ESMTPS id Q2;" in header
+    assert b"for <" not in header
+    assert b"with ESMTPS id Q2;" in header
     assert b"([unknown])" in header
 
 
@@ -112,8 +134,14 @@ def test_queue_ids_are_unique_hex() -> None:
     [
         ("503 Error: need MAIL command", "503 5.5.1 Error: need MAIL command"),
         ("501 Syntax: RCPT TO: <address>", "501 5.5.4 Syntax: RCPT TO: <address>"),
-        ('500 Error: command "FOO" not recognized', '500 5.5.1 Error: command "FOO" not recognized'),
-        ("552 Error: message size exceeds fixed maximum message size", str(replies.MESSAGE_TOO_BIG)),
+        (
+            '500 Error: command "FOO" not recognized',
+            '500 5.5.1 Error: command "FOO" not recognized',
+        ),
+        (
+            "552 Error: message size exceeds fixed maximum message size",
+            str(replies.MESSAGE_TOO_BIG),
+        ),
         ("250 2.1.5 Ok", "250 2.1.5 Ok"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import smtplib
 import socket
 import threading
@@ -18,7 +19,22 @@ from django_inbound_smtp.testing import RunningServer
 
 pytestmark = pytest.mark.integration
 
-SIMPLE = b"From: Alice <a@example.org>\r\nSubject: hello\r\nMessage-ID: <m1@example.org>\r\n\r\nHi!\r\n"
+SIMPLE = (
+    b"From: Alice <a@example.org>\r\nSubject: hello\r\nMessage-ID: <m1@example.org>\r\n\r\nHi!\r\n"
+)
+
+
+def _start_data(sock: socket.socket) -> io.BufferedIOBase:
+    """Raw dialogue up to the 354 (a@example.org -> user@our.test); returns the stream."""
+    stream = sock.makefile("rwb")
+    stream.readline()
+    for command in (b"EHLO c", b"MAIL FROM:<a@example.org>", b"RCPT TO:<user@our.test>", b"DATA"):
+        stream.write(command + b"\r\n")
+        stream.flush()
+        while (line := stream.readline())[3:4] == b"-":
+            pass
+    assert line.startswith(b"354"), line
+    return stream
 
 
 def _reply(client: smtplib.SMTP, command: str) -> tuple[int, str]:
@@ -142,7 +158,11 @@ def test_multiple_recipients_make_one_message_with_one_row_each(make_mailbox, sm
     )
     assert list(refused) == ["nobody@example.net"]
     message = InboundMessage.objects.get()
-    assert [r.address for r in message.recipients.all()] == ["a@our.test", "b@our.test", "c@two.test"]
+    assert [r.address for r in message.recipients.all()] == [
+        "a@our.test",
+        "b@our.test",
+        "c@two.test",
+    ]
     # With several recipients our Received: line names none of them.
     assert b"for <" not in message.raw_bytes.split(b"\r\n\r\n")[0]
 
@@ -210,11 +230,17 @@ def test_size_is_advertised_and_enforced(make_mailbox, smtp_server: RunningServe
         assert "enhancedstatuscodes" in client.esmtp_features
         assert "auth" not in client.esmtp_features
         code, text = client.docmd("MAIL FROM:<a@example.org> SIZE=5000")
-        assert (code, text.decode()) == (552, "5.3.4 Message size exceeds fixed maximum message size")
+        assert (code, text.decode()) == (
+            552,
+            "5.3.4 Message size exceeds fixed maximum message size",
+        )
         client.mail("a@example.org")
         client.rcpt("user@our.test")
         code, text = client.data(b"Subject: big\r\n\r\n" + (b"x" * 70 + b"\r\n") * 40)
-        assert (code, text.decode()) == (552, "5.3.4 Message size exceeds fixed maximum message size")
+        assert (code, text.decode()) == (
+            552,
+            "5.3.4 Message size exceeds fixed maximum message size",
+        )
         # The session stays usable and a message within the limit is accepted.
         assert client.sendmail("a@example.org", ["user@our.test"], SIMPLE) == {}
         client.quit()
@@ -225,14 +251,7 @@ def test_sender_ignoring_the_limit_is_cut_off(make_mailbox, smtp_server: Running
     make_mailbox("user@our.test")
     with override_settings(INBOUND_SMTP={"HOSTNAME": "mx.test", "MAX_MESSAGE_SIZE": 1000}):
         with socket.create_connection((smtp_server.host, smtp_server.port), timeout=10) as sock:
-            stream = sock.makefile("rwb")
-            stream.readline()
-            for command in (b"EHLO c", b"MAIL FROM:<a@example.org>", b"RCPT TO:<user@our.test>", b"DATA"):
-                stream.write(command + b"\r\n")
-                stream.flush()
-                while (line := stream.readline())[3:4] == b"-":
-                    pass
-            assert line.startswith(b"354")
+            stream = _start_data(sock)
             stream.write(b"x" * 998 + b"\r\n")
             stream.write((b"y" * 998 + b"\r\n") * 3)
             stream.flush()
@@ -308,15 +327,12 @@ def test_two_messages_on_one_connection(make_mailbox, smtp_client) -> None:
 
 def test_smuggled_end_of_data_stays_in_the_body(make_mailbox, smtp_server: RunningServer) -> None:
     make_mailbox("user@our.test")
-    smuggled = b"MAIL FROM:<evil@example.org>\r\nRCPT TO:<user@our.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n.\r\n"
+    smuggled = (
+        b"MAIL FROM:<evil@example.org>\r\nRCPT TO:<user@our.test>\r\nDATA\r\n"
+        b"Subject: smuggled\r\n\r\nx\r\n.\r\n"
+    )
     with socket.create_connection((smtp_server.host, smtp_server.port), timeout=10) as sock:
-        stream = sock.makefile("rwb")
-        stream.readline()
-        for command in (b"EHLO c", b"MAIL FROM:<a@example.org>", b"RCPT TO:<user@our.test>", b"DATA"):
-            stream.write(command + b"\r\n")
-            stream.flush()
-            while (line := stream.readline())[3:4] == b"-":
-                pass
+        stream = _start_data(sock)
         # "\n.\r\n" is not an end of data (CVE-2023-51764 class): what follows it is body
         # text up to the real CRLF.CRLF, and no second transaction is run.
         stream.write(b"Subject: real\r\n\r\nhi\n.\r\n" + smuggled + b"QUIT\r\n")
@@ -377,7 +393,7 @@ def test_database_failure_at_data_is_451_leaves_nothing_and_session_recovers(
     make_mailbox, smtp_client, settings
 ) -> None:
     make_mailbox("user@our.test")
-    media = Path(storages["default"].location)
+    media = Path(storages["default"].path(""))
     files_before = set(media.rglob("*.eml"))
     smtp_client.mail("a@example.org")
     smtp_client.rcpt("user@our.test")
@@ -409,7 +425,9 @@ def test_storage_failure_is_451(make_mailbox, smtp_client, tmp_path: Path) -> No
             "OPTIONS": {"location": str(blocker)},
         },
     }
-    with override_settings(STORAGES=failing, INBOUND_SMTP={"HOSTNAME": "mx.test", "STORAGE": "broken"}):
+    with override_settings(
+        STORAGES=failing, INBOUND_SMTP={"HOSTNAME": "mx.test", "STORAGE": "broken"}
+    ):
         smtp_client.mail("a@example.org")
         smtp_client.rcpt("user@our.test")
         code, _ = smtp_client.data(SIMPLE)

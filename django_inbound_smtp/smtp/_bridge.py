@@ -41,6 +41,6 @@ async def close_connections() -> None:
     await run_sync(_db.close_thread_connections)
 
 
-async def drain_processing(timeout: float) -> bool:
+async def drain_processing(grace: float) -> bool:
     """Wait, off the loop, for scheduled processing to finish; ``True`` if it did."""
-    return await sync_to_async(dispatch.drain, thread_sensitive=False)(timeout)
+    return await sync_to_async(dispatch.drain, thread_sensitive=False)(grace)

@@ -52,11 +52,11 @@ class InboundHandler:
         self.hostname = hostname
         self._deliveries: set[asyncio.Task[int]] = set()
 
-    async def wait_for_deliveries(self, timeout: float) -> bool:
+    async def wait_for_deliveries(self, grace: float) -> bool:
         """Wait for commits in flight (shutdown); ``True`` if none is left."""
         if not self._deliveries:
             return True
-        _done, pending = await asyncio.wait(set(self._deliveries), timeout=timeout)
+        _done, pending = await asyncio.wait(set(self._deliveries), timeout=grace)
         return not pending
 
     async def handle_EHLO(
@@ -110,6 +110,7 @@ class InboundHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: InboundEnvelope) -> str:
         queue_id = new_queue_id()
+        content = envelope.original_content or b""
         try:
             peer_host, peer_port = _peer(session)
             helo = sanitize_helo(session.host_name or "")
@@ -136,7 +137,7 @@ class InboundHandler:
                 tls=tls,
                 when=received.received_at,
             )
-            pk = await self._deliver(received, trace + envelope.original_content)
+            pk = await self._deliver(received, trace + content)
         except Exception:
             return self._failed("DATA", replies.TEMPORARY_FAILURE.with_reference(queue_id))
         logger.info(
@@ -144,7 +145,7 @@ class InboundHandler:
             queue_id,
             received.mail_from,
             len(received.recipients),
-            len(envelope.original_content),
+            len(content),
             extra={"queue_id": queue_id, "message_pk": pk, "peer": peer_host},
         )
         return str(replies.queued(queue_id))

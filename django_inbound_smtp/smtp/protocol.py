@@ -63,7 +63,7 @@ def _enhance(status: str) -> str:
     return status
 
 
-class InboundEnvelope(Envelope):  # type: ignore[misc]
+class InboundEnvelope(Envelope):
     """aiosmtpd's envelope plus the recipients our validators resolved."""
 
     def __init__(self) -> None:
@@ -71,7 +71,7 @@ class InboundEnvelope(Envelope):  # type: ignore[misc]
         self.resolved: list[ResolvedRecipient] = []
 
 
-class InboundSMTP(SMTP):  # type: ignore[misc]
+class InboundSMTP(SMTP):
     """aiosmtpd's protocol with our DATA reader and enhanced status codes."""
 
     def _create_envelope(self) -> InboundEnvelope:
@@ -79,8 +79,9 @@ class InboundSMTP(SMTP):  # type: ignore[misc]
 
     async def push(self, status: str | bytes) -> None:
         if isinstance(status, str):
-            status = _enhance(status)
-        await super().push(status)
+            await super().push(_enhance(status))
+        else:
+            await super().push(status)
 
     async def handle_exception(self, error: Exception) -> str:
         # Backstop for anything that escaped a hook: never 500 with exception text
@@ -93,7 +94,7 @@ class InboundSMTP(SMTP):  # type: ignore[misc]
         # StreamReader has no public unread; aiosmtpd itself manages _buffer directly
         # (its STARTTLS fix clears it).
         if data:
-            self._reader._buffer[:0] = data
+            self._reader._buffer[:0] = data  # type: ignore[attr-defined]
 
     async def _read_data(self, limit: int | None) -> bytearray | None:
         """Read DATA to the end; return the message, or ``None`` if it was too big."""
@@ -118,13 +119,15 @@ class InboundSMTP(SMTP):  # type: ignore[misc]
         self._unread(decoder.trailing)
         return None if too_big else content
 
-    @syntax("DATA")  # type: ignore[untyped-decorator]
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str | None) -> None:
         if await self.check_helo_needed():
             return
         if await self.check_auth_needed("DATA"):
             return
-        if not self.envelope.rcpt_tos:
+        envelope = self.envelope
+        assert envelope is not None  # set by connection_made, reset after every DATA
+        if not envelope.rcpt_tos:
             await self.push(str(replies.NEED_RCPT))
             return
         if arg:
@@ -136,13 +139,14 @@ class InboundSMTP(SMTP):  # type: ignore[misc]
         except _DrainExceeded:
             await self.push(str(replies.MESSAGE_TOO_BIG))
             self._set_post_data_state()
-            self.transport.close()
+            if self.transport is not None:
+                self.transport.close()
             return
         if content is None:
             await self.push(str(replies.MESSAGE_TOO_BIG))
             self._set_post_data_state()
             return
-        self.envelope.original_content = self.envelope.content = bytes(content)
+        envelope.original_content = envelope.content = bytes(content)
         del content
         try:
             status: Any = await self._call_handler_hook("DATA")
@@ -154,4 +158,3 @@ class InboundSMTP(SMTP):  # type: ignore[misc]
 
 class _DrainExceeded(Exception):
     """The client kept sending far past the size limit."""
-

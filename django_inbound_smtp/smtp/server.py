@@ -78,7 +78,7 @@ class InboundServer:
         goodbye += replies.SHUTTING_DOWN.text
         for protocol in list(self._connections):
             transport = protocol.transport
-            if transport is not None and not transport.is_closing():
+            if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
                 with contextlib.suppress(Exception):
                     transport.write(goodbye.encode("ascii") + b"\r\n")
                 transport.close()

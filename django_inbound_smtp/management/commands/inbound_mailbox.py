@@ -55,7 +55,9 @@ class Command(BaseCommand):
         if not deleted:
             raise CommandError(f"No mailbox {address!r}.")
         self.stdout.write(
-            self.style.SUCCESS(f"Removed {normalize_mailbox_address(address)}; stored mail is kept.")
+            self.style.SUCCESS(
+                f"Removed {normalize_mailbox_address(address)}; stored mail is kept."
+            )
         )
 
     def _list(self) -> None:
@@ -68,6 +70,6 @@ class Command(BaseCommand):
         for mailbox in mailboxes:
             state = "active" if mailbox.is_active else "inactive"
             self.stdout.write(
-                f"{mailbox.address}\t{state}\t{mailbox.message_count} message(s)"
+                f"{mailbox.address}\t{state}\t{getattr(mailbox, 'message_count', 0)} message(s)"
                 + (f"\t{mailbox.description}" if mailbox.description else "")
             )

@@ -43,12 +43,8 @@ class Command(BaseCommand):
             nargs="?",
             help="HOST:PORT to listen on (default: INBOUND_SMTP['BIND']; port 0 picks a free one).",
         )
-        parser.add_argument(
-            "--hostname", help="Name used in the greeting and Received: lines."
-        )
-        parser.add_argument(
-            "--skip-checks", action="store_true", help="Skip the system checks."
-        )
+        parser.add_argument("--hostname", help="Name used in the greeting and Received: lines.")
+        parser.add_argument("--skip-checks", action="store_true", help="Skip the system checks.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         host, port = parse_addrport(options["addrport"] or get_settings().BIND)
@@ -65,8 +61,7 @@ class Command(BaseCommand):
         def ready(bound_host: str, bound_port: int) -> None:
             shown = f"[{bound_host}]" if ":" in bound_host else bound_host
             self.stdout.write(
-                f"Inbound SMTP server listening on {shown}:{bound_port}\n"
-                "Quit with CONTROL-C."
+                f"Inbound SMTP server listening on {shown}:{bound_port}\nQuit with CONTROL-C."
             )
             self.stdout.flush()
 
