@@ -540,3 +540,30 @@ def test_mailbox_deleted_later_keeps_the_message(make_mailbox, smtp_client) -> N
     recipient = InboundRecipient.objects.get()
     assert recipient.mailbox is None
     assert recipient.address == "user@our.test"
+
+
+def test_plain_helo_session_is_served_as_smtp(make_mailbox, smtp_server: RunningServer) -> None:
+    make_mailbox("user@our.test")
+    client = smtplib.SMTP(smtp_server.host, smtp_server.port, timeout=10)
+    assert client.helo("old.client.test")[0] == 250
+    assert client.sendmail("a@example.org", ["user@our.test"], SIMPLE) == {}
+    client.quit()
+    message = InboundMessage.objects.get()
+    assert message.helo == "old.client.test"
+    assert b"with SMTP id " in message.raw_bytes.split(b"\r\n\r\n")[0]
+
+
+def test_ehlo_advertises_what_we_implement(smtp_client) -> None:
+    features = smtp_client.esmtp_features
+    assert {"size", "8bitmime", "enhancedstatuscodes", "help"} <= set(features)
+    # Not implemented, so never advertised (hostile-inputs #13, #21).
+    assert not {"auth", "chunking", "starttls", "smtputf8"} & set(features)
+
+
+def test_hostile_helo_is_stored_sanitized(make_mailbox, smtp_server: RunningServer) -> None:
+    make_mailbox("user@our.test")
+    client = smtplib.SMTP(smtp_server.host, smtp_server.port, timeout=10)
+    client.ehlo("<script>x</script>\x01")
+    client.sendmail("a@example.org", ["user@our.test"], SIMPLE)
+    client.quit()
+    assert InboundMessage.objects.get().helo == "<script>x</script>"

@@ -76,12 +76,17 @@ class InboundServer:
             logger.warning("shutdown grace over with commits still in flight")
         goodbye = f"{replies.SHUTTING_DOWN.code} {replies.SHUTTING_DOWN.status} {self.hostname} "
         goodbye += replies.SHUTTING_DOWN.text
+        sessions = [p._handler_coroutine for p in self._connections if p._handler_coroutine]
         for protocol in list(self._connections):
             transport = protocol.transport
             if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
                 with contextlib.suppress(Exception):
                     transport.write(goodbye.encode("ascii") + b"\r\n")
                 transport.close()
+        if sessions:
+            # Closing a transport cancels its session task; let those unwind here rather
+            # than be destroyed pending when the loop stops.
+            await asyncio.wait(sessions, timeout=1)
         if self._server is not None:
             await self._server.wait_closed()
         if not await _bridge.drain_processing(grace):

@@ -1,0 +1,44 @@
+"""Type-checked use of the public API (run by mypy, never collected by pytest)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.dispatch import receiver
+
+from django_inbound_smtp import replies
+from django_inbound_smtp.envelope import ReceivedEnvelope, RecipientContext, ResolvedRecipient
+from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
+from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
+from django_inbound_smtp.signals import message_received
+from django_inbound_smtp.testing import RunningServer, running_server
+
+
+def only_example_org(address: str, *, context: RecipientContext) -> ResolvedRecipient | None:
+    if not address.endswith("@example.org"):
+        return None
+    if context.mail_from == "":
+        raise TemporaryFailure(replies.LOOKUP_FAILURE)
+    if address.startswith("x"):
+        raise Rejected(replies.MAILBOX_UNKNOWN)
+    return ResolvedRecipient(address=address, tag="")
+
+
+@receiver(message_received)
+def on_mail(
+    sender: type[InboundMessage],
+    message: InboundMessage,
+    recipients: list[InboundRecipient],
+    mailboxes: list[Mailbox],
+    envelope: ReceivedEnvelope,
+    **kwargs: Any,
+) -> None:
+    raw: bytes = message.raw_bytes
+    first: str = envelope.rcpt_tos[0]
+    print(len(raw), first, [m.address for m in mailboxes])
+
+
+def serve() -> int:
+    with running_server() as server:
+        running: RunningServer = server
+        return running.port
