@@ -1,0 +1,97 @@
+# Developer entry points. Every target installs what it needs into .venv first.
+#
+#   make run            the demo: admin on http://127.0.0.1:8000/admin/, SMTP on 127.0.0.1:8025
+#   make test           the test suite on SQLite
+#   make test-postgres  the test suite on PostgreSQL (127.0.0.1:5432, user postgres)
+#   make lint | typecheck | tox | clean | distclean
+
+SHELL := /bin/bash
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EXAMPLE := example_project
+# The oldest supported Python, if installed; any python3 otherwise.
+BOOTSTRAP_PYTHON := $(shell command -v python3.11 2>/dev/null || command -v python3)
+
+# tox needs python3.12 and python3.13 on PATH; under pyenv only the selected version
+# is. Ask pyenv where they live, or look in its default folder.
+PYENV_ROOT ?= $(HOME)/.pyenv
+EXTRA_PYTHON_BINS := $(strip $(foreach version,3.12 3.13,$(firstword \
+	$(wildcard $(addsuffix /bin,$(shell pyenv prefix $(version) 2>/dev/null))) \
+	$(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(version).*/bin))))))
+empty :=
+space := $(empty) $(empty)
+TOX_PATH := $(subst $(space),:,$(strip $(EXTRA_PYTHON_BINS) $(PATH)))
+
+# Reachability of the PostgreSQL server the tests use (same env vars as tests/settings.py).
+define PG_CHECK
+import os, sys
+import psycopg
+params = dict(
+    host=os.environ.get("INBOUND_TEST_PG_HOST", "127.0.0.1"),
+    port=os.environ.get("INBOUND_TEST_PG_PORT", "5432"),
+    user=os.environ.get("INBOUND_TEST_PG_USER", "postgres"),
+)
+try:
+    psycopg.connect(dbname="postgres", connect_timeout=5, **params).close()
+except psycopg.Error as error:
+    sys.exit(
+        "make test-postgres: cannot connect to PostgreSQL at {host}:{port} as {user}: {0}\n"
+        "Start it (e.g. pg_ctlcluster <version> main start) or point INBOUND_TEST_PG_HOST, "
+        "INBOUND_TEST_PG_PORT and INBOUND_TEST_PG_USER at a running server.".format(
+            str(error).strip(), **params
+        )
+    )
+endef
+export PG_CHECK
+
+.PHONY: install run test test-postgres lint typecheck tox clean distclean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade "pip>=25.1"
+	$(PY) -m pip install -e . --group test --group lint --group typecheck
+	$(PY) -m pip install tox
+	touch $@
+
+run: install
+	DJANGO_SETTINGS_MODULE=example_project.settings $(PY) $(EXAMPLE)/manage.py migrate --noinput
+	DJANGO_SETTINGS_MODULE=example_project.settings $(PY) $(EXAMPLE)/manage.py demo_setup
+	exec $(PY) $(EXAMPLE)/run_demo.py
+
+# pytest exits 5 when it collected no tests; that is a failure too.
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: no tests were collected" >&2; fi; \
+	exit $$status
+
+test-postgres: install
+	$(PY) -c "$$PG_CHECK"
+	INBOUND_TEST_DB=postgres $(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test-postgres: no tests were collected" >&2; fi; \
+	exit $$status
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+typecheck: install
+	$(VENV)/bin/mypy django_inbound_smtp tests
+
+# The whole matrix; a missing interpreter fails (tox.ini: skip_missing_interpreters).
+tox: install
+	PATH="$(TOX_PATH)" $(VENV)/bin/tox $(TOX_ARGS)
+
+clean:
+	rm -rf .tox .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis \
+		.coverage htmlcov build dist *.egg-info \
+		$(EXAMPLE)/db.sqlite3 $(EXAMPLE)/db.sqlite3-wal $(EXAMPLE)/db.sqlite3-shm $(EXAMPLE)/media
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# clean, and the virtualenv too.
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,124 @@
+"""Settings of the example project: a local demo, not a deployment template.
+
+``make run`` serves the admin on http://127.0.0.1:8000/admin/ and the inbound SMTP
+server on 127.0.0.1:8025. Everything lives next to this folder by default;
+``EXAMPLE_DB_PATH`` and ``EXAMPLE_MEDIA_ROOT`` move the database and the stored mail
+(the tests point them at a temporary folder).
+"""
+
+import os
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+# Local demo only: never deploy with this key or with DEBUG on.
+SECRET_KEY = "example-project-not-secret"  # noqa: S105 - demo settings
+DEBUG = True
+ALLOWED_HOSTS = ["localhost", "127.0.0.1"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_inbound_smtp",
+    "inbox",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "example_project.urls"
+WSGI_APPLICATION = "example_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("EXAMPLE_DB_PATH") or str(PROJECT_DIR / "db.sqlite3"),
+        "OPTIONS": {
+            # smtpd and runserver write to the same file: wait for the lock instead of
+            # failing, and take the write lock when a transaction starts (no upgrade
+            # deadlocks between the two processes).
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            # WAL lets the admin read while smtpd writes. synchronous=FULL is what makes
+            # a 250 survive power loss: every commit is fsynced before the server
+            # answers (WAL's default, NORMAL, can lose the last commits on a power cut).
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL",
+        },
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+STORAGES = {
+    # Raw messages (.eml) are written here, under INBOUND_SMTP["STORAGE_PREFIX"].
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {
+            "location": os.environ.get("EXAMPLE_MEDIA_ROOT") or str(PROJECT_DIR / "media"),
+        },
+    },
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+STATIC_URL = "static/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+INBOUND_SMTP = {
+    "HOSTNAME": "mx.example.test",
+    # Every other key keeps its default:
+    #   BIND                    "127.0.0.1:8025" (run_demo.py passes it explicitly)
+    #   MAX_MESSAGE_SIZE        25 MiB
+    #   MAX_RECIPIENTS          100
+    #   COMMAND_TIMEOUT         300 seconds
+    #   RECIPIENT_VALIDATORS    ["django_inbound_smtp.validators.models.mailbox_validator"]
+    #                           (accepts the addresses listed as Mailbox rows in the admin)
+    #   PLUS_DELIMITER          "+" (demo+anything@example.test reaches demo@example.test)
+    #   STORAGE                 "default" (the STORAGES alias above)
+    #   STORAGE_PREFIX          "inbound_smtp"
+    #   PROCESSING_CONCURRENCY  4 threads running the message_received receivers
+    #   SHUTDOWN_GRACE          30 seconds
+}
+
+# Show what the server and the demo receiver do on the console.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "console": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "console"},
+    },
+    "loggers": {
+        "django_inbound_smtp": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "inbox": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
+}
