@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.core.exceptions import ImproperlyConfigured
 
 from django_inbound_smtp import replies
@@ -24,24 +26,34 @@ class ConfigurationError(InboundSmtpError, ImproperlyConfigured):
     """A required ``INBOUND_SMTP`` value is missing or unusable; the message names the key."""
 
 
-class Rejected(InboundSmtpError):
+class _Refusal(InboundSmtpError):
+    """A policy decision carrying the reply the client sees."""
+
+    default_reply: ClassVar[Reply]
+    reply_class: ClassVar[str]
+
+    def __init__(self, reply: Reply | None = None) -> None:
+        reply = self.default_reply if reply is None else reply
+        if str(reply.code)[0] != self.reply_class[0]:
+            raise ValueError(
+                f"{type(self).__name__} needs a {self.reply_class} reply, got {reply.code}"
+            )
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+class Rejected(_Refusal):
     """A policy hook refuses permanently. The client sees ``reply`` (a 5xx)."""
 
-    def __init__(self, reply: Reply = replies.MAILBOX_UNKNOWN) -> None:
-        if not reply.is_permanent:
-            raise ValueError(f"Rejected needs a 5xx reply, got {reply.code}")
-        super().__init__(str(reply))
-        self.reply = reply
+    default_reply = replies.MAILBOX_UNKNOWN
+    reply_class = "5xx"
 
 
-class TemporaryFailure(InboundSmtpError):
+class TemporaryFailure(_Refusal):
     """A policy hook cannot decide now. The client sees ``reply`` (a 4xx) and retries."""
 
-    def __init__(self, reply: Reply = replies.LOOKUP_FAILURE) -> None:
-        if not reply.is_temporary:
-            raise ValueError(f"TemporaryFailure needs a 4xx reply, got {reply.code}")
-        super().__init__(str(reply))
-        self.reply = reply
+    default_reply = replies.LOOKUP_FAILURE
+    reply_class = "4xx"
 
 
 class ParseError(InboundSmtpError, ValueError):
