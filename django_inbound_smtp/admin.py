@@ -144,13 +144,15 @@ class InboundMessageAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">{}</a>', url, _("Download .eml"))
 
     def _parsed(self, message: InboundMessage) -> Any:
-        cache = getattr(message, "_admin_parsed", None)
-        if cache is None:
-            with message.open_raw() as handle:
-                raw = handle.read(PREVIEW_MAX_BYTES + 1)
-            cache = parsing.parse(raw) if len(raw) <= PREVIEW_MAX_BYTES else None
-            message._admin_parsed = cache  # type: ignore[attr-defined]
-        return cache
+        with message.open_raw() as handle:
+            raw = handle.read(PREVIEW_MAX_BYTES + 1)
+        if len(raw) > PREVIEW_MAX_BYTES:
+            return None
+        try:
+            return parsing.parse(raw)
+        except (Exception, RecursionError):
+            # Hostile structure (hostile-inputs #71): the page must still render.
+            return None
 
     @admin.display(description=_("all headers"))
     def headers(self, message: InboundMessage) -> str:
@@ -162,9 +164,10 @@ class InboundMessageAdmin(admin.ModelAdmin):
     @admin.display(description=_("text body"))
     def text_body(self, message: InboundMessage) -> str:
         parsed = self._parsed(message)
-        if parsed is None:
-            return str(_("Too large to preview; download the raw message."))
-        body = parsing.text_body(parsed) or str(_("(no text/plain part)"))
+        body = None if parsed is None else parsing.text_body(parsed)
+        if body is None:
+            return str(_("Cannot preview this message; download the raw message."))
+        body = body or str(_("(no text/plain part)"))
         return format_html('<pre style="white-space: pre-wrap">{}</pre>', body)
 
     def get_urls(self) -> list[URLPattern]:

@@ -15,9 +15,10 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django_inbound_smtp.conf import DEFAULTS, SETTINGS_NAME, load_callable
 from django_inbound_smtp.exceptions import ConfigurationError
 
-_POSITIVE_INTS = ("MAX_MESSAGE_SIZE", "MAX_RECIPIENTS", "PROCESSING_CONCURRENCY")
-_POSITIVE_NUMBERS = ("COMMAND_TIMEOUT",)
-_NON_NEGATIVE_NUMBERS = ("SHUTDOWN_GRACE",)
+_POSITIVE_INTS = ("MAX_MESSAGE_SIZE", "MAX_RECIPIENTS", "PROCESSING_CONCURRENCY", "MAX_ATTEMPTS")
+_POSITIVE_NUMBERS = ("COMMAND_TIMEOUT", "REDISPATCH_AFTER")
+_NON_NEGATIVE_NUMBERS = ("SHUTDOWN_GRACE", "SWEEP_INTERVAL")
+_DISPATCH_MODES = ("auto", "inline", "celery")
 _BIND = re.compile(r"^(\[[^\]]+\]|[^:\[\]]*):\d{1,5}$")
 
 
@@ -101,6 +102,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         errors.append(
             _key_error(
                 "PLUS_DELIMITER", "must be one character, or empty", f"Got {delimiter!r}.", "E005"
+            )
+        )
+    dispatch = raw.get("DISPATCH", DEFAULTS["DISPATCH"])
+    if dispatch not in _DISPATCH_MODES:
+        errors.append(
+            _key_error(
+                "DISPATCH",
+                f"must be one of {', '.join(map(repr, _DISPATCH_MODES))}",
+                f"Got {dispatch!r}.",
+                "E007",
             )
         )
     bind = raw.get("BIND", DEFAULTS["BIND"])

@@ -45,8 +45,22 @@ DEFAULTS: Mapping[str, Any] = {
     "STORAGE": "default",
     # Folder (key prefix) inside that storage.
     "STORAGE_PREFIX": "inbound_smtp",
-    # Threads that run message processing (signal receivers) in the smtpd process.
+    # Where processing (signal receivers, mailbox handlers) runs: "inline" (threads of
+    # the process that stored the message), "celery" (a worker), or "auto": celery when
+    # CELERY_BROKER_URL is set, inline otherwise.
+    "DISPATCH": "auto",
+    # Threads that run inline processing, or send Celery tasks, in each process.
     "PROCESSING_CONCURRENCY": 4,
+    # Seconds after which the sweeper schedules again a message still waiting (task lost,
+    # broker down) or still claimed by a worker that died; also the first retry delay of a
+    # failed message (then doubled per attempt).
+    "REDISPATCH_AFTER": 300,
+    # Processing attempts before a failed message is left for a person (admin action or
+    # manage.py inbound_reprocess).
+    "MAX_ATTEMPTS": 5,
+    # Seconds between sweeps inside `manage.py smtpd`; 0 turns the built-in sweeper off
+    # (run `manage.py inbound_dispatch` or the Celery beat task instead).
+    "SWEEP_INTERVAL": 60,
     # Seconds a stopping server waits for transfers and commits in flight.
     "SHUTDOWN_GRACE": 30,
 }
@@ -111,6 +125,26 @@ class InboundSmtpSettings:
     def PROCESSING_CONCURRENCY(self) -> int:
         """Worker threads for inline processing."""
         return int(self._get("PROCESSING_CONCURRENCY"))
+
+    @property
+    def DISPATCH(self) -> str:
+        """``"auto"``, ``"inline"`` or ``"celery"``."""
+        return str(self._get("DISPATCH"))
+
+    @property
+    def REDISPATCH_AFTER(self) -> float:
+        """Seconds before the sweeper re-schedules a waiting or abandoned message."""
+        return float(self._get("REDISPATCH_AFTER"))
+
+    @property
+    def MAX_ATTEMPTS(self) -> int:
+        """Processing attempts before a failed message is left alone."""
+        return int(self._get("MAX_ATTEMPTS"))
+
+    @property
+    def SWEEP_INTERVAL(self) -> float:
+        """Seconds between sweeps in ``smtpd``; 0 disables."""
+        return float(self._get("SWEEP_INTERVAL"))
 
     @property
     def SHUTDOWN_GRACE(self) -> float:

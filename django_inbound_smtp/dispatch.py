@@ -1,34 +1,66 @@
-"""The processing step: after commit, send ``message_received`` and record the outcome.
+"""Scheduling processing, at least once: after commit, by the sweeper, on request.
 
-``message_received`` is sent in exactly one place, :func:`process_message`. In the
-``smtpd`` process it runs in a small thread pool (``PROCESSING_CONCURRENCY``), so a
-slow or failing receiver never delays or changes an SMTP reply.
+Two modes (``INBOUND_SMTP["DISPATCH"]``):
+
+- ``inline``: processing runs in this process, in a pool of
+  ``PROCESSING_CONCURRENCY`` threads. In ``smtpd`` that is after the reply was
+  decided and off the event loop, so a slow receiver never delays a ``250``.
+- ``celery``: the task ``django_inbound_smtp.tasks.process_message`` is sent with the
+  message's primary key. Sending happens in the same background pool, so a broker
+  outage never blocks the commit that precedes the ``250``; a message whose task was
+  not sent stays ``received`` and the sweeper sends it again.
+
+``auto`` (the default) means ``celery`` when the project configures a Celery broker
+(``CELERY_BROKER_URL``), else ``inline``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
-import traceback
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from datetime import timedelta
 
+from celery import current_app
+from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from django_inbound_smtp._db import unit_of_work
 from django_inbound_smtp.conf import get_settings
-from django_inbound_smtp.envelope import ReceivedEnvelope, ResolvedRecipient
-from django_inbound_smtp.models import InboundMessage, InboundRecipient
-from django_inbound_smtp.signals import message_received
+from django_inbound_smtp.models import InboundMessage
+from django_inbound_smtp.processing import process_message
 
-__all__ = ["drain", "message_committed", "process_message"]
+__all__ = [
+    "PROCESS_TASK",
+    "dispatch_mode",
+    "drain",
+    "message_committed",
+    "reprocess",
+    "schedule",
+    "sweep",
+]
 
 logger = logging.getLogger(__name__)
+Status = InboundMessage.Status
+
+#: Name of the Celery task that processes one message (see ``tasks.py``).
+PROCESS_TASK = "django_inbound_smtp.tasks.process_message"
 
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
 _pending: set[Future[None]] = set()
+
+
+def dispatch_mode() -> str:
+    """``"inline"`` or ``"celery"``, resolving ``"auto"``."""
+    mode = get_settings().DISPATCH
+    if mode == "auto":
+        return "celery" if getattr(settings, "CELERY_BROKER_URL", None) else "inline"
+    return mode
 
 
 def _get_executor() -> ThreadPoolExecutor:
@@ -42,9 +74,8 @@ def _get_executor() -> ThreadPoolExecutor:
         return _executor
 
 
-def message_committed(pk: int) -> None:
-    """``on_commit`` callback of the write path: schedule processing of message ``pk``."""
-    future = _get_executor().submit(process_message, pk)
+def _submit(function: Callable[[int], None], pk: int) -> None:
+    future = _get_executor().submit(function, pk)
     with _lock:
         _pending.add(future)
     future.add_done_callback(_forget)
@@ -55,8 +86,59 @@ def _forget(future: Future[None]) -> None:
         _pending.discard(future)
 
 
+def _inline_owner() -> str:
+    return f"inline:{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def _process_inline(pk: int) -> None:
+    try:
+        process_message(pk, owner=_inline_owner())
+    except Exception:
+        # Database trouble: the message stays claimed or received; the sweeper retries.
+        logger.exception("inline processing of message %s failed", pk)
+
+
+def _send_task(pk: int) -> None:
+    try:
+        current_app.send_task(
+            PROCESS_TASK,
+            args=[pk],
+            # Bounded: a broker outage must not pin a thread; the sweeper retries.
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
+        )
+    except Exception as error:
+        logger.warning(
+            "could not send processing task for message %s (%s); the sweeper will retry",
+            pk,
+            type(error).__name__,
+        )
+
+
+def schedule(pk: int) -> None:
+    """Hand message ``pk`` to processing in the configured mode; never blocks or raises.
+
+    Inside a transaction, it happens when the transaction commits (so a worker always
+    sees the row in the state it was scheduled in).
+    """
+    target = _send_task if dispatch_mode() == "celery" else _process_inline
+
+    def submit() -> None:
+        try:
+            _submit(target, pk)
+        except Exception:  # e.g. interpreter shutting down: the sweeper catches up
+            logger.exception("could not schedule processing of message %s", pk)
+
+    transaction.on_commit(submit)
+
+
+def message_committed(pk: int) -> None:
+    """``on_commit`` callback of the write path."""
+    schedule(pk)
+
+
 def drain(timeout: float | None = None) -> bool:
-    """Wait until scheduled processing has finished; ``True`` if nothing is left."""
+    """Wait until scheduled work of this process has finished; ``True`` if none is left."""
     with _lock:
         pending = set(_pending)
     if not pending:
@@ -65,70 +147,54 @@ def drain(timeout: float | None = None) -> bool:
     return not not_done
 
 
-def _envelope_of(message: InboundMessage, recipients: list[InboundRecipient]) -> ReceivedEnvelope:
-    return ReceivedEnvelope(
-        queue_id=message.queue_id,
-        mail_from=message.envelope_from,
-        recipients=tuple(
-            ResolvedRecipient(address=r.address, mailbox_id=r.mailbox_id, tag=r.tag)
-            for r in recipients
-        ),
-        peer_host=message.peer_ip,
-        peer_port=message.peer_port,
-        helo=message.helo,
-        tls=message.tls,
-        esmtp=True,
-        received_at=message.received_at,
-    )
+def _requeue(pks: Iterable[int], *, from_statuses: Iterable[str]) -> list[int]:
+    """Move messages back to ``received`` (conditionally) and schedule those that moved."""
+    moved: list[int] = []
+    now = timezone.now()
+    for pk in pks:
+        changed = InboundMessage.objects.filter(pk=pk, status__in=list(from_statuses)).update(
+            status=Status.RECEIVED, claimed_by="", claimed_at=None, dispatched_at=now
+        )
+        if changed:
+            moved.append(pk)
+            schedule(pk)
+    return moved
 
 
-def _claim(pk: int) -> bool:
-    # A conditional UPDATE is the lock: of two concurrent attempts only one moves the
-    # row out of "received", so a message is never processed twice at once.
-    claimed = InboundMessage.objects.filter(pk=pk, status=InboundMessage.Status.RECEIVED).update(
-        status=InboundMessage.Status.PROCESSING, attempts=F("attempts") + 1
-    )
-    return claimed == 1
+def sweep() -> int:
+    """Schedule every message that should be processed and is not being: ``received``
+    ones not scheduled for ``REDISPATCH_AFTER`` seconds, ``processing`` ones whose
+    worker died, and ``failed`` ones due for a retry. Returns how many were scheduled."""
+    config = get_settings()
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=config.REDISPATCH_AFTER)
+    with unit_of_work():
+        waiting = list(InboundMessage.objects.waiting_since(cutoff).values_list("pk", flat=True))
+        InboundMessage.objects.filter(pk__in=waiting).update(dispatched_at=now)
+        for pk in waiting:
+            schedule(pk)
+        abandoned = InboundMessage.objects.abandoned_since(cutoff).values_list("pk", flat=True)
+        retry = InboundMessage.objects.retryable(
+            now, base_delay=config.REDISPATCH_AFTER, max_attempts=config.MAX_ATTEMPTS
+        )
+        count = len(waiting)
+        count += len(_requeue(list(abandoned), from_statuses=[Status.PROCESSING]))
+        count += len(_requeue([m.pk for m in retry], from_statuses=[Status.FAILED]))
+    if count:
+        logger.info("sweeper scheduled %d message(s)", count)
+    return count
 
 
-def process_message(pk: int) -> None:
-    """Send ``message_received`` for message ``pk`` once, and record processed/failed.
+def reprocess(pks: Iterable[int] | None = None, *, failed_only: bool = False) -> int:
+    """Run processing again for finished messages (``pks``, or all); returns how many.
 
-    Does nothing if the message is not in the ``received`` state. Never raises: a
-    receiver's exception is logged with its traceback and stored on the message.
+    Only ``processed`` and ``failed`` messages move (``failed`` only, with
+    ``failed_only``); one already waiting or running is left alone, so asking twice
+    does no double work. Duplicates are never processed.
     """
-    try:
-        with unit_of_work():
-            if not _claim(pk):
-                return
-            message = InboundMessage.objects.get(pk=pk)
-            recipients = list(message.recipients.select_related("mailbox"))
-            mailboxes = list({r.mailbox_id: r.mailbox for r in recipients if r.mailbox}.values())
-            responses = message_received.send_robust(
-                sender=InboundMessage,
-                message=message,
-                recipients=recipients,
-                mailboxes=mailboxes,
-                envelope=_envelope_of(message, recipients),
-            )
-            errors = [(r, e) for r, e in responses if isinstance(e, Exception)]
-            for receiver, error in errors:
-                logger.error(
-                    "message_received receiver %r failed for %s",
-                    receiver,
-                    message.queue_id,
-                    exc_info=error,
-                    extra={"queue_id": message.queue_id},
-                )
-            with transaction.atomic():
-                InboundMessage.objects.filter(pk=pk).update(
-                    status=(
-                        InboundMessage.Status.FAILED if errors else InboundMessage.Status.PROCESSED
-                    ),
-                    processed_at=timezone.now(),
-                    error="\n".join("".join(traceback.format_exception(e)) for _, e in errors),
-                )
-    except Exception:
-        # The row stays "processing" or "received"; it is never lost (raw + row are
-        # committed). Logged loudly so an operator sees it.
-        logger.exception("processing of inbound message %s failed", pk)
+    statuses = [Status.FAILED] if failed_only else [Status.FAILED, Status.PROCESSED]
+    with unit_of_work():
+        queryset = InboundMessage.objects.filter(status__in=statuses)
+        if pks is not None:
+            queryset = queryset.filter(pk__in=list(pks))
+        return len(_requeue(list(queryset.values_list("pk", flat=True)), from_statuses=statuses))

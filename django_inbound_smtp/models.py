@@ -16,6 +16,7 @@ from django.utils.translation import gettext_lazy as _
 
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.envelope import address_syntax_error, split_address
+from django_inbound_smtp.managers import InboundMessageQuerySet, MailboxQuerySet
 
 __all__ = ["InboundMessage", "InboundRecipient", "Mailbox", "normalize_mailbox_address"]
 
@@ -29,17 +30,6 @@ def normalize_mailbox_address(address: str) -> str:
     for virtual mailboxes; ``*@domain`` is the catch-all for a domain.
     """
     return address.strip().lower()
-
-
-class MailboxQuerySet(models.QuerySet["Mailbox"]):
-    """Queries the recipient validator needs."""
-
-    def active(self) -> MailboxQuerySet:
-        return self.filter(is_active=True)
-
-    def serves_domain(self, domain: str) -> bool:
-        """True if any active mailbox (or catch-all) exists for ``domain``."""
-        return self.active().filter(domain=domain.lower()).exists()
 
 
 class Mailbox(models.Model):
@@ -68,6 +58,15 @@ class Mailbox(models.Model):
     )
     description = models.CharField(
         _("description"), max_length=200, blank=True, help_text=_("For your own reference.")
+    )
+    handler = models.CharField(
+        _("handler"),
+        max_length=255,
+        blank=True,
+        help_text=_(
+            "Optional. Dotted path to a callable, or the name of a Celery task, run for every "
+            "message delivered to this mailbox, after the message_received signal."
+        ),
     )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
 
@@ -106,6 +105,7 @@ class InboundMessage(models.Model):
         PROCESSING = "processing", _("processing")
         PROCESSED = "processed", _("processed")
         FAILED = "failed", _("failed")
+        DUPLICATE = "duplicate", _("duplicate")
 
     queue_id = models.CharField(
         _("queue id"),
@@ -119,7 +119,11 @@ class InboundMessage(models.Model):
         choices=Status.choices,
         default=Status.RECEIVED,
         db_index=True,
-        help_text=_("received: stored, not yet handed to receivers."),
+        help_text=_(
+            "received: stored, waiting for processing; processing: claimed by a worker; "
+            "processed / failed: receivers and handlers ran; duplicate: a repeat delivery "
+            "of another message, never processed."
+        ),
     )
     envelope_from = models.CharField(
         _("envelope sender"),
@@ -160,11 +164,54 @@ class InboundMessage(models.Model):
     error = models.TextField(
         _("last error"), blank=True, help_text=_("Traceback of the last failed processing.")
     )
+    dispatched_at = models.DateTimeField(
+        _("dispatched"),
+        null=True,
+        blank=True,
+        help_text=_("Last time processing was scheduled; the sweeper re-schedules stale ones."),
+    )
+    claimed_by = models.CharField(
+        _("claimed by"),
+        max_length=200,
+        blank=True,
+        help_text=_("Worker running the processing now (a Celery task id or an inline thread)."),
+    )
+    claimed_at = models.DateTimeField(_("claimed"), null=True, blank=True)
+    dedupe_key = models.CharField(
+        _("dedupe key"),
+        max_length=64,
+        blank=True,
+        db_index=True,
+        help_text=_("SHA-256 of the received bytes, Message-ID, envelope sender and recipients."),
+    )
+    duplicate_of = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="duplicates",
+        verbose_name=_("duplicate of"),
+        help_text=_("The first delivery of the same message, for a repeat delivery."),
+    )
+
+    objects: ClassVar[InboundMessageQuerySet] = InboundMessageQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         verbose_name = _("inbound message")
         verbose_name_plural = _("inbound messages")
         ordering = ("-received_at", "-pk")
+        constraints = [
+            # One original per dedupe key: of two identical deliveries racing, one
+            # commits and the other is stored as its duplicate.
+            models.UniqueConstraint(
+                fields=["dedupe_key"],
+                condition=models.Q(duplicate_of__isnull=True) & ~models.Q(dedupe_key=""),
+                name="inbound_smtp_one_original_per_key",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["status", "dispatched_at"], name="inbound_smtp_msg_sweep_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.queue_id} {self.subject[:60]}".strip()

@@ -24,6 +24,7 @@ __all__ = [
     "TEMPORARY_FAILURE",
     "TIMEOUT",
     "TOO_MANY_RECIPIENTS",
+    "TOO_MUCH_DATA",
     "Reply",
     "ReplyCode",
     "queued",
@@ -112,6 +113,10 @@ TOO_MANY_RECIPIENTS = Reply(ReplyCode.INSUFFICIENT_STORAGE, "4.5.3", "Error: too
 # RFC 1870 §6.1 / RFC 3463 X.3.4: message too big for system.
 MESSAGE_TOO_BIG = Reply(
     ReplyCode.EXCEEDED_STORAGE, "5.3.4", "Message size exceeds fixed maximum message size"
+)
+# hostile-inputs #55: a client still sending long after the size limit is cut off.
+TOO_MUCH_DATA = Reply(
+    ReplyCode.SERVICE_UNAVAILABLE, "4.3.4", "Error: too much mail data, closing connection"
 )
 # RFC 5321 §3.3: DATA with no accepted recipient.
 NEED_RCPT = Reply(ReplyCode.BAD_SEQUENCE, "5.5.1", "Error: need RCPT command")

@@ -9,6 +9,7 @@ import pytest
 
 from django_inbound_smtp.models import Mailbox
 from django_inbound_smtp.testing import RunningServer, running_server
+from tests.helpers import GuardedSMTP
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def smtp_server(transactional_db: None) -> Iterator[RunningServer]:
 @pytest.fixture
 def smtp_client(smtp_server: RunningServer) -> Iterator[smtplib.SMTP]:
     """An ``smtplib`` client connected to ``smtp_server`` that has sent EHLO."""
-    client = smtplib.SMTP(
+    client = GuardedSMTP(
         smtp_server.host, smtp_server.port, local_hostname="client.test", timeout=10
     )
     client.ehlo()

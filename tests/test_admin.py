@@ -107,6 +107,7 @@ def test_raw_download_is_an_attachment_never_rendered(
     assert response["Content-Type"] == "message/rfc822"
     assert response["X-Content-Type-Options"] == "nosniff"
     assert response.getvalue() == stored.raw_bytes
+    response.close()
 
 
 def test_raw_download_needs_staff_with_view_permission(db, stored: InboundMessage) -> None:
@@ -119,7 +120,9 @@ def test_raw_download_needs_staff_with_view_permission(db, stored: InboundMessag
     client.force_login(clerk)
     assert client.get(url).status_code == 403
     clerk.user_permissions.add(Permission.objects.get(codename="view_inboundmessage"))
-    assert client.get(url).status_code == 200
+    allowed = client.get(url)
+    assert allowed.status_code == 200
+    allowed.close()
 
 
 def test_mailbox_admin_lists_counts_and_edits(staff: Client, stored: InboundMessage) -> None:
@@ -138,3 +141,15 @@ def test_mailbox_admin_lists_counts_and_edits(staff: Client, stored: InboundMess
     )
     assert invalid.status_code == 200
     assert "Not a usable address" in invalid.content.decode()
+
+
+def test_hostile_mime_structure_still_renders(staff: Client, db) -> None:
+    # hostile-inputs #71: deep nesting made the stdlib parser raise RecursionError.
+    nested = b"Subject: nested\r\n"
+    for depth in range(3000):
+        nested += b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (depth, depth)
+    mailbox = Mailbox.objects.create(address="user@our.test")
+    message = _store(nested, queue_id="QNESTED", to=("user@our.test",), mailbox=mailbox)
+    page = staff.get(reverse("admin:inbound_smtp_inboundmessage_change", args=[message.pk]))
+    assert page.status_code == 200
+    assert "Cannot preview this message" in page.content.decode()

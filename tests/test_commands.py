@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import smtplib
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from django.db import connection
 
 from django_inbound_smtp.management.commands.smtpd import parse_addrport
 from django_inbound_smtp.models import InboundMessage, Mailbox
+from tests.helpers import GuardedSMTP
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,7 +113,7 @@ def test_smtpd_serves_then_stops_cleanly_on_sigterm(transactional_db) -> None:
     Mailbox.objects.create(address="user@our.test")
     process, port = _start_smtpd("127.0.0.1:0")
     try:
-        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        with GuardedSMTP("127.0.0.1", port, timeout=10) as client:
             assert (
                 client.sendmail("a@example.org", ["user@our.test"], b"Subject: cmd\r\n\r\nx\r\n")
                 == {}

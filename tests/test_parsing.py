@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from django_inbound_smtp.parsing import (
     clean_text,
@@ -28,7 +30,7 @@ def test_plain_message_summary() -> None:
     assert summary.subject == "Plain hello"
     assert summary.from_header == "Alice <alice@example.org>"
     assert summary.date == datetime(2026, 11, 29, 11, 0, tzinfo=UTC)
-    assert summary.date.utcoffset() == timedelta(hours=1)
+    assert summary.date.utcoffset() == timedelta(0)  # stored in UTC
 
 
 @pytest.mark.parametrize(
@@ -86,3 +88,46 @@ def test_text_body_decodes_with_fallbacks(fixture: str, expected: str) -> None:
 
 def test_clean_text_folds_and_bounds() -> None:
     assert clean_text("a\r\n\tb\x00c\u202ed", limit=4) == "a bc"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        # Found by fuzzing: each made the stdlib's structured header parser raise.
+        b"Message-ID: \xe2\x80\xb9]",
+        b"From: :;-\\[:",
+        b"From: =@[\r\n \r\n",
+        b"Subject: =?x-unknown?q?abc?=",
+        b"From: " + b"a@b.test, " * 20000,
+    ],
+)
+def test_malformed_headers_never_raise(header: bytes) -> None:
+    summary = summarize_headers(header + b"\r\nSubject: kept\r\n\r\nbody\r\n")
+    assert len(summary.from_header) <= 998
+
+
+@pytest.mark.parametrize(
+    ("date", "expected"),
+    [
+        ("Fri, 31 Dec 9999 23:00:00 -1400", None),
+        ("Mon, 1 Jan 1900 00:00:00 +0000", None),
+        ("Sun, 29 Nov 2026 12:00:00 -0000", datetime(2026, 11, 29, 12, 0, tzinfo=UTC)),
+        ("Sun, 29 Nov 2026 12:00:00", datetime(2026, 11, 29, 12, 0, tzinfo=UTC)),
+    ],
+)
+def test_dates_are_range_checked_and_made_aware(date: str, expected: datetime | None) -> None:
+    raw = f"Date: {date}\r\n\r\nx\r\n".encode()
+    assert summarize_headers(raw).date == expected
+
+
+_header_names = st.sampled_from(["Subject", "From", "Message-ID", "Date", "X-Other"])
+
+
+@settings(max_examples=300, derandomize=True)
+@given(st.lists(st.tuples(_header_names, st.binary(max_size=80)), max_size=8))
+def test_summary_never_raises_and_stays_display_safe(headers: list[tuple[str, bytes]]) -> None:
+    raw = b"".join(name.encode() + b": " + value + b"\r\n" for name, value in headers)
+    summary = summarize_headers(raw + b"\r\nbody\r\n")
+    for text in (summary.subject, summary.from_header, summary.message_id):
+        assert not set(text) & {"\x00", "\r", "\n"}
+    assert summary.date is None or summary.date.tzinfo is not None

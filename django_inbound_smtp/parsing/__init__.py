@@ -12,9 +12,11 @@ import email.policy
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime
-from email.message import EmailMessage
-from email.parser import BytesParser
+from datetime import UTC, datetime
+from email.header import decode_header, make_header
+from email.message import EmailMessage, Message
+from email.parser import BytesHeaderParser, BytesParser
+from email.policy import compat32
 from email.utils import parsedate_to_datetime
 
 __all__ = [
@@ -31,6 +33,11 @@ __all__ = [
 MAX_HEADER_BLOCK = 256 * 1024
 # Stored summary fields are display data, not the source of truth (the raw bytes are).
 MAX_FIELD_LENGTH = 998
+# A summarized header value is cut to this many characters before it is decoded.
+MAX_RAW_VALUE = 4096
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+_SURROGATES = re.compile("[\udc80-\udcff]")
 
 # C0/C1 controls (NUL, CR, LF included) and bidi overrides (U+202A-202E, U+2066-2069),
 # which can make "invoice\u202Efdp.exe" display as "invoiceexe.pdf".
@@ -62,39 +69,57 @@ class HeaderSummary:
     date: datetime | None = None
 
 
-def _first(message: EmailMessage, name: str) -> str:
-    # First value wins when a singular header is repeated (hostile-inputs #83).
+def _first_raw(headers: Message, name: str) -> str:
+    # First value wins when a singular header is repeated (hostile-inputs #83). Raw
+    # items: no structured parsing (the stdlib's is quadratic on some inputs, CPython
+    # gh-136063, and raises on others), and cut before any decoding.
+    wanted = name.lower()
+    for key, value in headers.raw_items():
+        if key.lower() == wanted:
+            return str(value)[:MAX_RAW_VALUE]
+    return ""
+
+
+def _decode(value: str) -> str:
+    if _SURROGATES.search(value):
+        # 8-bit header bytes (RFC 6532 allows UTF-8): recover them, replacing what is
+        # not UTF-8 rather than failing.
+        value = value.encode("ascii", "surrogateescape").decode("utf-8", "replace")
     try:
-        value = message.get(name)
-    except Exception:  # malformed headers must never stop storage
-        value = None
-    if value is None:
-        raw_values = message.get_all(name, failobj=[])
-        value = raw_values[0] if raw_values else ""
-    return str(value)
+        return str(make_header(decode_header(value)))
+    except Exception:  # unknown charset, broken encoded word: keep the text as sent
+        return value
+
+
+def _date(value: str) -> datetime | None:
+    try:
+        parsed = parsedate_to_datetime(value[:200])
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)  # "-0000": time zone unknown (RFC 5322)
+        parsed = parsed.astimezone(UTC)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    # A sender can write any year; outside this range it cannot be stored everywhere
+    # (SQLite overflows, PostgreSQL stores what it cannot read back) and means nothing.
+    return parsed if _EARLIEST <= parsed <= _LATEST else None
 
 
 def summarize_headers(raw: bytes) -> HeaderSummary:
     """Extract Message-ID, Subject, From and Date from the header block of ``raw``.
 
-    Never raises on malformed input: a field that cannot be read is left empty.
+    Never raises: a field that cannot be read is left empty. Cost is bounded by
+    ``MAX_HEADER_BLOCK`` and ``MAX_RAW_VALUE``, whatever the input.
     """
-    message = BytesParser(policy=email.policy.default).parsebytes(
-        header_block(raw), headersonly=True
-    )
-    date: datetime | None = None
-    date_text = _first(message, "Date")
-    if date_text:
-        try:
-            date = parsedate_to_datetime(date_text)
-        except (TypeError, ValueError, IndexError):
-            date = None
-    return HeaderSummary(
-        message_id=clean_text(_first(message, "Message-ID"), limit=512),
-        subject=clean_text(_first(message, "Subject")),
-        from_header=clean_text(_first(message, "From")),
-        date=date,
-    )
+    try:
+        headers = BytesHeaderParser(policy=compat32).parsebytes(header_block(raw))
+        return HeaderSummary(
+            message_id=clean_text(_first_raw(headers, "Message-ID"), limit=512),
+            subject=clean_text(_decode(_first_raw(headers, "Subject"))),
+            from_header=clean_text(_decode(_first_raw(headers, "From"))),
+            date=_date(_first_raw(headers, "Date")),
+        )
+    except Exception:  # a summary is a convenience; storing the message is not optional
+        return HeaderSummary()
 
 
 def parse(raw: bytes) -> EmailMessage:
@@ -113,7 +138,7 @@ def text_body(message: EmailMessage, *, limit: int = 1024 * 1024) -> str:
     """The plain-text body (or ``""``), decoded with replacement characters on bad bytes."""
     try:
         part = message.get_body(preferencelist=("plain",))
-    except Exception:  # a broken MIME tree has no readable body
+    except (Exception, RecursionError):  # a broken or hostile MIME tree
         return ""
     if part is None:
         return ""

@@ -31,9 +31,14 @@ async def validate_recipient(address: str, context: RecipientContext) -> Resolve
     return await validators.validate_recipient(address, context=context, run_sync=run_sync)
 
 
-async def deliver(envelope: ReceivedEnvelope, raw: bytes) -> int:
+async def deliver(envelope: ReceivedEnvelope, content: bytes, trace: bytes) -> int:
     """Store one message durably (see ``delivery.deliver``); returns its primary key."""
-    return await run_sync(delivery.deliver, envelope, raw)
+    return await run_sync(delivery.deliver, envelope, content, trace=trace)
+
+
+async def sweep() -> int:
+    """One sweep for messages that need processing scheduled again (``dispatch.sweep``)."""
+    return await run_sync(dispatch.sweep)
 
 
 async def close_connections() -> None:

@@ -11,7 +11,17 @@ from __future__ import annotations
 __all__ = ["DotDecoder"]
 
 _CRLF = b"\r\n"
+_CRLF_DOT = b"\r\n."
+_TERMINATOR = b"\r\n.\r\n"
 _DOT = 0x2E
+# Tails of a chunk that may continue into the terminator, longest first, with what
+# must wait for the next chunk ("\r\n" itself is emitted: the next line starts clean).
+_PARTIAL_TERMINATORS = (
+    (b"\r\n.\r", b".\r"),
+    (b"\r\n.", b"."),
+    (b"\r\n", b""),
+    (b"\r", b"\r"),
+)
 
 
 class DotDecoder:
@@ -38,33 +48,42 @@ class DotDecoder:
             raise RuntimeError("DotDecoder fed after end of data")
         data = self._pending + chunk if self._pending else chunk
         self._pending = b""
-        out = bytearray()
-        i = 0
-        length = len(data)
-        while i < length:
-            if self._at_line_start and data[i] == _DOT:
-                rest = data[i : i + 3]
-                if rest == b".\r\n":
+        start = 0
+        if self._at_line_start and data:
+            if data[0] == _DOT:
+                head = data[:3]
+                if head == b".\r\n":
                     self.done = True
-                    self.trailing = data[i + 3 :]
-                    break
-                if rest in (b".", b".\r"):
-                    # Could still become the terminator: wait for the next chunk.
-                    self._pending = rest
-                    break
-                i += 1  # RFC 5321 §4.5.2: drop the transparency dot
+                    self.trailing = data[3:]
+                    return b""
+                if head in (b".", b".\r"):
+                    self._pending = head  # may still become the terminator
+                    return b""
+                start = 1  # RFC 5321 §4.5.2: drop the transparency dot
             self._at_line_start = False
-            end = data.find(_CRLF, i)
-            if end < 0:
-                if data.endswith(b"\r"):
-                    # A CR at the very end may be the first half of a CRLF.
-                    out += data[i:-1]
-                    self._pending = b"\r"
-                else:
-                    out += data[i:]
-                break
-            out += data[i : end + 2]
-            i = end + 2
-            self._at_line_start = True
+        end = data.find(_TERMINATOR, start)
+        if end >= 0:
+            region = data[start : end + 2]
+            self.done = True
+            self.trailing = data[end + len(_TERMINATOR) :]
+        else:
+            region = self._hold_back_tail(data, start)
+        # Every CRLF-dot left in the region starts a line that is not the terminator,
+        # so its dot is a transparency dot. One C-level replace per chunk, not a Python
+        # step per line: a flood of dot-stuffed or empty lines costs no more than text.
+        out = region.replace(_CRLF_DOT, _CRLF)
         self.size += len(out)
-        return bytes(out)
+        return out
+
+    def _hold_back_tail(self, data: bytes, start: int) -> bytes:
+        """``data[start:]`` minus a tail that may be the beginning of the terminator."""
+        for partial, keep in _PARTIAL_TERMINATORS:
+            if data.endswith(partial, start):
+                cut = len(data) - len(partial)
+                if partial.startswith(_CRLF):
+                    self._at_line_start = True
+                    self._pending = keep
+                    return data[start : cut + 2]
+                self._pending = keep
+                return data[start:cut]
+        return data[start:]

@@ -50,14 +50,19 @@ class InboundHandler:
 
     def __init__(self, *, hostname: str) -> None:
         self.hostname = hostname
+        #: Set by a stopping server: no new transaction starts (RFC 5321 §3.8).
+        self.draining = False
         self._deliveries: set[asyncio.Task[int]] = set()
 
     async def wait_for_deliveries(self, grace: float) -> bool:
-        """Wait for commits in flight (shutdown); ``True`` if none is left."""
-        if not self._deliveries:
-            return True
-        _done, pending = await asyncio.wait(set(self._deliveries), timeout=grace)
-        return not pending
+        """Wait for commits in flight, new ones included (shutdown); ``True`` if none is left."""
+        deadline = asyncio.get_running_loop().time() + grace
+        while self._deliveries:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            await asyncio.wait(set(self._deliveries), timeout=remaining)
+        return True
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -72,6 +77,8 @@ class InboundHandler:
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: InboundEnvelope, address: str, options: list[str]
     ) -> str:
+        if self.draining:
+            return self.shutting_down()
         try:
             if address != NULL_SENDER and address_syntax_error(address):
                 return str(replies.BAD_SENDER_SYNTAX)
@@ -85,7 +92,7 @@ class InboundHandler:
         self, server: Any, session: Any, envelope: InboundEnvelope, address: str, options: list[str]
     ) -> str:
         try:
-            if address_syntax_error(address):
+            if address_syntax_error(address) and address.lower() != "postmaster":
                 return str(replies.BAD_RECIPIENT_SYNTAX)
             if any(r.address.lower() == address.lower() for r in envelope.resolved):
                 return str(replies.RECIPIENT_OK)  # a repeated RCPT is one recipient
@@ -137,7 +144,7 @@ class InboundHandler:
                 tls=tls,
                 when=received.received_at,
             )
-            pk = await self._deliver(received, trace + content)
+            pk = await self._deliver(received, content, trace)
         except Exception:
             return self._failed("DATA", replies.TEMPORARY_FAILURE.with_reference(queue_id))
         logger.info(
@@ -150,13 +157,18 @@ class InboundHandler:
         )
         return str(replies.queued(queue_id))
 
-    async def _deliver(self, received: ReceivedEnvelope, raw: bytes) -> int:
+    async def _deliver(self, received: ReceivedEnvelope, content: bytes, trace: bytes) -> int:
         # Shielded: if the client hangs up mid-commit, the commit still finishes (and is
         # awaited at shutdown) rather than being abandoned half-way.
-        task = asyncio.ensure_future(_bridge.deliver(received, raw))
+        task = asyncio.ensure_future(_bridge.deliver(received, content, trace))
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
         return await asyncio.shield(task)
+
+    def shutting_down(self) -> str:
+        """``421 4.3.2 <host> Service shutting down…`` (RFC 5321 §3.8)."""
+        reply = replies.SHUTTING_DOWN
+        return f"{reply.code} {reply.status} {self.hostname} {reply.text}"
 
     async def handle_exception(self, error: Exception) -> str:
         logger.error("unexpected SMTP session error", exc_info=error)

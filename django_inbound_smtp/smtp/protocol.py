@@ -32,6 +32,13 @@ DRAIN_FACTOR = 2
 # Mapped by exact text so an aiosmtpd upgrade that changes wording is caught by tests.
 _ENHANCED: dict[str, str] = {
     "250 OK": "250 2.0.0 OK",
+    "221 Bye": "221 2.0.0 Bye",
+    "252 Cannot VRFY user, but will accept message and attempt delivery": (
+        "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery"
+    ),
+    "502 EXPN not implemented": "502 5.5.1 EXPN not implemented",
+    "501 Error: SMTPUTF8 disabled": "501 5.5.4 Error: SMTPUTF8 not offered",
+    "501 Error: SMTPUTF8 takes no arguments": "501 5.5.4 Error: SMTPUTF8 takes no arguments",
     "503 Error: need MAIL command": "503 5.5.1 Error: need MAIL command",
     "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
     "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
@@ -72,7 +79,14 @@ class InboundEnvelope(Envelope):
 
 
 class InboundSMTP(SMTP):
-    """aiosmtpd's protocol with our DATA reader and enhanced status codes."""
+    """aiosmtpd's protocol with our DATA reader and enhanced status codes.
+
+    ``phase`` tells a stopping server what the session is doing: ``None`` (between
+    commands: safe to close), ``"transfer"`` (receiving DATA: may finish within the
+    grace period) or ``"commit"`` (storing: never interrupted).
+    """
+
+    phase: str | None = None
 
     def _create_envelope(self) -> InboundEnvelope:
         return InboundEnvelope()
@@ -134,10 +148,17 @@ class InboundSMTP(SMTP):
             await self.push("501 5.5.4 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self.phase = "transfer"
+        try:
+            await self._receive_and_store(envelope)
+        finally:
+            self.phase = None
+
+    async def _receive_and_store(self, envelope: Envelope) -> None:
         try:
             content = await self._read_data(self.data_size_limit)
         except _DrainExceeded:
-            await self.push(str(replies.MESSAGE_TOO_BIG))
+            await self.push(str(replies.TOO_MUCH_DATA))
             self._set_post_data_state()
             if self.transport is not None:
                 self.transport.close()
@@ -148,6 +169,7 @@ class InboundSMTP(SMTP):
             return
         envelope.original_content = envelope.content = bytes(content)
         del content
+        self.phase = "commit"
         try:
             status: Any = await self._call_handler_hook("DATA")
         finally:

@@ -17,7 +17,6 @@ import socket
 import weakref
 from collections.abc import Callable
 
-from django_inbound_smtp import replies
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.smtp import _bridge
 from django_inbound_smtp.smtp.handler import InboundHandler
@@ -40,6 +39,7 @@ class InboundServer:
         self.handler = InboundHandler(hostname=self.hostname)
         self._server: asyncio.Server | None = None
         self._connections: weakref.WeakSet[InboundSMTP] = weakref.WeakSet()
+        self._sweeper: asyncio.Task[None] | None = None
 
     def _make_protocol(self) -> InboundSMTP:
         settings = get_settings()
@@ -65,33 +65,87 @@ class InboundServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._make_protocol, host=host, port=port)
         bound = self._server.sockets[0].getsockname()
+        interval = get_settings().SWEEP_INTERVAL
+        if interval > 0:
+            self._sweeper = asyncio.create_task(self._sweep_every(interval))
         return str(bound[0]), int(bound[1])
 
+    async def _sweep_every(self, interval: float) -> None:
+        # At-least-once processing: re-schedule messages whose task was lost, whose
+        # worker died, or whose failure is due for a retry (dispatch.sweep).
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await _bridge.sweep()
+            except Exception:
+                logger.exception("sweep failed; trying again in %s s", interval)
+
+    def _goodbye(self, protocol: InboundSMTP) -> None:
+        transport = protocol.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            with contextlib.suppress(Exception):
+                transport.write(self.handler.shutting_down().encode("ascii") + b"\r\n")
+            transport.close()
+
+    def _open(self) -> list[InboundSMTP]:
+        return [
+            p for p in self._connections if p.transport is not None and not p.transport.is_closing()
+        ]
+
     async def stop(self, *, grace: float | None = None) -> None:
-        """Stop listening, let commits finish, send ``421`` to everyone, clean up."""
+        """Stop as hostile-inputs §4.5 says: refuse new connections; say ``421 4.3.2`` to
+        idle sessions at once; let transfers finish within ``grace``; never cut a commit
+        (its client gets its ``250`` or ``451`` first); then close the rest, wait for
+        processing, and close database connections."""
         grace = get_settings().SHUTDOWN_GRACE if grace is None else grace
+        deadline = asyncio.get_running_loop().time() + grace
         if self._server is not None:
             self._server.close()
-        if not await self.handler.wait_for_deliveries(grace):
-            logger.warning("shutdown grace over with commits still in flight")
-        goodbye = f"{replies.SHUTTING_DOWN.code} {replies.SHUTTING_DOWN.status} {self.hostname} "
-        goodbye += replies.SHUTTING_DOWN.text
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        self.handler.draining = True
         sessions = [p._handler_coroutine for p in self._connections if p._handler_coroutine]
-        for protocol in list(self._connections):
-            transport = protocol.transport
-            if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-                with contextlib.suppress(Exception):
-                    transport.write(goodbye.encode("ascii") + b"\r\n")
-                transport.close()
+        await self._close_idle_until(deadline)
+        # Grace is over: transfers still running are cut (nothing of theirs is stored,
+        # the client keeps the message); commits are awaited, then answered.
+        for protocol in self._open():
+            if protocol.phase == "transfer":
+                self._goodbye(protocol)
+        if not await self.handler.wait_for_deliveries(max(grace, 1.0)):
+            logger.warning("commits still in flight after the grace period")
+        await asyncio.sleep(0)  # let a finished commit write its reply
+        self.abort()
         if sessions:
-            # Closing a transport cancels its session task; let those unwind here rather
-            # than be destroyed pending when the loop stops.
+            # Closing a transport cancels its session task (aiosmtpd keeps it in
+            # _handler_coroutine); let those unwind here, not be destroyed pending.
             await asyncio.wait(sessions, timeout=1)
         if self._server is not None:
             await self._server.wait_closed()
         if not await _bridge.drain_processing(grace):
-            logger.warning("shutdown grace over with message processing still running")
+            logger.warning("message processing still running after the grace period")
         await _bridge.close_connections()
+
+    async def _close_idle_until(self, deadline: float) -> None:
+        # Sessions between commands are told 421 at once; busy ones as soon as their
+        # transaction ends (the handler refuses a new MAIL while draining).
+        loop = asyncio.get_running_loop()
+        while True:
+            for protocol in self._open():
+                if protocol.phase is None:
+                    self._goodbye(protocol)
+            if not self._open() or loop.time() >= deadline:
+                return
+            await asyncio.sleep(0.05)
+
+    def abort(self) -> None:
+        """Say ``421 4.3.2`` to every open session and close it, now."""
+        if self._server is not None:
+            self._server.close()
+        self.handler.draining = True
+        for protocol in self._open():
+            self._goodbye(protocol)
 
 
 async def run_server(
@@ -128,8 +182,9 @@ async def run_server(
         while not stopping.done():
             await asyncio.wait({stopping}, timeout=0.1)
             if signals_seen > 1:
-                logger.warning("second signal: stopping without waiting")
+                logger.warning("second signal: closing every session now")
                 stopping.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await stopping
+                server.abort()
                 break

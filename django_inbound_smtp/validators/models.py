@@ -36,10 +36,16 @@ def mailbox_validator(address: str, *, context: RecipientContext) -> ResolvedRec
     """Accept ``address`` if an active ``Mailbox`` (exact, plus-address base or catch-all)
     owns it.
 
-    Unknown user on a domain that has an active mailbox: ``Rejected(550 5.1.1)``.
+    Unknown user on a domain that has an active mailbox: ``Rejected(550 5.1.1)``, except
+    ``postmaster``, which is always accepted for a served domain (and bare).
     A domain with no active mailbox: ``None`` (abstain), so a later validator may accept
     it, and if none does the chain answers relay denied (``550 5.7.1``).
     """
+    local, domain = split_address(address)
+    if not domain:
+        # Only the bare "postmaster" passes syntax checks without a domain; RFC 5321
+        # §4.5.1 says it MUST be accepted. It is stored without a mailbox.
+        return ResolvedRecipient(address=address) if local.lower() == "postmaster" else None
     candidates = candidate_addresses(address, delimiter=get_settings().PLUS_DELIMITER)
     with unit_of_work():
         found = {
@@ -51,6 +57,8 @@ def mailbox_validator(address: str, *, context: RecipientContext) -> ResolvedRec
         for candidate, tag in candidates:
             if candidate in found:
                 return ResolvedRecipient(address=address, mailbox_id=found[candidate], tag=tag)
-        if Mailbox.objects.serves_domain(split_address(address)[1]):
+        if Mailbox.objects.serves_domain(domain):
+            if local.lower() == "postmaster":
+                return ResolvedRecipient(address=address)  # RFC 5321 §4.5.1, as above
             raise Rejected(replies.MAILBOX_UNKNOWN)
     return None

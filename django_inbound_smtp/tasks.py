@@ -1,0 +1,52 @@
+"""Celery tasks. They take primary keys only, and are idempotent and safe to redeliver.
+
+Declared with ``shared_task``: a reusable app must not own the project's Celery app.
+Schedule :func:`sweep` with Celery beat when ``DISPATCH`` is ``celery`` and no
+``smtpd`` runs its built-in sweeper (see the README).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from django.db import DatabaseError
+
+from django_inbound_smtp import dispatch
+from django_inbound_smtp.conf import get_settings
+from django_inbound_smtp.processing import Outcome
+from django_inbound_smtp.processing import process_message as process
+
+__all__ = ["process_message", "sweep"]
+
+
+@shared_task(
+    bind=True,
+    name=dispatch.PROCESS_TASK,
+    # Acknowledge after the work, and put the message back if the worker process dies:
+    # a killed worker never loses a message (hostile-inputs §7).
+    acks_late=True,
+    reject_on_worker_lost=True,
+    # Database trouble is temporary: retry with exponential back-off and jitter.
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=None,
+)
+def process_message(self: Any, pk: int) -> str:
+    """Process message ``pk`` (send ``message_received``, run handlers, record the outcome).
+
+    A redelivery of the same task (same task id) takes over its own claim at once;
+    while another worker holds the claim, the task retries later.
+    """
+    outcome = process(pk, owner=f"celery:{self.request.id}")
+    if outcome is Outcome.BUSY:
+        raise self.retry(countdown=get_settings().REDISPATCH_AFTER, max_retries=3)
+    return str(outcome.value)
+
+
+@shared_task(name="django_inbound_smtp.tasks.sweep", ignore_result=True)
+def sweep() -> int:
+    """Schedule messages that are waiting too long, abandoned, or due for a retry."""
+    return dispatch.sweep()
