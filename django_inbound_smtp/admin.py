@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
 from django.http import FileResponse, HttpRequest
@@ -18,8 +18,9 @@ from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
-from django_inbound_smtp import parsing
+from django_inbound_smtp import dispatch, parsing
 from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
 
 # The admin detail parses the stored message on demand. Bigger messages are shown
@@ -75,6 +76,7 @@ class InboundMessageAdmin(admin.ModelAdmin):
     search_fields = ("subject", "envelope_from", "recipients__address", "message_id", "queue_id")
     date_hierarchy = "received_at"
     inlines = (RecipientInline,)
+    actions = ("reprocess",)
     fieldsets = (
         (
             _("Envelope"),
@@ -97,7 +99,10 @@ class InboundMessageAdmin(admin.ModelAdmin):
             {"fields": ("message_id", "subject", "from_header", "date_header", "headers")},
         ),
         (_("Body"), {"fields": ("text_body",)}),
-        (_("Processing"), {"fields": ("attempts", "processed_at", "error")}),
+        (
+            _("Processing"),
+            {"fields": ("attempts", "processed_at", "claimed_by", "duplicate_of", "error")},
+        ),
     )
     readonly_fields = (
         "queue_id",
@@ -118,6 +123,8 @@ class InboundMessageAdmin(admin.ModelAdmin):
         "text_body",
         "attempts",
         "processed_at",
+        "claimed_by",
+        "duplicate_of",
         "error",
     )
 
@@ -129,6 +136,33 @@ class InboundMessageAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[InboundMessage]:
         return super().get_queryset(request).prefetch_related("recipients")
+
+    @admin.action(description=_("Run processing again"), permissions=["view"])
+    def reprocess(self, request: HttpRequest, queryset: QuerySet[InboundMessage]) -> None:
+        """Send ``message_received`` (and run handlers) again for finished messages."""
+        count = dispatch.reprocess(list(queryset.values_list("pk", flat=True)))
+        skipped = queryset.count() - count
+        self.message_user(
+            request,
+            ngettext(
+                "%(count)d message scheduled for processing.",
+                "%(count)d messages scheduled for processing.",
+                count,
+            )
+            % {"count": count},
+            messages.SUCCESS,
+        )
+        if skipped:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d message skipped: waiting, being processed or a duplicate.",
+                    "%(count)d messages skipped: waiting, being processed or duplicates.",
+                    skipped,
+                )
+                % {"count": skipped},
+                messages.WARNING,
+            )
 
     @admin.display(description=_("envelope sender"), ordering="envelope_from")
     def envelope_from_display(self, message: InboundMessage) -> str:

@@ -49,6 +49,10 @@ DEFAULTS: Mapping[str, Any] = {
     # the process that stored the message), "celery" (a worker), or "auto": celery when
     # CELERY_BROKER_URL is set, inline otherwise.
     "DISPATCH": "auto",
+    # Dotted path of the project's Celery app (e.g. "proj.celery.app"). None: the one
+    # Celery app the project created. Celery keeps its "current app" per thread, and
+    # our background threads would otherwise get Celery's unconfigured fallback app.
+    "CELERY_APP": None,
     # Threads that run inline processing, or send Celery tasks, in each process.
     "PROCESSING_CONCURRENCY": 4,
     # Seconds after which the sweeper schedules again a message still waiting (task lost,
@@ -130,6 +134,12 @@ class InboundSmtpSettings:
     def DISPATCH(self) -> str:
         """``"auto"``, ``"inline"`` or ``"celery"``."""
         return str(self._get("DISPATCH"))
+
+    @property
+    def CELERY_APP(self) -> str | None:
+        """Dotted path of the project's Celery app, or ``None`` to find it."""
+        value = self._get("CELERY_APP")
+        return None if value is None else str(value)
 
     @property
     def REDISPATCH_AFTER(self) -> float:

@@ -20,15 +20,17 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 
-from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from django_inbound_smtp._celery import celery_app
 from django_inbound_smtp._db import unit_of_work
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.models import InboundMessage
@@ -38,6 +40,7 @@ __all__ = [
     "PROCESS_TASK",
     "dispatch_mode",
     "drain",
+    "held",
     "message_committed",
     "reprocess",
     "schedule",
@@ -53,6 +56,7 @@ PROCESS_TASK = "django_inbound_smtp.tasks.process_message"
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
 _pending: set[Future[None]] = set()
+_held: ContextVar[list[int] | None] = ContextVar("inbound_smtp_dispatch_held", default=None)
 
 
 def dispatch_mode() -> str:
@@ -100,7 +104,7 @@ def _process_inline(pk: int) -> None:
 
 def _send_task(pk: int) -> None:
     try:
-        current_app.send_task(
+        celery_app().send_task(
             PROCESS_TASK,
             args=[pk],
             # Bounded: a broker outage must not pin a thread; the sweeper retries.
@@ -121,6 +125,10 @@ def schedule(pk: int) -> None:
     Inside a transaction, it happens when the transaction commits (so a worker always
     sees the row in the state it was scheduled in).
     """
+    recorder = _held.get()
+    if recorder is not None:
+        recorder.append(pk)
+        return
     target = _send_task if dispatch_mode() == "celery" else _process_inline
 
     def submit() -> None:
@@ -198,3 +206,18 @@ def reprocess(pks: Iterable[int] | None = None, *, failed_only: bool = False) ->
         if pks is not None:
             queryset = queryset.filter(pk__in=list(pks))
         return len(_requeue(list(queryset.values_list("pk", flat=True)), from_statuses=statuses))
+
+
+@contextmanager
+def held() -> Iterator[list[int]]:
+    """Within the block, scheduling only records primary keys instead of processing.
+
+    Used by ``django_inbound_smtp.testing`` to process synchronously in the caller's
+    thread (and transaction) instead of in the background.
+    """
+    recorded: list[int] = []
+    token = _held.set(recorded)
+    try:
+        yield recorded
+    finally:
+        _held.reset(token)

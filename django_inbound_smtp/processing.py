@@ -18,11 +18,11 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from celery import current_app
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from django_inbound_smtp._celery import celery_app
 from django_inbound_smtp._db import unit_of_work
 from django_inbound_smtp.envelope import ReceivedEnvelope, ResolvedRecipient
 from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
@@ -102,7 +102,7 @@ def _run_handlers(
             if handler is not None:
                 handler(message=message, mailbox=mailbox, recipients=mine)
             else:
-                current_app.send_task(mailbox.handler, args=[message.pk, mailbox.pk])
+                celery_app().send_task(mailbox.handler, args=[message.pk, mailbox.pk])
         except Exception as error:
             logger.error(
                 "handler %s of mailbox %s failed for %s",

@@ -1,22 +1,162 @@
 """Test utilities for projects using django-inbound-smtp (public API).
 
-``running_server()`` runs the real listener on a loopback ephemeral port in a
-background thread, so a test can send mail with ``smtplib`` and assert on what was
-stored. Tests that use it need a database visible from other threads: pytest-django's
-``transactional_db`` or Django's ``TransactionTestCase``.
+- :func:`deliver` / :func:`adeliver` push a message through the same pipeline as the
+  server (recipient validators, the write path, processing with its signal and
+  mailbox handlers), without sockets, in the caller's thread and transaction: they
+  work in plain ``TestCase`` / ``@pytest.mark.django_db`` tests.
+- :func:`captured_messages` records what ``message_received`` was sent for.
+- :func:`running_server` (and the pytest fixture ``inbound_smtp_server``) runs the real
+  listener on a loopback ephemeral port in a background thread, for tests that speak
+  SMTP. Those need a database visible from other threads: pytest-django's
+  ``transactional_db`` or Django's ``TransactionTestCase``.
+
+To use the fixture, add ``pytest_plugins = ["django_inbound_smtp.testing"]`` to your
+``conftest.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.message
+import email.policy
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import getaddresses
+from typing import TYPE_CHECKING, Any, Protocol
 
+from asgiref.sync import async_to_sync, sync_to_async
+
+from django_inbound_smtp import delivery, dispatch, processing, validators
+from django_inbound_smtp.envelope import ReceivedEnvelope, RecipientContext
+from django_inbound_smtp.signals import message_received
+from django_inbound_smtp.smtp._bridge import run_sync
+from django_inbound_smtp.smtp._trace import new_queue_id, received_header
 from django_inbound_smtp.smtp.server import InboundServer
 
-__all__ = ["RunningServer", "ServerThread", "running_server"]
+if TYPE_CHECKING:
+    from django_inbound_smtp.models import InboundMessage
+
+__all__ = [
+    "CapturedMessage",
+    "RunningServer",
+    "ServerThread",
+    "adeliver",
+    "captured_messages",
+    "deliver",
+    "running_server",
+]
+
+
+class _HasMessage(Protocol):
+    """Django's ``EmailMessage`` (anything with ``message()``)."""
+
+    def message(self) -> email.message.Message: ...
+
+
+MessageLike = bytes | email.message.Message | _HasMessage
+
+
+def _to_bytes(message: MessageLike) -> bytes:
+    if isinstance(message, bytes):
+        return message
+    if isinstance(message, email.message.Message):
+        return message.as_bytes(policy=email.policy.SMTP)
+    # Django's message objects differ between versions; SMTP carries CRLF either way.
+    built = message.message().as_bytes()
+    return built.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def _header_recipients(content: bytes) -> list[str]:
+    parsed = email.message_from_bytes(content, policy=email.policy.compat32)
+    fields = [str(v) for name in ("To", "Cc", "Bcc") for v in parsed.get_all(name, [])]
+    return [address for _name, address in getaddresses(fields) if address]
+
+
+def deliver(
+    message: MessageLike,
+    *,
+    mail_from: str = "sender@example.org",
+    to: Sequence[str] | None = None,
+    process: bool = True,
+    peer_host: str = "192.0.2.1",
+    helo: str = "client.example.org",
+) -> InboundMessage:
+    """Deliver ``message`` as if it had arrived over SMTP; return the stored message.
+
+    ``message`` is raw bytes, a stdlib ``email.message.Message`` or Django's
+    ``EmailMessage``. ``to`` is the envelope (default: the To, Cc and Bcc addresses).
+    Every recipient goes through the configured validators first: a refused one raises
+    ``Rejected`` or ``TemporaryFailure``, as the server would have answered it. With
+    ``process`` (the default) processing runs now, in this thread: ``message_received``
+    receivers and mailbox handlers have run when this returns. Synchronous.
+    """
+    from django_inbound_smtp.models import InboundMessage
+
+    content = _to_bytes(message)
+    addresses = list(to) if to is not None else _header_recipients(content)
+    context = RecipientContext(mail_from=mail_from, peer_host=peer_host, helo=helo, tls=False)
+    resolved = tuple(
+        async_to_sync(validators.validate_recipient)(address, context=context, run_sync=run_sync)
+        for address in addresses
+    )
+    envelope = ReceivedEnvelope(
+        queue_id=new_queue_id(),
+        mail_from=mail_from,
+        recipients=resolved,
+        peer_host=peer_host,
+        peer_port=None,
+        helo=helo,
+        tls=False,
+        esmtp=True,
+        received_at=datetime.now(UTC),
+    )
+    trace = received_header(
+        helo=helo,
+        peer_host=peer_host,
+        hostname="testing",
+        queue_id=envelope.queue_id,
+        recipients=envelope.rcpt_tos,
+        esmtp=True,
+        tls=False,
+        when=envelope.received_at,
+    )
+    with dispatch.held():
+        pk = delivery.deliver(envelope, content, trace=trace)
+    if process:
+        processing.process_message(pk, owner="testing")
+    return InboundMessage.objects.get(pk=pk)
+
+
+async def adeliver(message: MessageLike, **options: Any) -> InboundMessage:
+    """:func:`deliver` for async tests. It runs in Django's sync thread, which has its
+    own database connection: use a transactional test database."""
+    return await sync_to_async(deliver)(message, **options)
+
+
+@dataclass(frozen=True)
+class CapturedMessage:
+    """One ``message_received`` sending: the message and the signal's keyword arguments."""
+
+    message: InboundMessage
+    kwargs: dict[str, Any]
+
+
+@contextmanager
+def captured_messages() -> Iterator[list[CapturedMessage]]:
+    """Record every ``message_received`` sent during the block, in order."""
+    captured: list[CapturedMessage] = []
+
+    def record(sender: Any, message: InboundMessage, **kwargs: Any) -> None:
+        captured.append(CapturedMessage(message=message, kwargs=kwargs))
+
+    message_received.connect(record, weak=False)
+    try:
+        yield captured
+    finally:
+        message_received.disconnect(record)
 
 
 @dataclass(frozen=True)
@@ -95,3 +235,16 @@ def running_server(
         yield address
     finally:
         thread.stop(grace=grace)
+
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - pytest is optional for users
+    pass
+else:
+
+    @pytest.fixture
+    def inbound_smtp_server(transactional_db: None) -> Iterator[RunningServer]:
+        """The real listener on ``127.0.0.1:<ephemeral>`` for one test (pytest-django)."""
+        with running_server() as server:
+            yield server

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import smtplib
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from django_inbound_smtp.models import Mailbox
-from django_inbound_smtp.testing import RunningServer, running_server
 from tests.helpers import GuardedSMTP
+
+if TYPE_CHECKING:
+    from django_inbound_smtp.testing import RunningServer
+
+# The public fixture, loaded the way the README tells users to (so it is tested too).
+# Nothing here imports django_inbound_smtp.testing first: pytest must load it itself.
+pytest_plugins = ["django_inbound_smtp.testing"]
 
 
 @pytest.fixture
@@ -23,10 +30,9 @@ def make_mailbox(db: None) -> Callable[..., Mailbox]:
 
 
 @pytest.fixture
-def smtp_server(transactional_db: None) -> Iterator[RunningServer]:
+def smtp_server(inbound_smtp_server: RunningServer) -> RunningServer:
     """The real listener on 127.0.0.1:<ephemeral>, stopped (and drained) after the test."""
-    with running_server() as server:
-        yield server
+    return inbound_smtp_server
 
 
 @pytest.fixture

@@ -16,3 +16,23 @@ class GuardedSMTP(smtplib.SMTP):
         code, message = super().getreply()
         assert not message.startswith(b"Error: ("), f"leaked exception: {code} {message!r}"
         return code, message
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for a child process (smtpd, a Celery worker) that must use the test
+    database this test session created, and the same scratch folder (media)."""
+    import os
+    from pathlib import Path
+
+    from django.db import connection
+
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    name = connection.settings_dict["NAME"]
+    if connection.vendor == "postgresql":
+        env["INBOUND_TEST_PG_NAME"] = name
+    else:
+        env["INBOUND_TEST_DB_SQLITE_MAIN"] = name
+    env.update(extra)
+    return env

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -13,11 +12,10 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
 
 from django_inbound_smtp.management.commands.smtpd import parse_addrport
 from django_inbound_smtp.models import InboundMessage, Mailbox
-from tests.helpers import GuardedSMTP
+from tests.helpers import GuardedSMTP, subprocess_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,24 +71,11 @@ def test_parse_addrport_rejects(value: str) -> None:
         parse_addrport(value)
 
 
-def _smtpd_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-    env["PYTHONPATH"] = str(ROOT)
-    name = connection.settings_dict["NAME"]
-    if connection.vendor == "postgresql":
-        env["INBOUND_TEST_PG_NAME"] = name
-    else:
-        # The subprocess uses the test database file as its main database.
-        env["INBOUND_TEST_DB_SQLITE_MAIN"] = name
-    return env
-
-
 def _start_smtpd(*args: str) -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen(
         [sys.executable, "-m", "django", "smtpd", *args],
         cwd=ROOT,
-        env=_smtpd_env(),
+        env=subprocess_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -143,7 +128,7 @@ def test_smtpd_bind_error_is_one_sentence(transactional_db) -> None:
         result = subprocess.run(
             [sys.executable, "-m", "django", "smtpd", f"127.0.0.1:{port}", "--skip-checks"],
             cwd=ROOT,
-            env=_smtpd_env(),
+            env=subprocess_env(),
             capture_output=True,
             text=True,
             timeout=60,
