@@ -15,8 +15,15 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django_inbound_smtp.conf import DEFAULTS, SETTINGS_NAME, load_callable
 from django_inbound_smtp.exceptions import ConfigurationError
 
-_POSITIVE_INTS = ("MAX_MESSAGE_SIZE", "MAX_RECIPIENTS", "PROCESSING_CONCURRENCY", "MAX_ATTEMPTS")
-_POSITIVE_NUMBERS = ("COMMAND_TIMEOUT", "REDISPATCH_AFTER")
+_POSITIVE_INTS = (
+    "MAX_MESSAGE_SIZE",
+    "MAX_RECIPIENTS",
+    "PROCESSING_CONCURRENCY",
+    "MAX_ATTEMPTS",
+    "MAX_SESSIONS",
+    "MAX_SESSIONS_PER_CLIENT",
+)
+_POSITIVE_NUMBERS = ("COMMAND_TIMEOUT", "DATA_TIMEOUT", "REDISPATCH_AFTER")
 _NON_NEGATIVE_NUMBERS = ("SHUTDOWN_GRACE", "SWEEP_INTERVAL")
 _DISPATCH_MODES = ("auto", "inline", "celery")
 _BIND = re.compile(r"^(\[[^\]]+\]|[^:\[\]]*):\d{1,5}$")
@@ -102,6 +109,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         errors.append(
             _key_error(
                 "PLUS_DELIMITER", "must be one character, or empty", f"Got {delimiter!r}.", "E005"
+            )
+        )
+    limits = raw.get("COMMAND_CALL_LIMITS", DEFAULTS["COMMAND_CALL_LIMITS"])
+    if not isinstance(limits, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v > 0
+        for k, v in limits.items()
+    ):
+        errors.append(
+            _key_error(
+                "COMMAND_CALL_LIMITS",
+                "must map command names to positive integers",
+                f"Got {limits!r}.",
+                "E008",
             )
         )
     dispatch = raw.get("DISPATCH", DEFAULTS["DISPATCH"])

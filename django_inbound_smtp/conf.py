@@ -34,9 +34,19 @@ DEFAULTS: Mapping[str, Any] = {
     # Recipients per transaction. RFC 5321 §4.5.3.1.8 requires at least 100; more lets
     # one message fan out unboundedly (Postfix allows 1000).
     "MAX_RECIPIENTS": 100,
-    # Seconds a client may stay silent before the connection is closed (RFC 5321
-    # §4.5.3.2 asks for at least 5 minutes). Also bounds a stalled DATA transfer.
+    # Seconds a client may stay silent before `421 4.4.2` and close (RFC 5321 §4.5.3.2
+    # asks for at least 5 minutes). Also bounds a stalled DATA transfer.
     "COMMAND_TIMEOUT": 300,
+    # Seconds a whole DATA transfer may take, however steadily it trickles (RFC 5321
+    # §4.5.3.2.6 gives the client 10 minutes): stops slow-drip sessions.
+    "DATA_TIMEOUT": 600,
+    # Concurrent sessions in total and per client address, before `421`: each session
+    # costs a file descriptor and up to MAX_MESSAGE_SIZE of memory (Postfix: 100 / 50).
+    "MAX_SESSIONS": 100,
+    "MAX_SESSIONS_PER_CLIENT": 20,
+    # Times a command may be used in one session before `421 4.7.0` and close: NOOP and
+    # RSET keep-alive floods, VRFY/EXPN harvesting ("*" is every other command).
+    "COMMAND_CALL_LIMITS": {"NOOP": 20, "RSET": 50, "VRFY": 10, "EXPN": 10, "HELP": 10, "*": 5000},
     # Dotted paths of recipient validators, asked in order at RCPT time.
     "RECIPIENT_VALIDATORS": ["django_inbound_smtp.validators.models.mailbox_validator"],
     # user+tag@domain is delivered to user@domain, keeping the tag. "" turns it off.
@@ -104,6 +114,26 @@ class InboundSmtpSettings:
     def COMMAND_TIMEOUT(self) -> float:
         """Idle seconds before a silent client is disconnected."""
         return float(self._get("COMMAND_TIMEOUT"))
+
+    @property
+    def DATA_TIMEOUT(self) -> float:
+        """Seconds a whole DATA transfer may take."""
+        return float(self._get("DATA_TIMEOUT"))
+
+    @property
+    def MAX_SESSIONS(self) -> int:
+        """Concurrent SMTP sessions in total."""
+        return int(self._get("MAX_SESSIONS"))
+
+    @property
+    def MAX_SESSIONS_PER_CLIENT(self) -> int:
+        """Concurrent SMTP sessions per client IP address."""
+        return int(self._get("MAX_SESSIONS_PER_CLIENT"))
+
+    @property
+    def COMMAND_CALL_LIMITS(self) -> Mapping[str, int]:
+        """Per-session command budgets (aiosmtpd's ``command_call_limit``)."""
+        return dict(self._get("COMMAND_CALL_LIMITS"))
 
     @property
     def RECIPIENT_VALIDATORS(self) -> tuple[str, ...]:

@@ -23,7 +23,10 @@ __all__ = [
     "SHUTTING_DOWN",
     "TEMPORARY_FAILURE",
     "TIMEOUT",
+    "NOT_SMTP",
+    "TOO_MANY_FROM_CLIENT",
     "TOO_MANY_RECIPIENTS",
+    "TOO_MANY_SESSIONS",
     "TOO_MUCH_DATA",
     "Reply",
     "ReplyCode",
@@ -81,6 +84,10 @@ class Reply:
         """
         return replace(self, text=f"<{address}>: {self.text}")
 
+    def from_host(self, hostname: str) -> Reply:
+        """The same reply naming our host first, as 421s do (RFC 5321 §4.2: ``421 <domain>``)."""
+        return replace(self, text=f"{hostname} {self.text}")
+
     def with_reference(self, reference: str) -> Reply:
         """The same reply with a correlation id, so a log line can be found from a bounce."""
         return replace(self, text=f"{self.text} (ref {reference})")
@@ -133,5 +140,17 @@ INSUFFICIENT_STORAGE = Reply(ReplyCode.INSUFFICIENT_STORAGE, "4.3.1", "Insuffici
 SHUTTING_DOWN = Reply(
     ReplyCode.SERVICE_UNAVAILABLE, "4.3.2", "Service shutting down, closing transmission channel"
 )
+# Session caps (hostile-inputs #65-#66): RFC 3463 X.7.0 (policy) per client, X.3.2
+# (system not accepting messages) in total, as Postfix and Exim answer.
+TOO_MANY_FROM_CLIENT = Reply(
+    ReplyCode.SERVICE_UNAVAILABLE, "4.7.0", "Error: too many connections from your address"
+)
+TOO_MANY_SESSIONS = Reply(
+    ReplyCode.SERVICE_UNAVAILABLE,
+    "4.3.2",
+    "Too many concurrent SMTP connections; please try again later",
+)
+# An HTTP request on the SMTP port: a scanner or a misdirected client (Postfix's words).
+NOT_SMTP = Reply(ReplyCode.CLOSING, "2.7.0", "Error: I can break rules, too. Goodbye.")
 # RFC 3463 X.4.2: bad connection (timeout).
 TIMEOUT = Reply(ReplyCode.SERVICE_UNAVAILABLE, "4.4.2", "Error: timeout exceeded")

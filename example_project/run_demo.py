@@ -1,9 +1,10 @@
 """Run the demo: the inbound SMTP server and the admin side by side (``make run``).
 
 Starts ``manage.py smtpd 127.0.0.1:8025`` and ``manage.py runserver 127.0.0.1:8000``
-as child processes with this interpreter, prints how to send a test mail once both
-listen, and stops both on Ctrl-C or SIGTERM (exit 0). If either child dies, the other
-is stopped and the script exits non-zero. Standard library only.
+as child processes with this interpreter, prints how to send a test mail (and a reply
+that becomes a comment on ticket #1) once both listen, and stops both on Ctrl-C or
+SIGTERM (exit 0). If either child dies, the other is stopped and the script exits
+non-zero. Standard library only.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ SEND_COMMAND = (
     "'you@example.org', ['demo@example.test'], "
     "b'Subject: Hello\\r\\n\\r\\nIt works.\\r\\n')\""
 )
+# A reply to ticket #1 (demo_setup creates it): the quoted lines and the "On ...
+# wrote:" line are left out of the comment.
+TICKET_COMMAND = (
+    'python3 -c "import smtplib; '
+    f"smtplib.SMTP('{HOST}', {SMTP_PORT}).sendmail("
+    "'you@example.org', ['ticket+1@example.test'], "
+    "b'Subject: Re: Demo ticket\\r\\n\\r\\nFixed, thanks.\\r\\n\\r\\n"
+    "On Monday, Support wrote:\\r\\n> Is it fixed?\\r\\n')\""
+)
 
 BANNER = f"""
 ======================================================================
@@ -41,13 +51,21 @@ BANNER = f"""
 
  Admin:  http://{HOST}:{WEB_PORT}/admin/   (login: admin / admin)
  SMTP:   {HOST}:{SMTP_PORT}, accepting mail for demo@example.test
+         and ticket+<id>@example.test
 
  Send a test message from another terminal:
 
    {SEND_COMMAND}
 
  It shows up under "Inbound messages" in the admin, and the demo
- receiver logs one "inbox: ..." line here. Stop with Ctrl-C.
+ receiver logs one "inbox: ..." line here.
+
+ Comment on ticket #1 by replying to ticket+1@example.test:
+
+   {TICKET_COMMAND}
+
+ The reply, without its quoted lines, becomes a comment on the ticket
+ (admin: Demo inbox > Tickets > #1). Stop with Ctrl-C.
 ======================================================================
 """
 

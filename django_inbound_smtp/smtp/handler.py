@@ -167,8 +167,7 @@ class InboundHandler:
 
     def shutting_down(self) -> str:
         """``421 4.3.2 <host> Service shutting down…`` (RFC 5321 §3.8)."""
-        reply = replies.SHUTTING_DOWN
-        return f"{reply.code} {reply.status} {self.hostname} {reply.text}"
+        return str(replies.SHUTTING_DOWN.from_host(self.hostname))
 
     async def handle_exception(self, error: Exception) -> str:
         logger.error("unexpected SMTP session error", exc_info=error)

@@ -7,6 +7,7 @@ and policy stays in the handler's hooks.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -14,7 +15,9 @@ from aiosmtpd.smtp import SMTP, Envelope, syntax
 
 from django_inbound_smtp import replies
 from django_inbound_smtp.envelope import ResolvedRecipient
+from django_inbound_smtp.replies import Reply
 from django_inbound_smtp.smtp._data import DotDecoder
+from django_inbound_smtp.smtp.limits import SessionLimiter
 
 __all__ = ["DATA_CHUNK_SIZE", "InboundEnvelope", "InboundSMTP"]
 
@@ -88,6 +91,64 @@ class InboundSMTP(SMTP):
 
     phase: str | None = None
 
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        limiter: SessionLimiter | None = None,
+        data_timeout: float | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(handler, **options)
+        self._limiter = limiter
+        self._data_timeout = data_timeout
+        self._client: str | None = None
+        self._refusal: Reply | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None  # not the STARTTLS re-entry
+        super().connection_made(transport)
+        if first and self._limiter is not None:
+            peer = transport.get_extra_info("peername")
+            client = str(peer[0]) if isinstance(peer, tuple) else "local"
+            self._refusal = self._limiter.admit(client)
+            if self._refusal is None:
+                self._client = client
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._limiter is not None and self._client is not None:
+            self._limiter.release(self._client)
+            self._client = None
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        if self._refusal is not None:
+            # Over a session cap: refuse instead of greeting (RFC 5321 §3.1 allows 421).
+            await self.push(str(self._refusal.from_host(self.hostname)))
+            self._close()
+            return
+        await super()._handle_client()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _timeout_cb(self) -> None:
+        # aiosmtpd closes silently; RFC 5321 §4.5.3.2 and every MTA say 421 first.
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            line = str(replies.TIMEOUT.from_host(self.hostname)) + "\r\n"
+            transport.write(line.encode("ascii"))
+        super()._timeout_cb()
+
+    async def _not_smtp(self, arg: str | None) -> None:
+        # An HTTP request (scanner, proxy probe, misdirected browser): close at once
+        # instead of answering each header line (hostile-inputs #59).
+        await self.push(str(replies.NOT_SMTP))
+        self._close()
+
+    smtp_GET = smtp_POST = smtp_HEAD = smtp_PUT = smtp_CONNECT = smtp_OPTIONS = _not_smtp
+
     def _create_envelope(self) -> InboundEnvelope:
         return InboundEnvelope()
 
@@ -115,7 +176,11 @@ class InboundSMTP(SMTP):
         decoder = DotDecoder()
         content = bytearray()
         too_big = False
+        loop = asyncio.get_running_loop()
+        deadline = None if self._data_timeout is None else loop.time() + self._data_timeout
         while not decoder.done:
+            if deadline is not None and loop.time() > deadline:
+                raise _DeadlineExceeded
             chunk = await self._reader.read(DATA_CHUNK_SIZE)
             if not chunk:
                 raise ConnectionResetError("connection closed during DATA")
@@ -157,11 +222,17 @@ class InboundSMTP(SMTP):
     async def _receive_and_store(self, envelope: Envelope) -> None:
         try:
             content = await self._read_data(self.data_size_limit)
+        except _DeadlineExceeded:
+            # RFC 5321 §4.5.3.2.6 gives a client 10 minutes for the whole DATA; a
+            # trickle that never ends would otherwise hold the session for ever.
+            await self.push(str(replies.TIMEOUT.from_host(self.hostname)))
+            self._set_post_data_state()
+            self._close()
+            return
         except _DrainExceeded:
             await self.push(str(replies.TOO_MUCH_DATA))
             self._set_post_data_state()
-            if self.transport is not None:
-                self.transport.close()
+            self._close()
             return
         if content is None:
             await self.push(str(replies.MESSAGE_TOO_BIG))
@@ -180,3 +251,7 @@ class InboundSMTP(SMTP):
 
 class _DrainExceeded(Exception):
     """The client kept sending far past the size limit."""
+
+
+class _DeadlineExceeded(Exception):
+    """The DATA transfer took longer than ``DATA_TIMEOUT``."""

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.smtp import _bridge
 from django_inbound_smtp.smtp.handler import InboundHandler
+from django_inbound_smtp.smtp.limits import SessionLimiter
 from django_inbound_smtp.smtp.protocol import InboundSMTP
 
 __all__ = ["InboundServer", "run_server"]
@@ -40,11 +41,18 @@ class InboundServer:
         self._server: asyncio.Server | None = None
         self._connections: weakref.WeakSet[InboundSMTP] = weakref.WeakSet()
         self._sweeper: asyncio.Task[None] | None = None
+        self._limiter = SessionLimiter(total=1, per_client=1)  # set per connection
 
     def _make_protocol(self) -> InboundSMTP:
         settings = get_settings()
+        # Read per connection, so a changed setting applies to the next session.
+        self._limiter.total = settings.MAX_SESSIONS
+        self._limiter.per_client = settings.MAX_SESSIONS_PER_CLIENT
         protocol = InboundSMTP(
             self.handler,
+            limiter=self._limiter,
+            data_timeout=settings.DATA_TIMEOUT,
+            command_call_limit=dict(settings.COMMAND_CALL_LIMITS),
             hostname=self.hostname,
             ident=GREETING_IDENT,
             data_size_limit=settings.MAX_MESSAGE_SIZE,

@@ -93,6 +93,8 @@ USE_TZ = True
 
 INBOUND_SMTP = {
     "HOSTNAME": "mx.example.test",
+    # The project's Celery app, used when a broker is configured (see celery.py).
+    "CELERY_APP": "example_project.celery.app",
     # Every other key keeps its default:
     #   BIND                    "127.0.0.1:8025" (run_demo.py passes it explicitly)
     #   MAX_MESSAGE_SIZE        25 MiB
@@ -103,8 +105,38 @@ INBOUND_SMTP = {
     #   PLUS_DELIMITER          "+" (demo+anything@example.test reaches demo@example.test)
     #   STORAGE                 "default" (the STORAGES alias above)
     #   STORAGE_PREFIX          "inbound_smtp"
-    #   PROCESSING_CONCURRENCY  4 threads running the message_received receivers
+    #   DISPATCH                "auto": a Celery worker runs the receivers when
+    #                           CELERY_BROKER_URL is set (see below), else smtpd's threads
+    #   PROCESSING_CONCURRENCY  4 threads running the receivers (or sending Celery tasks)
+    #   REDISPATCH_AFTER        300 seconds before the sweeper schedules a waiting message again
+    #   SWEEP_INTERVAL          60 seconds between the sweeps smtpd runs by itself
     #   SHUTDOWN_GRACE          30 seconds
+}
+
+# Celery (example_project/celery.py reads every CELERY_* setting). Optional: without a
+# broker URL, `make run` needs no broker and DISPATCH "auto" processes mail inline in
+# smtpd. With one, e.g. CELERY_BROKER_URL=redis://127.0.0.1:6379/0 in the environment of
+# smtpd, the worker and beat, smtpd hands each stored message to a worker instead.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL")
+# Acknowledge a task after it ran, not when a worker takes it: a worker that dies
+# mid-task leaves the task on the broker for another worker (the task is idempotent).
+CELERY_TASK_ACKS_LATE = True
+# ... and that includes a worker process killed by a signal or the OOM killer: the
+# task is put back instead of being acknowledged as failed.
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Each worker process reserves one task at a time: with late acks, prefetched tasks
+# would wait behind a slow one instead of going to an idle worker.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery beat runs the sweeper every minute: it schedules again messages still waiting
+# after REDISPATCH_AFTER (their task was lost, or the broker was down when they arrived),
+# releases claims of workers that died, and retries failed messages with back-off.
+# smtpd also sweeps every SWEEP_INTERVAL by itself; running both is harmless, since
+# processing claims each message once.
+CELERY_BEAT_SCHEDULE = {
+    "inbound-smtp-sweep": {
+        "task": "django_inbound_smtp.tasks.sweep",
+        "schedule": 60.0,
+    },
 }
 
 # Show what the server and the demo receiver do on the console.

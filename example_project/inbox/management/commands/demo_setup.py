@@ -1,31 +1,66 @@
-"""``manage.py demo_setup``: the mailbox and the admin login the demo needs."""
+"""``manage.py demo_setup``: the mailboxes, the demo ticket and the admin login the demo
+needs."""
 
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
+from django.core.management.color import no_style
+from django.db import connection
 
 from django_inbound_smtp.models import Mailbox
+from inbox.models import TICKET_MAILBOX, Ticket
 
 DEMO_MAILBOX = "demo@example.test"
+DEMO_TICKET_ID = 1
+DEMO_TICKET_SUBJECT = "Demo ticket: reply by email to comment"
 DEMO_USERNAME = "admin"
 DEMO_PASSWORD = "admin"  # noqa: S105 - local demo only
 
 
 class Command(BaseCommand):
     help = (
-        f"Ensure the mailbox {DEMO_MAILBOX} and a superuser {DEMO_USERNAME!r} with password "
+        f"Ensure the mailboxes {DEMO_MAILBOX} and {TICKET_MAILBOX}, ticket "
+        f"#{DEMO_TICKET_ID} and a superuser {DEMO_USERNAME!r} with password "
         f"{DEMO_PASSWORD!r} exist; safe to run again. LOCAL DEMO ONLY: never run it "
         "against a database reachable by anyone else."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        _mailbox, created = Mailbox.objects.get_or_create(address=DEMO_MAILBOX)
-        if created:
-            self.stdout.write(self.style.SUCCESS(f"Created mailbox {DEMO_MAILBOX}."))
-        else:
-            self.stdout.write(f"Mailbox {DEMO_MAILBOX} already exists.")
+        for address in (DEMO_MAILBOX, TICKET_MAILBOX):
+            self._ensure_mailbox(address)
+        self._ensure_ticket()
+        self._ensure_superuser()
 
+    def _ensure_mailbox(self, address: str) -> None:
+        mailbox, created = Mailbox.objects.get_or_create(address=address)
+        if created:
+            self.stdout.write(self.style.SUCCESS(f"Created mailbox {address}."))
+        elif not mailbox.is_active:
+            mailbox.is_active = True
+            mailbox.save(update_fields=["is_active"])
+            self.stdout.write(self.style.WARNING(f"Reactivated mailbox {address}."))
+        else:
+            self.stdout.write(f"Mailbox {address} already exists.")
+
+    def _ensure_ticket(self) -> None:
+        ticket = Ticket.objects.filter(pk=DEMO_TICKET_ID).first()
+        if ticket is None:
+            ticket = Ticket.objects.create(pk=DEMO_TICKET_ID, subject=DEMO_TICKET_SUBJECT)
+            # An explicit primary key does not move PostgreSQL's sequence; reset it so
+            # the next ticket created in the admin does not collide (no-op on SQLite).
+            with connection.cursor() as cursor:
+                for sql in connection.ops.sequence_reset_sql(no_style(), [Ticket]):
+                    cursor.execute(sql)
+            self.stdout.write(self.style.SUCCESS(f"Created ticket {ticket}."))
+        else:
+            self.stdout.write(f"Ticket {ticket} already exists.")
+        self.stdout.write(
+            f"Comment on it by mail: send a reply to {ticket.reply_address}; its text, "
+            "without the quoted lines, becomes a comment (admin: Demo inbox > Tickets)."
+        )
+
+    def _ensure_superuser(self) -> None:
         user_model = get_user_model()
         user = user_model._default_manager.filter(username=DEMO_USERNAME).first()
         if user is None:

@@ -1,0 +1,42 @@
+"""Session caps: how many SMTP sessions in total and per client address. Pure.
+
+aiosmtpd has none (its #282 was closed "use a proxy"); without them one client can
+hold every file descriptor and all the memory (hostile-inputs #65-#67).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from django_inbound_smtp.replies import TOO_MANY_FROM_CLIENT, TOO_MANY_SESSIONS, Reply
+
+__all__ = ["SessionLimiter"]
+
+
+class SessionLimiter:
+    """Counts open sessions; :meth:`admit` says whether one more may start."""
+
+    def __init__(self, *, total: int, per_client: int) -> None:
+        self.total = total
+        self.per_client = per_client
+        self._open: Counter[str] = Counter()
+
+    @property
+    def open_sessions(self) -> int:
+        """Sessions currently admitted."""
+        return sum(self._open.values())
+
+    def admit(self, client: str) -> Reply | None:
+        """Count a new session from ``client``; or the ``421`` to refuse it with."""
+        if self.open_sessions >= self.total:
+            return TOO_MANY_SESSIONS
+        if self._open[client] >= self.per_client:
+            return TOO_MANY_FROM_CLIENT
+        self._open[client] += 1
+        return None
+
+    def release(self, client: str) -> None:
+        """Forget one session from ``client`` (it ended)."""
+        self._open[client] -= 1
+        if self._open[client] <= 0:
+            del self._open[client]
