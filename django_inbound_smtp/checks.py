@@ -6,6 +6,7 @@ Ids are never reused; a retired id stays reserved. The catalogue is in the READM
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from django_inbound_smtp.conf import DEFAULTS, SETTINGS_NAME, load_callable
 from django_inbound_smtp.exceptions import ConfigurationError
+from django_inbound_smtp.tls import server_context
 
 _POSITIVE_INTS = (
     "MAX_MESSAGE_SIZE",
@@ -71,6 +73,42 @@ def _validator_errors(paths: Any) -> list[CheckMessage]:
     return errors
 
 
+def _tls_errors(raw: dict[str, Any]) -> list[CheckMessage]:
+    certfile, keyfile = raw.get("TLS_CERTFILE"), raw.get("TLS_KEYFILE")
+    if certfile is None and keyfile is None:
+        if raw.get("TLS_REQUIRED") or raw.get("TLS_BIND"):
+            return [
+                _key_error(
+                    "TLS_REQUIRED",
+                    "or TLS_BIND is set but no certificate is configured",
+                    "Set TLS_CERTFILE and TLS_KEYFILE.",
+                    "E009",
+                )
+            ]
+        return []
+    if certfile is None or keyfile is None:
+        return [
+            _key_error(
+                "TLS_CERTFILE",
+                "and TLS_KEYFILE must be set together",
+                "Give both PEM paths, or neither.",
+                "E009",
+            )
+        ]
+    try:
+        server_context(str(certfile), str(keyfile))
+    except (OSError, ssl.SSLError) as error:
+        return [
+            _key_error(
+                "TLS_CERTFILE",
+                "and TLS_KEYFILE cannot be loaded",
+                f"{type(error).__name__}: {error}",
+                "E010",
+            )
+        ]
+    return []
+
+
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Validate the type and range of every ``INBOUND_SMTP`` key."""
@@ -124,6 +162,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 "E008",
             )
         )
+    errors += _tls_errors(raw)
     dispatch = raw.get("DISPATCH", DEFAULTS["DISPATCH"])
     if dispatch not in _DISPATCH_MODES:
         errors.append(
@@ -134,6 +173,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 "E007",
             )
         )
+    tls_bind = raw.get("TLS_BIND")
+    if tls_bind is not None and (not isinstance(tls_bind, str) or not _BIND.match(tls_bind)):
+        errors.append(_key_error("TLS_BIND", "must be 'HOST:PORT'", f"Got {tls_bind!r}.", "E006"))
     bind = raw.get("BIND", DEFAULTS["BIND"])
     if not isinstance(bind, str) or not _BIND.match(bind):
         errors.append(_key_error("BIND", "must be 'HOST:PORT'", f"Got {bind!r}.", "E006"))

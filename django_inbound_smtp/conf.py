@@ -47,6 +47,17 @@ DEFAULTS: Mapping[str, Any] = {
     # Times a command may be used in one session before `421 4.7.0` and close: NOOP and
     # RSET keep-alive floods, VRFY/EXPN harvesting ("*" is every other command).
     "COMMAND_CALL_LIMITS": {"NOOP": 20, "RSET": 50, "VRFY": 10, "EXPN": 10, "HELP": 10, "*": 5000},
+    # Certificate chain and private key (PEM paths) for STARTTLS and the implicit-TLS
+    # listener. None: no TLS offered. `manage.py smtpd --tls-cert/--tls-key` override
+    # them; SIGHUP re-reads the files (certificate renewal without a restart).
+    "TLS_CERTFILE": None,
+    "TLS_KEYFILE": None,
+    # Refuse MAIL before STARTTLS (530 5.7.0). Never for a public MX (RFC 3207 §4: a
+    # publicly-referenced server must not require TLS); for private or submission use.
+    "TLS_REQUIRED": False,
+    # "HOST:PORT" of a second listener that speaks TLS from the first byte (implicit
+    # TLS, RFC 8314, e.g. port 465). None: no such listener.
+    "TLS_BIND": None,
     # Dotted paths of recipient validators, asked in order at RCPT time.
     "RECIPIENT_VALIDATORS": ["django_inbound_smtp.validators.models.mailbox_validator"],
     # user+tag@domain is delivered to user@domain, keeping the tag. "" turns it off.
@@ -134,6 +145,29 @@ class InboundSmtpSettings:
     def COMMAND_CALL_LIMITS(self) -> Mapping[str, int]:
         """Per-session command budgets (aiosmtpd's ``command_call_limit``)."""
         return dict(self._get("COMMAND_CALL_LIMITS"))
+
+    @property
+    def TLS_CERTFILE(self) -> str | None:
+        """PEM certificate chain for TLS, or ``None``."""
+        value = self._get("TLS_CERTFILE")
+        return None if value is None else str(value)
+
+    @property
+    def TLS_KEYFILE(self) -> str | None:
+        """PEM private key for TLS, or ``None``."""
+        value = self._get("TLS_KEYFILE")
+        return None if value is None else str(value)
+
+    @property
+    def TLS_REQUIRED(self) -> bool:
+        """Refuse MAIL before STARTTLS."""
+        return bool(self._get("TLS_REQUIRED"))
+
+    @property
+    def TLS_BIND(self) -> str | None:
+        """``HOST:PORT`` of the implicit-TLS listener, or ``None``."""
+        value = self._get("TLS_BIND")
+        return None if value is None else str(value)
 
     @property
     def RECIPIENT_VALIDATORS(self) -> tuple[str, ...]:

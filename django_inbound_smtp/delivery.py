@@ -122,6 +122,8 @@ def _row(envelope: ReceivedEnvelope, summary: HeaderSummary, **fields: Any) -> I
         peer_port=envelope.peer_port,
         helo=clean_text(envelope.helo, limit=255),
         tls=envelope.tls,
+        tls_version=envelope.tls_version[:16],
+        tls_cipher=envelope.tls_cipher[:100],
         received_at=envelope.received_at,
         dispatched_at=envelope.received_at,
         message_id=summary.message_id,

@@ -104,6 +104,8 @@ class ReceivedEnvelope:
     esmtp: bool
     received_at: datetime
     mail_options: tuple[str, ...] = field(default=())
+    tls_version: str = ""
+    tls_cipher: str = ""
 
     @property
     def rcpt_tos(self) -> tuple[str, ...]:

@@ -142,6 +142,10 @@ class InboundMessage(models.Model):
         help_text=_("Name the client gave in HELO/EHLO (sanitized; not verified)."),
     )
     tls = models.BooleanField(_("TLS"), default=False, help_text=_("Received over TLS."))
+    tls_version = models.CharField(
+        _("TLS version"), max_length=16, blank=True, help_text=_("e.g. TLSv1.3")
+    )
+    tls_cipher = models.CharField(_("TLS cipher"), max_length=100, blank=True)
     size = models.PositiveBigIntegerField(
         _("size"), help_text=_("Size in bytes of the stored raw message.")
     )

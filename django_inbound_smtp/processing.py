@@ -74,6 +74,8 @@ def envelope_of(message: InboundMessage, recipients: list[InboundRecipient]) -> 
         peer_port=message.peer_port,
         helo=message.helo,
         tls=message.tls,
+        tls_version=message.tls_version,
+        tls_cipher=message.tls_cipher,
         esmtp=True,
         received_at=message.received_at,
     )

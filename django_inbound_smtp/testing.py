@@ -166,6 +166,8 @@ class RunningServer:
     host: str
     port: int
     hostname: str
+    #: Port of the implicit-TLS listener, when ``TLS_BIND`` is set.
+    tls_port: int | None = None
 
 
 class ServerThread:
@@ -189,7 +191,13 @@ class ServerThread:
         asyncio.set_event_loop(self._loop)
         try:
             host, port = self._loop.run_until_complete(self.server.start(self.host, 0))
-            self._address = RunningServer(host=host, port=port, hostname=self.server.hostname)
+            tls = self.server.tls_address
+            self._address = RunningServer(
+                host=host,
+                port=port,
+                hostname=self.server.hostname,
+                tls_port=None if tls is None else tls[1],
+            )
         except BaseException as error:
             self._failure = error
             return

@@ -34,6 +34,8 @@ def received_header(
     esmtp: bool,
     tls: bool,
     when: datetime,
+    tls_version: str = "",
+    tls_cipher: str = "",
 ) -> bytes:
     """The ``Received:`` field we prepend, folded, ending in CRLF.
 
@@ -42,8 +44,13 @@ def received_header(
     """
     protocol = ("ESMTP" if esmtp else "SMTP") + ("S" if tls else "")
     ip = sanitize_helo(peer_host or "unknown")
-    lines = [
-        f"Received: from {sanitize_helo(helo) or 'unknown'} ([{ip}])",
+    lines = [f"Received: from {sanitize_helo(helo) or 'unknown'} ([{ip}])"]
+    if tls_version:
+        # As Postfix writes it, so the hop's protection can be audited later.
+        lines.append(
+            f"\t(using {sanitize_helo(tls_version)} with cipher {sanitize_helo(tls_cipher)})"
+        )
+    lines += [
         f"\tby {hostname} (django-inbound-smtp) with {protocol} id {queue_id}",
     ]
     suffix = f"; {format_datetime(when)}"

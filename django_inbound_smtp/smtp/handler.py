@@ -38,6 +38,18 @@ def _peer(session: Any) -> tuple[str | None, int | None]:
     return None, None
 
 
+def _tls(session: Any) -> tuple[bool, str, str]:
+    """Whether the session is encrypted, and its protocol version and cipher."""
+    info = session.ssl
+    if info is None:
+        return False, "", ""
+    ssl_object = info.get("ssl_object") if isinstance(info, dict) else None
+    if ssl_object is None:
+        return True, "", ""
+    cipher = ssl_object.cipher()
+    return True, str(ssl_object.version() or ""), str(cipher[0]) if cipher else ""
+
+
 def _sender(envelope: InboundEnvelope) -> str:
     # aiosmtpd keeps "<>" literally; it must stay truthy there (its MAIL/RCPT ordering
     # checks test mail_from), so the null sender becomes "" only when stored.
@@ -121,7 +133,7 @@ class InboundHandler:
         try:
             peer_host, peer_port = _peer(session)
             helo = sanitize_helo(session.host_name or "")
-            tls = session.ssl is not None
+            tls, tls_version, tls_cipher = _tls(session)
             received = ReceivedEnvelope(
                 queue_id=queue_id,
                 mail_from=_sender(envelope),
@@ -133,6 +145,8 @@ class InboundHandler:
                 esmtp=bool(session.extended_smtp),
                 received_at=datetime.now(UTC),
                 mail_options=tuple(envelope.mail_options),
+                tls_version=tls_version,
+                tls_cipher=tls_cipher,
             )
             trace = received_header(
                 helo=helo,
@@ -143,6 +157,8 @@ class InboundHandler:
                 esmtp=received.esmtp,
                 tls=tls,
                 when=received.received_at,
+                tls_version=tls_version,
+                tls_cipher=tls_cipher,
             )
             pk = await self._deliver(received, content, trace)
         except Exception:

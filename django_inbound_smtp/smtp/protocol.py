@@ -41,6 +41,12 @@ _ENHANCED: dict[str, str] = {
     ),
     "502 EXPN not implemented": "502 5.5.1 EXPN not implemented",
     "501 Error: SMTPUTF8 disabled": "501 5.5.4 Error: SMTPUTF8 not offered",
+    "220 Ready to start TLS": "220 2.0.0 Ready to start TLS",
+    "454 TLS not available": "454 4.7.0 TLS not available",
+    "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
+    "554 Command refused due to lack of security": (
+        "554 5.7.0 Command refused due to lack of security"
+    ),
     "501 Error: SMTPUTF8 takes no arguments": "501 5.5.4 Error: SMTPUTF8 takes no arguments",
     "503 Error: need MAIL command": "503 5.5.1 Error: need MAIL command",
     "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
@@ -108,6 +114,10 @@ class InboundSMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None  # not the STARTTLS re-entry
         super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if first and ssl_object is not None and self.session is not None:
+            # Implicit TLS (RFC 8314): aiosmtpd records TLS only after STARTTLS.
+            self.session.ssl = {"ssl_object": ssl_object}
         if first and self._limiter is not None:
             peer = transport.get_extra_info("peername")
             client = str(peer[0]) if isinstance(peer, tuple) else "local"
@@ -148,6 +158,15 @@ class InboundSMTP(SMTP):
         self._close()
 
     smtp_GET = smtp_POST = smtp_HEAD = smtp_PUT = smtp_CONNECT = smtp_OPTIONS = _not_smtp
+
+    @syntax("STARTTLS")
+    async def smtp_STARTTLS(self, arg: str | None) -> None:
+        # aiosmtpd would answer 220 again and nest a second handshake, which kills the
+        # session (hostile-inputs #18); RFC 3207 §4.2 forbids it anyway.
+        if self.session is not None and self.session.ssl is not None:
+            await self.push("554 5.5.1 Error: TLS already active")
+            return
+        await super().smtp_STARTTLS(arg)
 
     def _create_envelope(self) -> InboundEnvelope:
         return InboundEnvelope()

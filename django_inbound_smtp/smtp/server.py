@@ -22,6 +22,7 @@ from django_inbound_smtp.smtp import _bridge
 from django_inbound_smtp.smtp.handler import InboundHandler
 from django_inbound_smtp.smtp.limits import SessionLimiter
 from django_inbound_smtp.smtp.protocol import InboundSMTP
+from django_inbound_smtp.tls import CertificateStore
 
 __all__ = ["InboundServer", "run_server"]
 
@@ -34,16 +35,26 @@ GREETING_IDENT = "ESMTP"
 class InboundServer:
     """One listening socket serving :class:`InboundSMTP` connections."""
 
-    def __init__(self, *, hostname: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        hostname: str | None = None,
+        tls_certfile: str | None = None,
+        tls_keyfile: str | None = None,
+    ) -> None:
         # Resolved once: aiosmtpd would otherwise call getfqdn() for every connection.
         self.hostname = hostname or get_settings().HOSTNAME or socket.getfqdn()
+        self.tls = CertificateStore(certfile=tls_certfile, keyfile=tls_keyfile)
+        #: Where the implicit-TLS listener listens, once started (``TLS_BIND``).
+        self.tls_address: tuple[str, int] | None = None
+        self._tls_server: asyncio.Server | None = None
         self.handler = InboundHandler(hostname=self.hostname)
         self._server: asyncio.Server | None = None
         self._connections: weakref.WeakSet[InboundSMTP] = weakref.WeakSet()
         self._sweeper: asyncio.Task[None] | None = None
         self._limiter = SessionLimiter(total=1, per_client=1)  # set per connection
 
-    def _make_protocol(self) -> InboundSMTP:
+    def _make_protocol(self, *, implicit_tls: bool = False) -> InboundSMTP:
         settings = get_settings()
         # Read per connection, so a changed setting applies to the next session.
         self._limiter.total = settings.MAX_SESSIONS
@@ -55,6 +66,9 @@ class InboundServer:
             command_call_limit=dict(settings.COMMAND_CALL_LIMITS),
             hostname=self.hostname,
             ident=GREETING_IDENT,
+            # STARTTLS is offered on the plain listener when a certificate is configured.
+            tls_context=None if implicit_tls else self.tls.context(),
+            require_starttls=settings.TLS_REQUIRED and not implicit_tls,
             data_size_limit=settings.MAX_MESSAGE_SIZE,
             timeout=settings.COMMAND_TIMEOUT,
             # Kept as bytes end to end: stored byte-exact, decoded only for display.
@@ -73,6 +87,17 @@ class InboundServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._make_protocol, host=host, port=port)
         bound = self._server.sockets[0].getsockname()
+        tls_bind = get_settings().TLS_BIND
+        if tls_bind:
+            tls_host, _, tls_port = tls_bind.rpartition(":")
+            self._tls_server = await loop.create_server(
+                lambda: self._make_protocol(implicit_tls=True),
+                host=tls_host.strip("[]") or "127.0.0.1",
+                port=int(tls_port),
+                ssl=self.tls.context(),
+            )
+            tls_bound = self._tls_server.sockets[0].getsockname()
+            self.tls_address = (str(tls_bound[0]), int(tls_bound[1]))
         interval = get_settings().SWEEP_INTERVAL
         if interval > 0:
             self._sweeper = asyncio.create_task(self._sweep_every(interval))
@@ -107,8 +132,9 @@ class InboundServer:
         processing, and close database connections."""
         grace = get_settings().SHUTDOWN_GRACE if grace is None else grace
         deadline = asyncio.get_running_loop().time() + grace
-        if self._server is not None:
-            self._server.close()
+        for listener in (self._server, self._tls_server):
+            if listener is not None:
+                listener.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -125,15 +151,28 @@ class InboundServer:
             logger.warning("commits still in flight after the grace period")
         await asyncio.sleep(0)  # let a finished commit write its reply
         self.abort()
-        if sessions:
-            # Closing a transport cancels its session task (aiosmtpd keeps it in
-            # _handler_coroutine); let those unwind here, not be destroyed pending.
-            await asyncio.wait(sessions, timeout=1)
-        if self._server is not None:
-            await self._server.wait_closed()
+        await self._unwind(sessions)
+        for listener in (self._server, self._tls_server):
+            if listener is not None:
+                await listener.wait_closed()
         if not await _bridge.drain_processing(grace):
             logger.warning("message processing still running after the grace period")
         await _bridge.close_connections()
+
+    async def _unwind(self, sessions: list[asyncio.Task[None]]) -> None:
+        # Closing a transport cancels its session task (aiosmtpd keeps it in
+        # _handler_coroutine); let those unwind here, not be destroyed pending.
+        if not sessions:
+            return
+        _done, stuck = await asyncio.wait(sessions, timeout=1)
+        if stuck:
+            # A TLS close waits for the peer's close_notify, which a vanished client
+            # never sends: cut the socket under it.
+            for protocol in list(self._connections):
+                raw = protocol._original_transport or protocol.transport
+                if isinstance(raw, asyncio.Transport) and not raw.is_closing():
+                    raw.abort()
+            await asyncio.wait(stuck, timeout=1)
 
     async def _close_idle_until(self, deadline: float) -> None:
         # Sessions between commands are told 421 at once; busy ones as soon as their
@@ -149,11 +188,22 @@ class InboundServer:
 
     def abort(self) -> None:
         """Say ``421 4.3.2`` to every open session and close it, now."""
-        if self._server is not None:
-            self._server.close()
+        for listener in (self._server, self._tls_server):
+            if listener is not None:
+                listener.close()
         self.handler.draining = True
         for protocol in self._open():
             self._goodbye(protocol)
+
+
+def _reload_tls(server: InboundServer) -> None:
+    try:
+        server.tls.reload()
+    except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+        # Keep serving with the certificate already loaded; say why the new one failed.
+        logger.error("SIGHUP: TLS certificate not reloaded: %s", error)
+    else:
+        logger.info("SIGHUP: TLS certificate reloaded")
 
 
 async def run_server(
@@ -161,10 +211,13 @@ async def run_server(
     port: int,
     *,
     hostname: str | None = None,
-    on_ready: Callable[[str, int], None] | None = None,
+    tls_certfile: str | None = None,
+    tls_keyfile: str | None = None,
+    on_ready: Callable[[InboundServer, str, int], None] | None = None,
 ) -> None:
-    """Serve until SIGINT or SIGTERM, then stop cleanly. A second signal skips the grace."""
-    server = InboundServer(hostname=hostname)
+    """Serve until SIGINT or SIGTERM, then stop cleanly. A second signal skips the grace;
+    SIGHUP re-reads the TLS certificate and key."""
+    server = InboundServer(hostname=hostname, tls_certfile=tls_certfile, tls_keyfile=tls_keyfile)
     bound_host, bound_port = await server.start(host, port)
     stop = asyncio.Event()
     signals_seen = 0
@@ -180,8 +233,10 @@ async def run_server(
         # another thread stops through the returned task's cancellation instead.
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             loop.add_signal_handler(signum, _on_signal)
+    with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, _reload_tls, server)
     if on_ready is not None:
-        on_ready(bound_host, bound_port)
+        on_ready(server, bound_host, bound_port)
     try:
         await stop.wait()
     finally:

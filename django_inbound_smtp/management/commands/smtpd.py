@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from django_inbound_smtp.conf import get_settings
-from django_inbound_smtp.smtp.server import run_server
+from django_inbound_smtp.smtp.server import InboundServer, run_server
 
 _ADDRPORT = re.compile(r"^(?:\[(?P<ipv6>[^\]]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d+)$")
 
@@ -45,6 +45,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--hostname", help="Name used in the greeting and Received: lines.")
         parser.add_argument("--skip-checks", action="store_true", help="Skip the system checks.")
+        parser.add_argument(
+            "--tls-cert", help="PEM certificate chain for STARTTLS (overrides TLS_CERTFILE)."
+        )
+        parser.add_argument(
+            "--tls-key", help="PEM private key for STARTTLS (overrides TLS_KEYFILE)."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         host, port = parse_addrport(options["addrport"] or get_settings().BIND)
@@ -58,19 +64,38 @@ class Command(BaseCommand):
         # work in another one.
         connections.close_all()
 
-        def ready(bound_host: str, bound_port: int) -> None:
-            shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-            self.stdout.write(
-                f"Inbound SMTP server listening on {shown}:{bound_port}\nQuit with CONTROL-C."
-            )
+        if bool(options["tls_cert"]) != bool(options["tls_key"]):
+            raise CommandError("--tls-cert and --tls-key go together.")
+
+        def ready(server: InboundServer, bound_host: str, bound_port: int) -> None:
+            lines = [f"Inbound SMTP server listening on {_shown(bound_host, bound_port)}"]
+            if server.tls.context() is not None:
+                lines[0] += " (STARTTLS offered)"
+            if server.tls_address is not None:
+                lines.append(f"Implicit TLS listening on {_shown(*server.tls_address)}")
+            lines.append("Quit with CONTROL-C.")
+            self.stdout.write("\n".join(lines))
             self.stdout.flush()
 
         try:
-            asyncio.run(run_server(host, port, hostname=options["hostname"], on_ready=ready))
+            asyncio.run(
+                run_server(
+                    host,
+                    port,
+                    hostname=options["hostname"],
+                    tls_certfile=options["tls_cert"],
+                    tls_keyfile=options["tls_key"],
+                    on_ready=ready,
+                )
+            )
         except OSError as error:
             raise CommandError(_bind_error(host, port, error)) from error
         self.stdout.write("Inbound SMTP server stopped.")
         sys.stdout.flush()
+
+
+def _shown(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _bind_error(host: str, port: int, error: OSError) -> str:
