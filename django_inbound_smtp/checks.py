@@ -5,6 +5,7 @@ Ids are never reused; a retired id stays reserved. The catalogue is in the READM
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import ssl
 from collections.abc import Sequence
@@ -25,7 +26,12 @@ _POSITIVE_INTS = (
     "MAX_SESSIONS",
     "MAX_SESSIONS_PER_CLIENT",
 )
-_POSITIVE_NUMBERS = ("COMMAND_TIMEOUT", "DATA_TIMEOUT", "REDISPATCH_AFTER")
+_POSITIVE_NUMBERS = (
+    "COMMAND_TIMEOUT",
+    "DATA_TIMEOUT",
+    "REDISPATCH_AFTER",
+    "PROXY_PROTOCOL_TIMEOUT",
+)
 _NON_NEGATIVE_NUMBERS = ("SHUTDOWN_GRACE", "SWEEP_INTERVAL")
 _DISPATCH_MODES = ("auto", "inline", "celery")
 _BIND = re.compile(r"^(\[[^\]]+\]|[^:\[\]]*):\d{1,5}$")
@@ -71,6 +77,24 @@ def _validator_errors(paths: Any) -> list[CheckMessage]:
                 )
             )
     return errors
+
+
+def _proxy_errors(networks: Any) -> list[CheckMessage]:
+    if isinstance(networks, str) or not isinstance(networks, list | tuple):
+        networks = [networks]
+    for network in networks:
+        try:
+            ipaddress.ip_network(str(network), strict=False)
+        except ValueError:
+            return [
+                _key_error(
+                    "PROXY_PROTOCOL_FROM",
+                    "must be a list of networks",
+                    f"{network!r} is not an address or CIDR network.",
+                    "E011",
+                )
+            ]
+    return []
 
 
 def _tls_errors(raw: dict[str, Any]) -> list[CheckMessage]:
@@ -163,6 +187,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     errors += _tls_errors(raw)
+    errors += _proxy_errors(raw.get("PROXY_PROTOCOL_FROM", []))
     dispatch = raw.get("DISPATCH", DEFAULTS["DISPATCH"])
     if dispatch not in _DISPATCH_MODES:
         errors.append(

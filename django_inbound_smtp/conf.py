@@ -58,6 +58,13 @@ DEFAULTS: Mapping[str, Any] = {
     # "HOST:PORT" of a second listener that speaks TLS from the first byte (implicit
     # TLS, RFC 8314, e.g. port 465). None: no such listener.
     "TLS_BIND": None,
+    # Networks (CIDR) of load balancers that speak the PROXY protocol (v1 or v2) to us.
+    # When set, every connection must start with a PROXY header, accepted only from
+    # these addresses; the client address it carries is the one stored and checked.
+    # Empty: PROXY protocol off (never trust a header from just anyone).
+    "PROXY_PROTOCOL_FROM": [],
+    # Seconds a proxy has to send its header.
+    "PROXY_PROTOCOL_TIMEOUT": 5,
     # Dotted paths of recipient validators, asked in order at RCPT time.
     "RECIPIENT_VALIDATORS": ["django_inbound_smtp.validators.models.mailbox_validator"],
     # user+tag@domain is delivered to user@domain, keeping the tag. "" turns it off.
@@ -168,6 +175,16 @@ class InboundSmtpSettings:
         """``HOST:PORT`` of the implicit-TLS listener, or ``None``."""
         value = self._get("TLS_BIND")
         return None if value is None else str(value)
+
+    @property
+    def PROXY_PROTOCOL_FROM(self) -> tuple[str, ...]:
+        """Trusted PROXY-protocol sender networks (CIDR)."""
+        return tuple(str(network) for network in self._get("PROXY_PROTOCOL_FROM") or ())
+
+    @property
+    def PROXY_PROTOCOL_TIMEOUT(self) -> float:
+        """Seconds to wait for the PROXY header."""
+        return float(self._get("PROXY_PROTOCOL_TIMEOUT"))
 
     @property
     def RECIPIENT_VALIDATORS(self) -> tuple[str, ...]:

@@ -8,9 +8,12 @@ hostile-inputs #87-#92). Database work happens only through ``_bridge``.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from datetime import UTC, datetime
 from typing import Any
+
+from aiosmtpd.proxy_protocol import V2_CMD
 
 from django_inbound_smtp import replies
 from django_inbound_smtp.conf import get_settings
@@ -22,7 +25,7 @@ from django_inbound_smtp.envelope import (
 from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
 from django_inbound_smtp.smtp import _bridge
 from django_inbound_smtp.smtp._trace import new_queue_id, received_header, sanitize_helo
-from django_inbound_smtp.smtp.protocol import InboundEnvelope
+from django_inbound_smtp.smtp.protocol import InboundEnvelope, InboundSMTP
 
 __all__ = ["InboundHandler"]
 
@@ -36,6 +39,19 @@ def _peer(session: Any) -> tuple[str | None, int | None]:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return str(peer[0]), int(peer[1])
     return None, None
+
+
+def _trusted_proxy(address: str | None) -> bool:
+    if address is None:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(
+        ip in ipaddress.ip_network(network, strict=False)
+        for network in get_settings().PROXY_PROTOCOL_FROM
+    )
 
 
 def _tls(session: Any) -> tuple[bool, str, str]:
@@ -74,6 +90,32 @@ class InboundHandler:
             if remaining <= 0:
                 return False
             await asyncio.wait(set(self._deliveries), timeout=remaining)
+        return True
+
+    async def handle_PROXY(
+        self, server: InboundSMTP, session: Any, envelope: Any, proxy_data: Any
+    ) -> bool:
+        """Accept a PROXY header only from a trusted balancer; adopt the client it names.
+
+        Returning ``False`` makes aiosmtpd close the connection without a greeting.
+        """
+        proxy_peer = _peer(session)[0]
+        if not _trusted_proxy(proxy_peer):
+            logger.warning("PROXY header from untrusted %s refused", proxy_peer)
+            return False
+        if not proxy_data.valid:
+            logger.warning("invalid PROXY header from %s: %s", proxy_peer, proxy_data.error)
+            return False
+        if proxy_data.command == V2_CMD.LOCAL or proxy_data.src_addr is None:
+            return True  # the balancer's own health check: no client to adopt
+        client = str(proxy_data.src_addr)
+        refusal = server.rebind_client(client)
+        if refusal is not None:
+            await server.push(str(refusal.from_host(self.hostname)))
+            return False
+        # From here on the session is the real client's: Received line, storage,
+        # validators and logs all see it, not the balancer.
+        session.peer = (client, int(proxy_data.src_port or 0))
         return True
 
     async def handle_EHLO(

@@ -26,13 +26,26 @@ class SessionLimiter:
         """Sessions currently admitted."""
         return sum(self._open.values())
 
-    def admit(self, client: str) -> Reply | None:
-        """Count a new session from ``client``; or the ``421`` to refuse it with."""
+    def admit(self, client: str, *, check_client: bool = True) -> Reply | None:
+        """Count a new session from ``client``; or the ``421`` to refuse it with.
+
+        ``check_client=False`` applies the total cap only (a proxy's address, before its
+        PROXY header names the real client: see :meth:`rebind`).
+        """
         if self.open_sessions >= self.total:
             return TOO_MANY_SESSIONS
-        if self._open[client] >= self.per_client:
+        if check_client and self._open[client] >= self.per_client:
             return TOO_MANY_FROM_CLIENT
         self._open[client] += 1
+        return None
+
+    def rebind(self, old: str, new: str) -> Reply | None:
+        """Move a session from ``old`` to ``new`` (the real client behind a proxy),
+        applying the per-client cap to ``new``; on refusal the session stays ``old``."""
+        if self._open[new] >= self.per_client:
+            return TOO_MANY_FROM_CLIENT
+        self.release(old)
+        self._open[new] += 1
         return None
 
     def release(self, client: str) -> None:

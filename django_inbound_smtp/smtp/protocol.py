@@ -121,9 +121,20 @@ class InboundSMTP(SMTP):
         if first and self._limiter is not None:
             peer = transport.get_extra_info("peername")
             client = str(peer[0]) if isinstance(peer, tuple) else "local"
-            self._refusal = self._limiter.admit(client)
+            # Behind a PROXY-protocol balancer the per-client cap waits for the header.
+            behind_proxy = self._proxy_timeout is not None
+            self._refusal = self._limiter.admit(client, check_client=not behind_proxy)
             if self._refusal is None:
                 self._client = client
+
+    def rebind_client(self, client: str) -> Reply | None:
+        """The PROXY header named the real ``client``: count the session as its."""
+        if self._limiter is None or self._client is None:
+            return None
+        refusal = self._limiter.rebind(self._client, client)
+        if refusal is None:
+            self._client = client
+        return refusal
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._limiter is not None and self._client is not None:

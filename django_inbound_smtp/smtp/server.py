@@ -63,6 +63,9 @@ class InboundServer:
             self.handler,
             limiter=self._limiter,
             data_timeout=settings.DATA_TIMEOUT,
+            proxy_protocol_timeout=(
+                settings.PROXY_PROTOCOL_TIMEOUT if settings.PROXY_PROTOCOL_FROM else None
+            ),
             command_call_limit=dict(settings.COMMAND_CALL_LIMITS),
             hostname=self.hostname,
             ident=GREETING_IDENT,
