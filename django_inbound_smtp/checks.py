@@ -25,12 +25,15 @@ _POSITIVE_INTS = (
     "MAX_ATTEMPTS",
     "MAX_SESSIONS",
     "MAX_SESSIONS_PER_CLIENT",
+    "AUTH_MAX_FAILURES",
+    "AUTH_FAILURES_PER_CLIENT",
 )
 _POSITIVE_NUMBERS = (
     "COMMAND_TIMEOUT",
     "DATA_TIMEOUT",
     "REDISPATCH_AFTER",
     "PROXY_PROTOCOL_TIMEOUT",
+    "AUTH_FAILURE_WINDOW",
 )
 _NON_NEGATIVE_NUMBERS = ("SHUTDOWN_GRACE", "SWEEP_INTERVAL")
 _DISPATCH_MODES = ("auto", "inline", "celery")
@@ -100,11 +103,11 @@ def _proxy_errors(networks: Any) -> list[CheckMessage]:
 def _tls_errors(raw: dict[str, Any]) -> list[CheckMessage]:
     certfile, keyfile = raw.get("TLS_CERTFILE"), raw.get("TLS_KEYFILE")
     if certfile is None and keyfile is None:
-        if raw.get("TLS_REQUIRED") or raw.get("TLS_BIND"):
+        if raw.get("TLS_REQUIRED") or raw.get("TLS_BIND") or raw.get("SUBMISSION_BIND"):
             return [
                 _key_error(
                     "TLS_REQUIRED",
-                    "or TLS_BIND is set but no certificate is configured",
+                    "(or TLS_BIND, SUBMISSION_BIND) is set but no certificate is configured",
                     "Set TLS_CERTFILE and TLS_KEYFILE.",
                     "E009",
                 )
@@ -198,9 +201,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 "E007",
             )
         )
-    tls_bind = raw.get("TLS_BIND")
-    if tls_bind is not None and (not isinstance(tls_bind, str) or not _BIND.match(tls_bind)):
-        errors.append(_key_error("TLS_BIND", "must be 'HOST:PORT'", f"Got {tls_bind!r}.", "E006"))
+    for key in ("TLS_BIND", "SUBMISSION_BIND"):
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, str) or not _BIND.match(value)):
+            errors.append(_key_error(key, "must be 'HOST:PORT'", f"Got {value!r}.", "E006"))
     bind = raw.get("BIND", DEFAULTS["BIND"])
     if not isinstance(bind, str) or not _BIND.match(bind):
         errors.append(_key_error("BIND", "must be 'HOST:PORT'", f"Got {bind!r}.", "E006"))

@@ -58,6 +58,16 @@ DEFAULTS: Mapping[str, Any] = {
     # "HOST:PORT" of a second listener that speaks TLS from the first byte (implicit
     # TLS, RFC 8314, e.g. port 465). None: no such listener.
     "TLS_BIND": None,
+    # "HOST:PORT" of a submission listener (RFC 6409, e.g. port 587) where clients must
+    # authenticate (AUTH PLAIN/LOGIN after STARTTLS, checked by Django's authentication
+    # backends) before MAIL. Needs TLS_CERTFILE/TLS_KEYFILE. None: no such listener;
+    # the MX listener never offers AUTH.
+    "SUBMISSION_BIND": None,
+    # Failed AUTH attempts per session before 421 and close, and per client address
+    # within AUTH_FAILURE_WINDOW seconds before every attempt is refused (brute force).
+    "AUTH_MAX_FAILURES": 3,
+    "AUTH_FAILURES_PER_CLIENT": 10,
+    "AUTH_FAILURE_WINDOW": 600,
     # Networks (CIDR) of load balancers that speak the PROXY protocol (v1 or v2) to us.
     # When set, every connection must start with a PROXY header, accepted only from
     # these addresses; the client address it carries is the one stored and checked.
@@ -175,6 +185,27 @@ class InboundSmtpSettings:
         """``HOST:PORT`` of the implicit-TLS listener, or ``None``."""
         value = self._get("TLS_BIND")
         return None if value is None else str(value)
+
+    @property
+    def SUBMISSION_BIND(self) -> str | None:
+        """``HOST:PORT`` of the authenticated submission listener, or ``None``."""
+        value = self._get("SUBMISSION_BIND")
+        return None if value is None else str(value)
+
+    @property
+    def AUTH_MAX_FAILURES(self) -> int:
+        """Failed AUTH attempts per session before the session is closed."""
+        return int(self._get("AUTH_MAX_FAILURES"))
+
+    @property
+    def AUTH_FAILURES_PER_CLIENT(self) -> int:
+        """Failed AUTH attempts per client address within the window before refusal."""
+        return int(self._get("AUTH_FAILURES_PER_CLIENT"))
+
+    @property
+    def AUTH_FAILURE_WINDOW(self) -> float:
+        """Seconds the per-client AUTH failures are remembered."""
+        return float(self._get("AUTH_FAILURE_WINDOW"))
 
     @property
     def PROXY_PROTOCOL_FROM(self) -> tuple[str, ...]:

@@ -124,6 +124,7 @@ def _row(envelope: ReceivedEnvelope, summary: HeaderSummary, **fields: Any) -> I
         tls=envelope.tls,
         tls_version=envelope.tls_version[:16],
         tls_cipher=envelope.tls_cipher[:100],
+        auth_user=envelope.auth_user[:150],
         received_at=envelope.received_at,
         dispatched_at=envelope.received_at,
         message_id=summary.message_id,

@@ -106,6 +106,8 @@ class ReceivedEnvelope:
     mail_options: tuple[str, ...] = field(default=())
     tls_version: str = ""
     tls_cipher: str = ""
+    #: Username the client authenticated as (SMTP AUTH on the submission listener).
+    auth_user: str = ""
 
     @property
     def rcpt_tos(self) -> tuple[str, ...]:

@@ -146,6 +146,12 @@ class InboundMessage(models.Model):
         _("TLS version"), max_length=16, blank=True, help_text=_("e.g. TLSv1.3")
     )
     tls_cipher = models.CharField(_("TLS cipher"), max_length=100, blank=True)
+    auth_user = models.CharField(
+        _("authenticated user"),
+        max_length=150,
+        blank=True,
+        help_text=_("Username the client authenticated as (submission listener only)."),
+    )
     size = models.PositiveBigIntegerField(
         _("size"), help_text=_("Size in bytes of the stored raw message.")
     )

@@ -76,6 +76,7 @@ def envelope_of(message: InboundMessage, recipients: list[InboundRecipient]) -> 
         tls=message.tls,
         tls_version=message.tls_version,
         tls_cipher=message.tls_cipher,
+        auth_user=message.auth_user,
         esmtp=True,
         received_at=message.received_at,
     )

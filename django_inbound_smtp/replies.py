@@ -10,6 +10,9 @@ from dataclasses import dataclass, replace
 from enum import IntEnum
 
 __all__ = [
+    "AUTH_INVALID",
+    "AUTH_NOT_OFFERED",
+    "AUTH_THROTTLED",
     "BAD_RECIPIENT_SYNTAX",
     "BAD_SENDER_SYNTAX",
     "INSUFFICIENT_STORAGE",
@@ -21,9 +24,11 @@ __all__ = [
     "RELAY_DENIED",
     "SENDER_OK",
     "SHUTTING_DOWN",
+    "TEMPORARY_AUTH_FAILURE",
     "TEMPORARY_FAILURE",
     "TIMEOUT",
     "NOT_SMTP",
+    "TOO_MANY_AUTH_FAILURES",
     "TOO_MANY_FROM_CLIENT",
     "TOO_MANY_RECIPIENTS",
     "TOO_MANY_SESSIONS",
@@ -46,6 +51,7 @@ class ReplyCode(IntEnum):
     INSUFFICIENT_STORAGE = 452
     SYNTAX_ERROR = 500
     PARAMETER_SYNTAX_ERROR = 501
+    NOT_IMPLEMENTED = 502
     BAD_SEQUENCE = 503
     MAILBOX_UNAVAILABLE = 550
     EXCEEDED_STORAGE = 552
@@ -152,5 +158,14 @@ TOO_MANY_SESSIONS = Reply(
 )
 # An HTTP request on the SMTP port: a scanner or a misdirected client (Postfix's words).
 NOT_SMTP = Reply(ReplyCode.CLOSING, "2.7.0", "Error: I can break rules, too. Goodbye.")
+# RFC 4954 §6: authentication failed / temporarily unavailable; RFC 3463 X.7.0 for
+# the brute-force brakes (Postfix answers the same).
+AUTH_INVALID = Reply(535, "5.7.8", "Error: authentication failed")
+TEMPORARY_AUTH_FAILURE = Reply(454, "4.7.0", "Temporary authentication failure")
+TOO_MANY_AUTH_FAILURES = Reply(
+    ReplyCode.SERVICE_UNAVAILABLE, "4.7.0", "Error: too many failed authentications"
+)
+AUTH_THROTTLED = Reply(454, "4.7.0", "Too many failed authentications; try again later")
+AUTH_NOT_OFFERED = Reply(ReplyCode.NOT_IMPLEMENTED, "5.5.1", "Error: authentication not offered")
 # RFC 3463 X.4.2: bad connection (timeout).
 TIMEOUT = Reply(ReplyCode.SERVICE_UNAVAILABLE, "4.4.2", "Error: timeout exceeded")

@@ -168,6 +168,8 @@ class RunningServer:
     hostname: str
     #: Port of the implicit-TLS listener, when ``TLS_BIND`` is set.
     tls_port: int | None = None
+    #: Port of the authenticated submission listener, when ``SUBMISSION_BIND`` is set.
+    submission_port: int | None = None
 
 
 class ServerThread:
@@ -197,6 +199,11 @@ class ServerThread:
                 port=port,
                 hostname=self.server.hostname,
                 tls_port=None if tls is None else tls[1],
+                submission_port=(
+                    None
+                    if self.server.submission_address is None
+                    else self.server.submission_address[1]
+                ),
             )
         except BaseException as error:
             self._failure = error

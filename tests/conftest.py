@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import smtplib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import trustme
 
 from django_inbound_smtp.models import Mailbox
-from tests.helpers import GuardedSMTP
+from tests.helpers import Certs, GuardedSMTP
 
 if TYPE_CHECKING:
     from django_inbound_smtp.testing import RunningServer
@@ -49,3 +51,11 @@ def smtp_client(smtp_server: RunningServer) -> Iterator[smtplib.SMTP]:
             client.quit()
         except smtplib.SMTPServerDisconnected:
             pass
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> Certs:
+    """A trustme CA and a certificate for mx.test / 127.0.0.1 written to PEM files."""
+    made = Certs(trustme.CA(), tmp_path / "cert.pem", tmp_path / "key.pem")
+    made.issue()
+    return made

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import smtplib
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import trustme
 
 
 class GuardedSMTP(smtplib.SMTP):
@@ -36,3 +41,28 @@ def subprocess_env(**extra: str) -> dict[str, str]:
         env["INBOUND_TEST_DB_SQLITE_MAIN"] = name
     env.update(extra)
     return env
+
+
+@dataclass
+class Certs:
+    ca: trustme.CA
+    certfile: Path
+    keyfile: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+        return context
+
+    def issue(self) -> str:
+        """Write a fresh certificate for mx.test over the files; return its serial."""
+        cert = self.ca.issue_cert("mx.test", "127.0.0.1")
+        cert.private_key_pem.write_to_path(str(self.keyfile))
+        cert.cert_chain_pems[0].write_to_path(str(self.certfile))
+        return cert_serial(self.certfile.read_bytes())
+
+
+def cert_serial(pem: bytes) -> str:
+    from cryptography import x509
+
+    return format(x509.load_pem_x509_certificate(pem).serial_number, "x")

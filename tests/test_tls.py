@@ -9,52 +9,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import trustme
 from django.test import override_settings
 
 from django_inbound_smtp.models import InboundMessage
 from django_inbound_smtp.testing import running_server
-from tests.helpers import GuardedSMTP, subprocess_env
+from tests.helpers import Certs, GuardedSMTP, cert_serial, subprocess_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 MESSAGE = b"Subject: secret\r\n\r\nx\r\n"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass
-class Certs:
-    ca: trustme.CA
-    certfile: Path
-    keyfile: Path
-
-    def client_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        self.ca.configure_trust(context)
-        return context
-
-    def issue(self) -> str:
-        """Write a fresh certificate for mx.test over the files; return its serial."""
-        cert = self.ca.issue_cert("mx.test", "127.0.0.1")
-        cert.private_key_pem.write_to_path(str(self.keyfile))
-        cert.cert_chain_pems[0].write_to_path(str(self.certfile))
-        return _serial(self.certfile.read_bytes())
-
-
-def _serial(pem: bytes) -> str:
-    from cryptography import x509
-
-    return format(x509.load_pem_x509_certificate(pem).serial_number, "x")
-
-
-@pytest.fixture
-def certs(tmp_path: Path) -> Certs:
-    made = Certs(trustme.CA(), tmp_path / "cert.pem", tmp_path / "key.pem")
-    made.issue()
-    return made
 
 
 @pytest.fixture
@@ -161,18 +127,18 @@ def test_implicit_tls_listener(tls_settings, certs) -> None:
     assert message.tls_version.startswith("TLSv1.")
 
 
-def _served_serial(port: int, certs: Certs) -> str:
+def _servedcert_serial(port: int, certs: Certs) -> str:
     with GuardedSMTP("127.0.0.1", port, timeout=10) as client:
         client.starttls(context=certs.client_context())
         assert isinstance(client.sock, ssl.SSLSocket)
         der = client.sock.getpeercert(binary_form=True)
         assert der is not None
-    return _serial(ssl.DER_cert_to_PEM_cert(der).encode())
+    return cert_serial(ssl.DER_cert_to_PEM_cert(der).encode())
 
 
 @pytest.mark.slow
 def test_smtpd_tls_options_and_sighup_reload(certs: Certs, make_mailbox) -> None:
-    first = _serial(certs.certfile.read_bytes())
+    first = cert_serial(certs.certfile.read_bytes())
     process = subprocess.Popen(
         [
             sys.executable,
@@ -198,11 +164,11 @@ def test_smtpd_tls_options_and_sighup_reload(certs: Certs, make_mailbox) -> None
         assert banner.startswith("Inbound SMTP server listening on 127.0.0.1:")
         assert banner.rstrip().endswith("(STARTTLS offered)")
         port = int(banner.split("127.0.0.1:", 1)[1].split()[0])
-        assert _served_serial(port, certs) == first
+        assert _servedcert_serial(port, certs) == first
         renewed = certs.issue()
         process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
-        while _served_serial(port, certs) != renewed:
+        while _servedcert_serial(port, certs) != renewed:
             assert time.monotonic() < deadline, "certificate not reloaded"
             time.sleep(0.1)
         process.send_signal(signal.SIGTERM)

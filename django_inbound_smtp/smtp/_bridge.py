@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 
-from django_inbound_smtp import _db, delivery, dispatch, validators
+from django_inbound_smtp import _db, accounts, delivery, dispatch, validators
 from django_inbound_smtp.envelope import ReceivedEnvelope, RecipientContext, ResolvedRecipient
 
 __all__ = ["close_connections", "deliver", "drain_processing", "run_sync", "validate_recipient"]
@@ -39,6 +39,11 @@ async def deliver(envelope: ReceivedEnvelope, content: bytes, trace: bytes) -> i
 async def sweep() -> int:
     """One sweep for messages that need processing scheduled again (``dispatch.sweep``)."""
     return await run_sync(dispatch.sweep)
+
+
+async def authenticate(username: str, password: str) -> str | None:
+    """Check SMTP AUTH credentials with Django's backends (``accounts``), off the loop."""
+    return await run_sync(accounts.authenticate_login, username, password)
 
 
 async def close_connections() -> None:

@@ -36,13 +36,17 @@ def received_header(
     when: datetime,
     tls_version: str = "",
     tls_cipher: str = "",
+    authenticated: bool = False,
 ) -> bytes:
     """The ``Received:`` field we prepend, folded, ending in CRLF.
 
     ``for <rcpt>`` is given only for a single recipient, as Postfix does, so one copy
     never reveals the other (possibly BCC) recipients.
     """
-    protocol = ("ESMTP" if esmtp else "SMTP") + ("S" if tls else "")
+    # RFC 3848: ESMTP, ESMTPS (TLS), ESMTPA (AUTH), ESMTPSA (both).
+    protocol = (
+        ("ESMTP" if esmtp else "SMTP") + ("S" if tls else "") + ("A" if authenticated else "")
+    )
     ip = sanitize_helo(peer_host or "unknown")
     lines = [f"Received: from {sanitize_helo(helo) or 'unknown'} ([{ip}])"]
     if tls_version:

@@ -118,13 +118,39 @@ class InboundHandler:
         session.peer = (client, int(proxy_data.src_port or 0))
         return True
 
+    async def verify_login(self, server: InboundSMTP, login: bytes, password: bytes) -> str | None:
+        """Check AUTH credentials off the loop; on failure answer and count it.
+
+        Returns the username, or ``None`` after having sent ``535 5.7.8`` (and, past
+        ``AUTH_MAX_FAILURES`` in this session, ``421 4.7.0`` and a close).
+        """
+        try:
+            username = await _bridge.authenticate(
+                login.decode("utf-8", "strict"), password.decode("utf-8", "strict")
+            )
+        except UnicodeDecodeError:
+            username = None
+        except Exception:
+            logger.exception("AUTH backend failed")
+            await server.push(str(replies.TEMPORARY_AUTH_FAILURE))
+            return None
+        if username is not None:
+            return username
+        await server.push(str(replies.AUTH_INVALID))
+        server.count_auth_failure()
+        return None
+
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
         # We send RFC 3463 codes on every reply, so say so (RFC 2034). An MX offers no
-        # AUTH: drop aiosmtpd's line, which it shows even with no mechanism.
-        kept = [line for line in responses if not line[4:].startswith("AUTH")]
+        # AUTH: drop aiosmtpd's AUTH line when it lists no mechanism (it shows it anyway).
+        kept = [
+            line
+            for line in responses
+            if not (line[4:].startswith("AUTH") and line[8:].strip() == "")
+        ]
         kept.insert(-1, "250-ENHANCEDSTATUSCODES")
         return kept
 
@@ -176,6 +202,7 @@ class InboundHandler:
             peer_host, peer_port = _peer(session)
             helo = sanitize_helo(session.host_name or "")
             tls, tls_version, tls_cipher = _tls(session)
+            auth_user = str(session.auth_data) if session.authenticated else ""
             received = ReceivedEnvelope(
                 queue_id=queue_id,
                 mail_from=_sender(envelope),
@@ -189,6 +216,7 @@ class InboundHandler:
                 mail_options=tuple(envelope.mail_options),
                 tls_version=tls_version,
                 tls_cipher=tls_cipher,
+                auth_user=auth_user,
             )
             trace = received_header(
                 helo=helo,
@@ -198,6 +226,7 @@ class InboundHandler:
                 recipients=received.rcpt_tos,
                 esmtp=received.esmtp,
                 tls=tls,
+                authenticated=bool(auth_user),
                 when=received.received_at,
                 tls_version=tls_version,
                 tls_cipher=tls_cipher,

@@ -1,4 +1,4 @@
-"""Session caps: how many SMTP sessions in total and per client address. Pure.
+"""Session caps (in total and per client address) and the AUTH failure throttle. Pure.
 
 aiosmtpd has none (its #282 was closed "use a proxy"); without them one client can
 hold every file descriptor and all the memory (hostile-inputs #65-#67).
@@ -6,11 +6,12 @@ hold every file descriptor and all the memory (hostile-inputs #65-#67).
 
 from __future__ import annotations
 
-from collections import Counter
+import time
+from collections import Counter, deque
 
 from django_inbound_smtp.replies import TOO_MANY_FROM_CLIENT, TOO_MANY_SESSIONS, Reply
 
-__all__ = ["SessionLimiter"]
+__all__ = ["AuthThrottle", "SessionLimiter"]
 
 
 class SessionLimiter:
@@ -53,3 +54,28 @@ class SessionLimiter:
         self._open[client] -= 1
         if self._open[client] <= 0:
             del self._open[client]
+
+
+class AuthThrottle:
+    """Failed AUTH attempts per client address in a sliding window (brute force, #22)."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, client: str, *, window: float) -> deque[float]:
+        failures = self._failures.setdefault(client, deque())
+        horizon = time.monotonic() - window
+        while failures and failures[0] < horizon:
+            failures.popleft()
+        return failures
+
+    def blocked(self, client: str, *, limit: int, window: float) -> bool:
+        """True when ``client`` failed ``limit`` times within the last ``window`` seconds."""
+        blocked = len(self._recent(client, window=window)) >= limit
+        if not self._failures.get(client):
+            self._failures.pop(client, None)
+        return blocked
+
+    def failed(self, client: str) -> None:
+        """Record one failed attempt by ``client``."""
+        self._failures.setdefault(client, deque()).append(time.monotonic())

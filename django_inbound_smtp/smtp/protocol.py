@@ -14,10 +14,12 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, syntax
 
 from django_inbound_smtp import replies
+from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.envelope import ResolvedRecipient
 from django_inbound_smtp.replies import Reply
 from django_inbound_smtp.smtp._data import DotDecoder
-from django_inbound_smtp.smtp.limits import SessionLimiter
+from django_inbound_smtp.smtp.auth import AuthMechanisms
+from django_inbound_smtp.smtp.limits import AuthThrottle, SessionLimiter
 
 __all__ = ["DATA_CHUNK_SIZE", "InboundEnvelope", "InboundSMTP"]
 
@@ -87,7 +89,7 @@ class InboundEnvelope(Envelope):
         self.resolved: list[ResolvedRecipient] = []
 
 
-class InboundSMTP(SMTP):
+class InboundSMTP(AuthMechanisms, SMTP):
     """aiosmtpd's protocol with our DATA reader and enhanced status codes.
 
     ``phase`` tells a stopping server what the session is doing: ``None`` (between
@@ -103,9 +105,12 @@ class InboundSMTP(SMTP):
         *,
         limiter: SessionLimiter | None = None,
         data_timeout: float | None = None,
+        auth_throttle: AuthThrottle | None = None,
         **options: Any,
     ) -> None:
         super().__init__(handler, **options)
+        self._auth_throttle = auth_throttle
+        self._auth_failures = 0
         self._limiter = limiter
         self._data_timeout = data_timeout
         self._client: str | None = None
@@ -169,6 +174,35 @@ class InboundSMTP(SMTP):
         self._close()
 
     smtp_GET = smtp_POST = smtp_HEAD = smtp_PUT = smtp_CONNECT = smtp_OPTIONS = _not_smtp
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str | None) -> None:
+        if not self._auth_methods:
+            await self.push(str(replies.AUTH_NOT_OFFERED))  # an MX (hostile-inputs #21)
+            return
+        settings = get_settings()
+        if self._auth_throttle is not None and self._client is not None:
+            if self._auth_throttle.blocked(
+                self._client,
+                limit=settings.AUTH_FAILURES_PER_CLIENT,
+                window=settings.AUTH_FAILURE_WINDOW,
+            ):
+                await self.push(str(replies.AUTH_THROTTLED))
+                return
+        await super().smtp_AUTH(arg)
+
+    # Not named auth_*: aiosmtpd takes every auth_* member for a SASL mechanism.
+    def count_auth_failure(self) -> None:
+        """Count a failed AUTH; past ``AUTH_MAX_FAILURES`` in this session, hang up."""
+        self._auth_failures += 1
+        if self._auth_throttle is not None and self._client is not None:
+            self._auth_throttle.failed(self._client)
+        if self._auth_failures >= get_settings().AUTH_MAX_FAILURES:
+            transport = self.transport
+            if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+                reply = replies.TOO_MANY_AUTH_FAILURES.from_host(self.hostname)
+                transport.write(f"{reply}\r\n".encode("ascii"))
+            self._close()
 
     @syntax("STARTTLS")
     async def smtp_STARTTLS(self, arg: str | None) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.smtp import _bridge
 from django_inbound_smtp.smtp.handler import InboundHandler
-from django_inbound_smtp.smtp.limits import SessionLimiter
+from django_inbound_smtp.smtp.limits import AuthThrottle, SessionLimiter
 from django_inbound_smtp.smtp.protocol import InboundSMTP
 from django_inbound_smtp.tls import CertificateStore
 
@@ -53,8 +53,14 @@ class InboundServer:
         self._connections: weakref.WeakSet[InboundSMTP] = weakref.WeakSet()
         self._sweeper: asyncio.Task[None] | None = None
         self._limiter = SessionLimiter(total=1, per_client=1)  # set per connection
+        self._auth_throttle = AuthThrottle()
+        #: Where the authenticated submission listener listens (``SUBMISSION_BIND``).
+        self.submission_address: tuple[str, int] | None = None
+        self._submission_server: asyncio.Server | None = None
 
-    def _make_protocol(self, *, implicit_tls: bool = False) -> InboundSMTP:
+    def _make_protocol(
+        self, *, implicit_tls: bool = False, submission: bool = False
+    ) -> InboundSMTP:
         settings = get_settings()
         # Read per connection, so a changed setting applies to the next session.
         self._limiter.total = settings.MAX_SESSIONS
@@ -71,15 +77,18 @@ class InboundServer:
             ident=GREETING_IDENT,
             # STARTTLS is offered on the plain listener when a certificate is configured.
             tls_context=None if implicit_tls else self.tls.context(),
-            require_starttls=settings.TLS_REQUIRED and not implicit_tls,
+            require_starttls=(settings.TLS_REQUIRED or submission) and not implicit_tls,
+            # AUTH only on the submission listener, only inside TLS (RFC 4954 §4),
+            # required before MAIL there; an MX offers none (hostile-inputs #21).
+            auth_required=submission,
+            auth_require_tls=True,
+            auth_exclude_mechanism=[] if submission else ["LOGIN", "PLAIN"],
+            auth_throttle=self._auth_throttle,
             data_size_limit=settings.MAX_MESSAGE_SIZE,
             timeout=settings.COMMAND_TIMEOUT,
             # Kept as bytes end to end: stored byte-exact, decoded only for display.
             decode_data=False,
             enable_SMTPUTF8=False,
-            # An MX offers no AUTH (hostile-inputs #21); AUTH is for a submission port.
-            auth_require_tls=True,
-            auth_exclude_mechanism=["LOGIN", "PLAIN"],
             loop=asyncio.get_running_loop(),
         )
         self._connections.add(protocol)
@@ -101,6 +110,16 @@ class InboundServer:
             )
             tls_bound = self._tls_server.sockets[0].getsockname()
             self.tls_address = (str(tls_bound[0]), int(tls_bound[1]))
+        submission_bind = get_settings().SUBMISSION_BIND
+        if submission_bind:
+            sub_host, _, sub_port = submission_bind.rpartition(":")
+            self._submission_server = await loop.create_server(
+                lambda: self._make_protocol(submission=True),
+                host=sub_host.strip("[]") or "127.0.0.1",
+                port=int(sub_port),
+            )
+            sub_bound = self._submission_server.sockets[0].getsockname()
+            self.submission_address = (str(sub_bound[0]), int(sub_bound[1]))
         interval = get_settings().SWEEP_INTERVAL
         if interval > 0:
             self._sweeper = asyncio.create_task(self._sweep_every(interval))
@@ -135,7 +154,7 @@ class InboundServer:
         processing, and close database connections."""
         grace = get_settings().SHUTDOWN_GRACE if grace is None else grace
         deadline = asyncio.get_running_loop().time() + grace
-        for listener in (self._server, self._tls_server):
+        for listener in (self._server, self._tls_server, self._submission_server):
             if listener is not None:
                 listener.close()
         if self._sweeper is not None:
@@ -155,7 +174,7 @@ class InboundServer:
         await asyncio.sleep(0)  # let a finished commit write its reply
         self.abort()
         await self._unwind(sessions)
-        for listener in (self._server, self._tls_server):
+        for listener in (self._server, self._tls_server, self._submission_server):
             if listener is not None:
                 await listener.wait_closed()
         if not await _bridge.drain_processing(grace):
@@ -191,7 +210,7 @@ class InboundServer:
 
     def abort(self) -> None:
         """Say ``421 4.3.2`` to every open session and close it, now."""
-        for listener in (self._server, self._tls_server):
+        for listener in (self._server, self._tls_server, self._submission_server):
             if listener is not None:
                 listener.close()
         self.handler.draining = True
