@@ -97,6 +97,9 @@ DEFAULTS: Mapping[str, Any] = {
     # broker down) or still claimed by a worker that died; also the first retry delay of a
     # failed message (then doubled per attempt).
     "REDISPATCH_AFTER": 300,
+    # Seconds a worker's claim on a message lasts without renewal; a live worker renews
+    # it every third of that, so only a dead worker's claim expires and is taken over.
+    "PROCESSING_LEASE": 60,
     # Processing attempts before a failed message is left for a person (admin action or
     # manage.py inbound_reprocess).
     "MAX_ATTEMPTS": 5,
@@ -257,6 +260,11 @@ class InboundSmtpSettings:
     def REDISPATCH_AFTER(self) -> float:
         """Seconds before the sweeper re-schedules a waiting or abandoned message."""
         return float(self._get("REDISPATCH_AFTER"))
+
+    @property
+    def PROCESSING_LEASE(self) -> float:
+        """Seconds a processing claim lasts without renewal."""
+        return float(self._get("PROCESSING_LEASE"))
 
     @property
     def MAX_ATTEMPTS(self) -> int:

@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -44,6 +45,7 @@ __all__ = [
     "message_committed",
     "reprocess",
     "schedule",
+    "shutdown",
     "sweep",
 ]
 
@@ -56,6 +58,9 @@ PROCESS_TASK = "django_inbound_smtp.tasks.process_message"
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
 _pending: set[Future[None]] = set()
+_scheduled: set[int] = set()  # pks waiting in this process: never queued twice
+#: Messages each sweep moves per kind, so one sweep stays short whatever the backlog.
+SWEEP_BATCH = 500
 _held: ContextVar[list[int] | None] = ContextVar("inbound_smtp_dispatch_held", default=None)
 
 
@@ -79,15 +84,30 @@ def _get_executor() -> ThreadPoolExecutor:
 
 
 def _submit(function: Callable[[int], None], pk: int) -> None:
+    with _lock:
+        if pk in _scheduled:
+            return
+        _scheduled.add(pk)
     future = _get_executor().submit(function, pk)
     with _lock:
         _pending.add(future)
-    future.add_done_callback(_forget)
+    future.add_done_callback(lambda done: _forget(done, pk))
 
 
-def _forget(future: Future[None]) -> None:
+def _forget(future: Future[None], pk: int) -> None:
     with _lock:
         _pending.discard(future)
+        _scheduled.discard(pk)
+
+
+def shutdown() -> None:
+    """Drop work of this process that has not started (it stays ``received``; the
+    sweeper schedules it again later). Running work is not interrupted."""
+    global _executor
+    with _lock:
+        executor, _executor = _executor, None
+    if executor is not None:
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _inline_owner() -> str:
@@ -155,12 +175,13 @@ def drain(timeout: float | None = None) -> bool:
     return not not_done
 
 
-def _requeue(pks: Iterable[int], *, from_statuses: Iterable[str]) -> list[int]:
-    """Move messages back to ``received`` (conditionally) and schedule those that moved."""
+def _requeue(pks: Iterable[int], **still: Any) -> list[int]:
+    """Move each message back to ``received`` if it still matches ``still`` (checked in
+    the UPDATE itself, so a claim taken meanwhile is never undone); schedule those moved."""
     moved: list[int] = []
     now = timezone.now()
     for pk in pks:
-        changed = InboundMessage.objects.filter(pk=pk, status__in=list(from_statuses)).update(
+        changed = InboundMessage.objects.filter(pk=pk, **still).update(
             status=Status.RECEIVED, claimed_by="", claimed_at=None, dispatched_at=now
         )
         if changed:
@@ -169,25 +190,53 @@ def _requeue(pks: Iterable[int], *, from_statuses: Iterable[str]) -> list[int]:
     return moved
 
 
+def _sweep_waiting(now: datetime, cutoff: datetime) -> int:
+    count = 0
+    for pk in InboundMessage.objects.waiting_since(cutoff).values_list("pk", flat=True)[
+        :SWEEP_BATCH
+    ]:
+        if InboundMessage.objects.waiting_since(cutoff).filter(pk=pk).update(dispatched_at=now):
+            schedule(pk)
+            count += 1
+    return count
+
+
+def _sweep_abandoned(lease_cutoff: datetime, max_attempts: int) -> int:
+    abandoned = InboundMessage.objects.abandoned_since(lease_cutoff).values_list("pk", "attempts")
+    retry: list[int] = []
+    for pk, attempts in abandoned[:SWEEP_BATCH]:
+        if attempts < max_attempts:
+            retry.append(pk)
+            continue
+        # It killed its worker every time (out of memory, a crash): stop retrying.
+        InboundMessage.objects.abandoned_since(lease_cutoff).filter(pk=pk).update(
+            status=Status.FAILED,
+            claimed_by="",
+            processed_at=timezone.now(),
+            error=f"abandoned by its worker {attempts} times; not retried again",
+        )
+        logger.error("message %s abandoned %d times: marked failed", pk, attempts)
+    return len(_requeue(retry, status=Status.PROCESSING, claimed_at__lt=lease_cutoff))
+
+
 def sweep() -> int:
     """Schedule every message that should be processed and is not being: ``received``
     ones not scheduled for ``REDISPATCH_AFTER`` seconds, ``processing`` ones whose
-    worker died, and ``failed`` ones due for a retry. Returns how many were scheduled."""
+    lease expired (their worker died), and ``failed`` ones due for a retry. At most
+    ``SWEEP_BATCH`` of each per call. Returns how many were scheduled."""
     config = get_settings()
     now = timezone.now()
-    cutoff = now - timedelta(seconds=config.REDISPATCH_AFTER)
     with unit_of_work():
-        waiting = list(InboundMessage.objects.waiting_since(cutoff).values_list("pk", flat=True))
-        InboundMessage.objects.filter(pk__in=waiting).update(dispatched_at=now)
-        for pk in waiting:
-            schedule(pk)
-        abandoned = InboundMessage.objects.abandoned_since(cutoff).values_list("pk", flat=True)
+        count = _sweep_waiting(now, now - timedelta(seconds=config.REDISPATCH_AFTER))
+        lease_cutoff = now - timedelta(seconds=config.PROCESSING_LEASE)
+        count += _sweep_abandoned(lease_cutoff, config.MAX_ATTEMPTS)
         retry = InboundMessage.objects.retryable(
             now, base_delay=config.REDISPATCH_AFTER, max_attempts=config.MAX_ATTEMPTS
-        )
-        count = len(waiting)
-        count += len(_requeue(list(abandoned), from_statuses=[Status.PROCESSING]))
-        count += len(_requeue([m.pk for m in retry], from_statuses=[Status.FAILED]))
+        )[:SWEEP_BATCH]
+        for message in retry:
+            count += len(
+                _requeue([message.pk], status=Status.FAILED, processed_at=message.processed_at)
+            )
     if count:
         logger.info("sweeper scheduled %d message(s)", count)
     return count
@@ -205,7 +254,7 @@ def reprocess(pks: Iterable[int] | None = None, *, failed_only: bool = False) ->
         queryset = InboundMessage.objects.filter(status__in=statuses)
         if pks is not None:
             queryset = queryset.filter(pk__in=list(pks))
-        return len(_requeue(list(queryset.values_list("pk", flat=True)), from_statuses=statuses))
+        return len(_requeue(list(queryset.values_list("pk", flat=True)), status__in=statuses))
 
 
 @contextmanager

@@ -196,7 +196,8 @@ class InboundMessage(models.Model):
     )
     duplicate_of = models.ForeignKey(
         "self",
-        on_delete=models.SET_NULL,
+        # A duplicate is a record of its original (it shares the file): it goes with it.
+        on_delete=models.CASCADE,
         null=True,
         blank=True,
         related_name="duplicates",

@@ -14,16 +14,23 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 import traceback
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import timedelta
 from typing import Any
 
+from django.db import connections, router
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from django_inbound_smtp._celery import celery_app
 from django_inbound_smtp._db import unit_of_work
+from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.envelope import ReceivedEnvelope, ResolvedRecipient
 from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
 from django_inbound_smtp.signals import message_received
@@ -32,6 +39,7 @@ __all__ = ["Outcome", "claim", "envelope_of", "process_message"]
 
 logger = logging.getLogger(__name__)
 Status = InboundMessage.Status
+MAX_ERROR_LENGTH = 64 * 1024
 
 
 class Outcome(enum.Enum):
@@ -43,14 +51,29 @@ class Outcome(enum.Enum):
     BUSY = "busy"
     #: Nothing to do: already processed, failed, a duplicate, or gone.
     SKIPPED = "skipped"
+    #: This execution's claim was taken over (its lease had expired): outcome not recorded.
+    LOST = "lost"
 
 
 def claim(pk: int, *, owner: str) -> bool:
-    """Take message ``pk`` for processing by ``owner``; ``True`` if this worker has it."""
+    """Take message ``pk`` for processing by ``owner``; ``True`` if this execution has it.
+
+    A ``received`` message can be taken; so can a ``processing`` one whose lease ran
+    out (its worker stopped renewing it: it died), unless it used up ``MAX_ATTEMPTS``.
+    """
+    settings = get_settings()
     now = timezone.now()
+    expired = now - timedelta(seconds=settings.PROCESSING_LEASE)
     taken = (
         InboundMessage.objects.filter(pk=pk)
-        .filter(Q(status=Status.RECEIVED) | Q(status=Status.PROCESSING, claimed_by=owner))
+        .filter(
+            Q(status=Status.RECEIVED)
+            | Q(
+                status=Status.PROCESSING,
+                claimed_at__lt=expired,
+                attempts__lt=settings.MAX_ATTEMPTS,
+            )
+        )
         .update(
             status=Status.PROCESSING,
             claimed_by=owner,
@@ -59,6 +82,36 @@ def claim(pk: int, *, owner: str) -> bool:
         )
     )
     return taken == 1
+
+
+@contextmanager
+def _lease(pk: int, owner: str) -> Iterator[None]:
+    """Renew the claim every third of ``PROCESSING_LEASE`` while the work runs, so a slow
+    but live worker keeps it and only a dead one's claim expires."""
+    if connections[router.db_for_write(InboundMessage)].in_atomic_block:
+        yield  # inside the caller's transaction (test kit): nobody else can see the claim
+        return
+    stop = threading.Event()
+    interval = get_settings().PROCESSING_LEASE / 3
+
+    def renew() -> None:
+        try:
+            while not stop.wait(interval):
+                InboundMessage.objects.filter(pk=pk, claimed_by=owner).update(
+                    claimed_at=timezone.now()
+                )
+        except Exception:
+            logger.exception("could not renew the processing lease of message %s", pk)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=renew, name=f"inbound-smtp-lease-{pk}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def envelope_of(message: InboundMessage, recipients: list[InboundRecipient]) -> ReceivedEnvelope:
@@ -82,14 +135,35 @@ def envelope_of(message: InboundMessage, recipients: list[InboundRecipient]) -> 
     )
 
 
+#: Test hook (``testing.captured_tasks``): records Celery-task handlers instead of sending.
+task_recorder: ContextVar[Callable[[str, list[int]], None] | None] = ContextVar(
+    "inbound_smtp_task_recorder", default=None
+)
+
+
 def _handler_for(path: str) -> Callable[..., Any] | None:
-    # A dotted path to a callable, else a Celery task name (sent by name, so the
-    # task may live in a project the smtpd process does not import).
+    # A dotted path to a callable, else (None) the name of a Celery task.
     try:
         target = import_string(path)
     except ImportError:
         return None
     return target if callable(target) else None
+
+
+def _send_handler_task(name: str, args: list[int]) -> None:
+    recorder = task_recorder.get()
+    if recorder is not None:
+        recorder(name, args)
+        return
+    app = celery_app()
+    # Only a task the project's Celery app knows: a typo in a dotted path (or a module
+    # that fails to import) must fail the message visibly, not vanish into a queue.
+    if name not in app.tasks:
+        raise LookupError(
+            f"mailbox handler {name!r} is neither an importable callable nor a task "
+            "registered with the project's Celery app"
+        )
+    app.send_task(name, args=args)
 
 
 def _run_handlers(
@@ -105,7 +179,7 @@ def _run_handlers(
             if handler is not None:
                 handler(message=message, mailbox=mailbox, recipients=mine)
             else:
-                celery_app().send_task(mailbox.handler, args=[message.pk, mailbox.pk])
+                _send_handler_task(mailbox.handler, [message.pk, mailbox.pk])
         except Exception as error:
             logger.error(
                 "handler %s of mailbox %s failed for %s",
@@ -141,26 +215,40 @@ def _notify(message: InboundMessage) -> list[BaseException]:
     return errors + _run_handlers(message, mailboxes, recipients)
 
 
+def _error_text(errors: list[BaseException]) -> str:
+    text = "\n".join("".join(traceback.format_exception(e)) for e in errors)
+    # A traceback quotes whatever the receiver raised: no NUL (PostgreSQL refuses it),
+    # bounded, so recording the failure can never itself fail.
+    return text.replace("\x00", "\\x00")[:MAX_ERROR_LENGTH]
+
+
 def process_message(pk: int, *, owner: str) -> Outcome:
-    """Process message ``pk`` once on behalf of ``owner`` (a worker identity).
+    """Process message ``pk`` once, on behalf of ``owner`` (a worker identity).
 
     Receiver and handler exceptions are caught, logged and stored: the message
     becomes ``failed`` with their tracebacks (the sweeper retries it per policy).
-    Database errors propagate, leaving the claim for a retry.
+    Database errors propagate, leaving the claim to expire for a retry.
     """
+    execution = f"{owner}:{uuid.uuid4().hex[:12]}"  # unique even for a redelivered task
     with unit_of_work():
-        if not claim(pk, owner=owner):
+        if not claim(pk, owner=execution):
             still_running = InboundMessage.objects.filter(pk=pk, status=Status.PROCESSING).exists()
             return Outcome.BUSY if still_running else Outcome.SKIPPED
-        message = InboundMessage.objects.get(pk=pk)
-        errors = _notify(message)
+        with _lease(pk, execution):
+            message = InboundMessage.objects.get(pk=pk)
+            errors = _notify(message)
         outcome = Outcome.FAILED if errors else Outcome.PROCESSED
-        InboundMessage.objects.filter(pk=pk, claimed_by=owner, status=Status.PROCESSING).update(
+        recorded = InboundMessage.objects.filter(
+            pk=pk, claimed_by=execution, status=Status.PROCESSING
+        ).update(
             status=Status.FAILED if errors else Status.PROCESSED,
             processed_at=timezone.now(),
             claimed_by="",
-            error="\n".join("".join(traceback.format_exception(e)) for e in errors),
+            error=_error_text(errors),
         )
+    if not recorded:
+        logger.warning("processing of %s outlived its lease; another worker took over", pk)
+        return Outcome.LOST
     logger.info(
         "processed %s: %s", message.queue_id, outcome.value, extra={"queue_id": message.queue_id}
     )

@@ -15,6 +15,7 @@ __all__ = [
     "AUTH_THROTTLED",
     "BAD_RECIPIENT_SYNTAX",
     "BAD_SENDER_SYNTAX",
+    "DATA_TOO_SLOW",
     "INSUFFICIENT_STORAGE",
     "LOOKUP_FAILURE",
     "MAILBOX_UNKNOWN",
@@ -167,5 +168,7 @@ TOO_MANY_AUTH_FAILURES = Reply(
 )
 AUTH_THROTTLED = Reply(454, "4.7.0", "Too many failed authentications; try again later")
 AUTH_NOT_OFFERED = Reply(ReplyCode.NOT_IMPLEMENTED, "5.5.1", "Error: authentication not offered")
+# RFC 5321 §4.5.3.2.6: a whole DATA transfer that takes too long, however steady.
+DATA_TOO_SLOW = Reply(ReplyCode.SERVICE_UNAVAILABLE, "4.4.2", "Error: DATA took too long")
 # RFC 3463 X.4.2: bad connection (timeout).
 TIMEOUT = Reply(ReplyCode.SERVICE_UNAVAILABLE, "4.4.2", "Error: timeout exceeded")

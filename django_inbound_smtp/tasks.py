@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import shared_task
+from celery.exceptions import MaxRetriesExceededError
 from django.db import DatabaseError
 
 from django_inbound_smtp import dispatch
@@ -32,7 +33,9 @@ __all__ = ["process_message", "sweep"]
     retry_backoff=True,
     retry_backoff_max=600,
     retry_jitter=True,
-    max_retries=None,
+    # Finite: a permanent database error must not re-run receivers for ever; the
+    # message stays claimed, its lease expires and the sweeper takes over.
+    max_retries=10,
 )
 def process_message(self: Any, pk: int) -> str:
     """Process message ``pk`` (send ``message_received``, run handlers, record the outcome).
@@ -42,7 +45,13 @@ def process_message(self: Any, pk: int) -> str:
     """
     outcome = process(pk, owner=f"celery:{self.request.id}")
     if outcome is Outcome.BUSY:
-        raise self.retry(countdown=get_settings().REDISPATCH_AFTER, max_retries=3)
+        # Another execution holds a live lease. If it was a worker that died (this is
+        # the redelivery), the lease expires soon and a retry takes over; if it is
+        # alive, it finishes and the retry finds nothing to do.
+        try:
+            raise self.retry(countdown=get_settings().PROCESSING_LEASE, max_retries=3)
+        except MaxRetriesExceededError:
+            return Outcome.BUSY.value  # the sweeper is the backstop
     return str(outcome.value)
 
 

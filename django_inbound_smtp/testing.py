@@ -45,6 +45,7 @@ __all__ = [
     "ServerThread",
     "adeliver",
     "captured_messages",
+    "captured_tasks",
     "deliver",
     "running_server",
 ]
@@ -134,6 +135,18 @@ async def adeliver(message: MessageLike, **options: Any) -> InboundMessage:
     """:func:`deliver` for async tests. It runs in Django's sync thread, which has its
     own database connection: use a transactional test database."""
     return await sync_to_async(deliver)(message, **options)
+
+
+@contextmanager
+def captured_tasks() -> Iterator[list[tuple[str, list[int]]]]:
+    """Record the Celery-task mailbox handlers processing would send, instead of sending
+    them (no broker needed): a list of ``(task name, [message pk, mailbox pk])``."""
+    sent: list[tuple[str, list[int]]] = []
+    token = processing.task_recorder.set(lambda name, args: sent.append((name, args)))
+    try:
+        yield sent
+    finally:
+        processing.task_recorder.reset(token)
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,9 @@ STORAGES = {
 INBOUND_SMTP = {
     "HOSTNAME": "mx.test",
     "SHUTDOWN_GRACE": 5,
+    # The Celery worker tests start workers with a short lease (env), so a killed
+    # worker's claim expires within the test.
+    "PROCESSING_LEASE": float(os.environ.get("INBOUND_TEST_LEASE", "60")),
 }
 
 LOGGING = {

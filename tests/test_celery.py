@@ -166,7 +166,11 @@ class Setup:
         self.broker = broker
         self.log = log
         self.worker = Worker(
-            subprocess_env(INBOUND_TEST_BROKER_URL=broker.url, INBOUND_TEST_HANDLER_LOG=str(log))
+            subprocess_env(
+                INBOUND_TEST_BROKER_URL=broker.url,
+                INBOUND_TEST_HANDLER_LOG=str(log),
+                INBOUND_TEST_LEASE="1",
+            )
         )
 
     def events(self) -> list[str]:
@@ -190,6 +194,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
         "DISPATCH": "celery",
         "CELERY_APP": "tests.celery_app.sender",
         "REDISPATCH_AFTER": 1,
+        "PROCESSING_LEASE": 1,
         "SWEEP_INTERVAL": 0,
     }
     try:
@@ -238,9 +243,10 @@ def test_a_killed_worker_redelivers_and_the_message_is_processed_once(setup: Set
     _wait(lambda: setup.events() == ["start killed"], what="handler started")
     (child,) = setup.worker.children()
     os.kill(child, signal.SIGKILL)  # the pool process dies mid-task
-    # acks_late + reject_on_worker_lost: the task goes back to the queue, a new pool
-    # process takes it, and (same task id) takes over the claim at once.
-    _wait(lambda: setup.events() == ["start killed", "start killed"], what="redelivery")
+    # acks_late + reject_on_worker_lost: the task goes back to the queue and a new pool
+    # process takes it; the dead process's lease is no longer renewed, so after it
+    # expires (1 s here) the redelivered task's retry takes over the claim.
+    _wait(lambda: setup.events() == ["start killed", "start killed"], what="takeover")
     setup.release()
     _wait(lambda: _status("killed") == Status.PROCESSED, what="processed")
     assert setup.events() == ["start killed", "start killed", "done killed"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.message
 import threading
+import time
 from datetime import timedelta
 from io import StringIO
 
@@ -19,7 +20,7 @@ from django_inbound_smtp.exceptions import Rejected
 from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
 from django_inbound_smtp.processing import Outcome
 from django_inbound_smtp.signals import message_received
-from django_inbound_smtp.testing import adeliver, captured_messages, deliver
+from django_inbound_smtp.testing import adeliver, captured_messages, captured_tasks, deliver
 from tests.helpers import GuardedSMTP
 
 Status = InboundMessage.Status
@@ -138,14 +139,76 @@ def test_duplicates_are_never_reprocessed(mailbox) -> None:
     assert dispatch.reprocess([repeat.pk]) == 0
 
 
-def test_a_claim_is_exclusive_but_a_redelivery_may_retake_it(mailbox) -> None:
+def test_a_claim_is_exclusive_until_its_lease_expires(mailbox) -> None:
     message = deliver(RAW, process=False)
-    assert processing.claim(message.pk, owner="celery:task-1")
-    assert not processing.claim(message.pk, owner="celery:task-2")
-    assert processing.process_message(message.pk, owner="celery:task-2") is Outcome.BUSY
-    # The same task id again: its worker died and Celery redelivered the task.
-    assert processing.process_message(message.pk, owner="celery:task-1") is Outcome.PROCESSED
-    assert processing.process_message(message.pk, owner="celery:task-1") is Outcome.SKIPPED
+    assert processing.claim(message.pk, owner="worker-1")
+    assert not processing.claim(message.pk, owner="worker-1")  # not even the same name
+    assert processing.process_message(message.pk, owner="worker-2") is Outcome.BUSY
+    # worker-1 died: nothing renews its lease, which runs out.
+    stale = timezone.now() - timedelta(seconds=61)
+    InboundMessage.objects.filter(pk=message.pk).update(claimed_at=stale)
+    assert processing.process_message(message.pk, owner="worker-2") is Outcome.PROCESSED
+    assert processing.process_message(message.pk, owner="worker-3") is Outcome.SKIPPED
+    assert InboundMessage.objects.get(pk=message.pk).attempts == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(INBOUND_SMTP={"PROCESSING_LEASE": 0.3})
+def test_a_slow_live_worker_keeps_its_claim_and_a_late_one_is_told_it_lost() -> None:
+    Mailbox.objects.create(address="user@our.test")
+    message = deliver(RAW, process=False)
+    inside = threading.Event()
+    outcomes: list[Outcome] = []
+
+    def slow(**kwargs: object) -> None:
+        inside.set()
+        time.sleep(1.2)  # four leases long: only the renewals keep the claim
+
+    message_received.connect(slow)
+    try:
+        worker = threading.Thread(
+            target=lambda: outcomes.append(processing.process_message(message.pk, owner="a"))
+        )
+        worker.start()
+        assert inside.wait(10)
+        time.sleep(0.6)  # two leases: without renewal this claim would be stale now
+        assert processing.process_message(message.pk, owner="b") is Outcome.BUSY
+        with dispatch.held() as scheduled:
+            dispatch.sweep()
+        assert scheduled == []  # the sweeper leaves a live claim alone
+        worker.join(10)
+    finally:
+        message_received.disconnect(slow)
+    assert outcomes == [Outcome.PROCESSED]
+    assert InboundMessage.objects.get(pk=message.pk).attempts == 1
+
+
+def test_an_outcome_after_losing_the_claim_is_not_recorded(mailbox) -> None:
+    message = deliver(RAW, process=False)
+
+    def taken_over(**kwargs: object) -> None:
+        # Another execution took the claim meanwhile (this one's lease had expired).
+        InboundMessage.objects.filter(pk=message.pk).update(claimed_by="someone-else")
+
+    message_received.connect(taken_over)
+    try:
+        assert processing.process_message(message.pk, owner="slow") is Outcome.LOST
+    finally:
+        message_received.disconnect(taken_over)
+    assert InboundMessage.objects.get(pk=message.pk).status == Status.PROCESSING
+
+
+def test_a_receiver_error_with_a_nul_is_still_recorded(mailbox) -> None:
+    def nul(**kwargs: object) -> None:
+        raise ValueError("bad\x00byte")
+
+    message_received.connect(nul)
+    try:
+        message = deliver(RAW)
+    finally:
+        message_received.disconnect(nul)
+    assert message.status == Status.FAILED
+    assert "bad\\x00byte" in message.error
 
 
 def _age(message: InboundMessage, **fields: object) -> None:
@@ -259,3 +322,59 @@ def test_the_public_fixture_serves_smtp(inbound_smtp_server) -> None:
     with GuardedSMTP(inbound_smtp_server.host, inbound_smtp_server.port, timeout=10) as smtp:
         smtp.sendmail("a@example.net", ["support@example.org"], b"Subject: hi\r\n\r\nx\r\n")
     assert InboundMessage.objects.get().subject == "hi"
+
+
+@override_settings(INBOUND_SMTP={"MAX_ATTEMPTS": 2})
+def test_a_message_that_keeps_killing_its_worker_ends_failed(mailbox) -> None:
+    message = deliver(RAW, process=False)
+    long_ago = timezone.now() - timedelta(hours=1)
+    _age(message, status=Status.PROCESSING, claimed_by="dead", claimed_at=long_ago, attempts=2)
+    with dispatch.held() as scheduled:
+        dispatch.sweep()
+    assert scheduled == []
+    message.refresh_from_db()
+    assert message.status == Status.FAILED
+    assert message.error == "abandoned by its worker 2 times; not retried again"
+
+
+def test_a_handler_typo_fails_the_message_instead_of_vanishing(mailbox) -> None:
+    mailbox.handler = "tests.test_lifecycle.no_such_handler"
+    mailbox.save()
+    message = deliver(RAW)
+    assert message.status == Status.FAILED
+    assert "neither an importable callable nor a task" in message.error
+
+
+def test_celery_task_handlers_can_be_captured_without_a_broker(mailbox) -> None:
+    mailbox.handler = "billing.tasks.import_invoice"
+    mailbox.save()
+    with captured_tasks() as sent:
+        message = deliver(RAW)
+    assert message.status == Status.PROCESSED
+    assert sent == [("billing.tasks.import_invoice", [message.pk, mailbox.pk])]
+
+
+def test_deleting_an_original_deletes_its_duplicates(mailbox) -> None:
+    original = deliver(RAW)
+    deliver(RAW)
+    original.delete()
+    assert not InboundMessage.objects.exists()
+
+
+def test_the_reprocess_action_needs_the_change_permission(mailbox, client) -> None:
+    from django.contrib.auth.models import Permission, User
+
+    message = deliver(RAW)
+    clerk = User.objects.create_user("clerk", password="pw", is_staff=True)
+    clerk.user_permissions.add(Permission.objects.get(codename="view_inboundmessage"))
+    client.force_login(clerk)
+    url = "/admin/inbound_smtp/inboundmessage/"
+    form = {"action": "reprocess", "_selected_action": [message.pk]}
+    assert client.get(url).context["action_form"] is None  # no action offered
+    client.post(url, form)
+    assert InboundMessage.objects.get(pk=message.pk).status == Status.PROCESSED  # unchanged
+    clerk.user_permissions.add(Permission.objects.get(codename="change_inboundmessage"))
+    with dispatch.held() as scheduled:
+        response = client.post(url, form, follow=True)
+    assert scheduled == [message.pk]
+    assert "1 message scheduled for processing." in response.content.decode()

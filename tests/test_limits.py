@@ -10,7 +10,7 @@ from django.test import override_settings
 
 from django_inbound_smtp import replies
 from django_inbound_smtp.models import InboundMessage
-from django_inbound_smtp.smtp.limits import SessionLimiter
+from django_inbound_smtp.smtp.limits import SessionLimiter, client_key
 from django_inbound_smtp.testing import RunningServer
 
 pytestmark = pytest.mark.integration
@@ -110,7 +110,7 @@ def test_a_trickling_data_transfer_is_cut_at_the_deadline(make_mailbox, smtp_ser
                 continue
             if reply:
                 break
-        assert reply.startswith(b"421 4.4.2 mx.test Error: timeout exceeded")
+        assert reply.startswith(b"421 4.4.2 mx.test Error: DATA took too long")
     assert not InboundMessage.objects.exists()
 
 
@@ -126,3 +126,42 @@ def test_an_http_request_is_closed_at_once(smtp_server: RunningServer) -> None:
         sock.recv(1024)
         sock.sendall(b"GET / HTTP/1.1\r\nHost: mx.test\r\n\r\n")
         assert _read_all(sock) == b"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n"
+
+
+@override_settings(INBOUND_SMTP={"HOSTNAME": "mx.test", "DATA_TIMEOUT": 1, "COMMAND_TIMEOUT": 30})
+def test_a_stalled_data_transfer_is_cut_at_the_deadline_not_the_idle_timeout(
+    make_mailbox, smtp_server
+) -> None:
+    make_mailbox("user@our.test")
+    with _connect(smtp_server) as sock:
+        stream = sock.makefile("rwb")
+        stream.readline()
+        for command in (
+            b"EHLO c",
+            b"MAIL FROM:<a@example.org>",
+            b"RCPT TO:<user@our.test>",
+            b"DATA",
+        ):
+            stream.write(command + b"\r\n")
+            stream.flush()
+            while stream.readline()[3:4] == b"-":
+                pass
+        stream.write(b"Subject: then nothing\r\n")
+        stream.flush()
+        # The idle timeout (30 s) is longer than the socket timeout (10 s): only the
+        # DATA deadline can produce this reply in time.
+        assert stream.readline() == b"421 4.4.2 mx.test Error: DATA took too long\r\n"
+    assert not InboundMessage.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("192.0.2.1", "192.0.2.1"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),
+    ],
+)
+def test_one_client_is_an_ipv4_address_or_an_ipv6_slash_64(address: str, key: str) -> None:
+    assert client_key(address) == key

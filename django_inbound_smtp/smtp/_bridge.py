@@ -37,8 +37,17 @@ async def deliver(envelope: ReceivedEnvelope, content: bytes, trace: bytes) -> i
 
 
 async def sweep() -> int:
-    """One sweep for messages that need processing scheduled again (``dispatch.sweep``)."""
-    return await run_sync(dispatch.sweep)
+    """One sweep for messages that need processing scheduled again (``dispatch.sweep``).
+
+    Not in the ORM thread: a long sweep must not hold up RCPT lookups and commits."""
+    return await sync_to_async(_swept, thread_sensitive=False)()
+
+
+def _swept() -> int:
+    try:
+        return dispatch.sweep()
+    finally:
+        _db.close_thread_connections()  # a pool thread: leave no connection behind
 
 
 async def authenticate(username: str, password: str) -> str | None:
@@ -52,5 +61,10 @@ async def close_connections() -> None:
 
 
 async def drain_processing(grace: float) -> bool:
-    """Wait, off the loop, for scheduled processing to finish; ``True`` if it did."""
-    return await sync_to_async(dispatch.drain, thread_sensitive=False)(grace)
+    """Wait, off the loop, for scheduled processing to finish; ``True`` if it did.
+
+    Work not started by then is dropped (it stays ``received`` for the sweeper)."""
+    drained = await sync_to_async(dispatch.drain, thread_sensitive=False)(grace)
+    if not drained:
+        dispatch.shutdown()
+    return drained

@@ -6,12 +6,27 @@ hold every file descriptor and all the memory (hostile-inputs #65-#67).
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import Counter, deque
 
 from django_inbound_smtp.replies import TOO_MANY_FROM_CLIENT, TOO_MANY_SESSIONS, Reply
 
-__all__ = ["AuthThrottle", "SessionLimiter"]
+__all__ = ["AuthThrottle", "SessionLimiter", "client_key"]
+
+
+def client_key(address: str) -> str:
+    """What counts as one client: an IPv4 address, or an IPv6 /64 (a host usually owns
+    a whole /64 and could otherwise rotate addresses past any per-client cap)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 class SessionLimiter:

@@ -19,7 +19,7 @@ from django_inbound_smtp.envelope import ResolvedRecipient
 from django_inbound_smtp.replies import Reply
 from django_inbound_smtp.smtp._data import DotDecoder
 from django_inbound_smtp.smtp.auth import AuthMechanisms
-from django_inbound_smtp.smtp.limits import AuthThrottle, SessionLimiter
+from django_inbound_smtp.smtp.limits import AuthThrottle, SessionLimiter, client_key
 
 __all__ = ["DATA_CHUNK_SIZE", "InboundEnvelope", "InboundSMTP"]
 
@@ -125,7 +125,7 @@ class InboundSMTP(AuthMechanisms, SMTP):
             self.session.ssl = {"ssl_object": ssl_object}
         if first and self._limiter is not None:
             peer = transport.get_extra_info("peername")
-            client = str(peer[0]) if isinstance(peer, tuple) else "local"
+            client = client_key(str(peer[0])) if isinstance(peer, tuple) else "local"
             # Behind a PROXY-protocol balancer the per-client cap waits for the header.
             behind_proxy = self._proxy_timeout is not None
             self._refusal = self._limiter.admit(client, check_client=not behind_proxy)
@@ -136,6 +136,7 @@ class InboundSMTP(AuthMechanisms, SMTP):
         """The PROXY header named the real ``client``: count the session as its."""
         if self._limiter is None or self._client is None:
             return None
+        client = client_key(client)
         refusal = self._limiter.rebind(self._client, client)
         if refusal is None:
             self._client = client
@@ -243,9 +244,18 @@ class InboundSMTP(AuthMechanisms, SMTP):
         loop = asyncio.get_running_loop()
         deadline = None if self._data_timeout is None else loop.time() + self._data_timeout
         while not decoder.done:
-            if deadline is not None and loop.time() > deadline:
-                raise _DeadlineExceeded
-            chunk = await self._reader.read(DATA_CHUNK_SIZE)
+            if deadline is None:
+                chunk = await self._reader.read(DATA_CHUNK_SIZE)
+            else:
+                # Bounded wait: a client that stops sending mid-DATA is cut at the
+                # deadline, not only at the next idle timeout.
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise _DeadlineExceeded
+                try:
+                    chunk = await asyncio.wait_for(self._reader.read(DATA_CHUNK_SIZE), remaining)
+                except TimeoutError:
+                    raise _DeadlineExceeded from None
             if not chunk:
                 raise ConnectionResetError("connection closed during DATA")
             # Progress, not a per-command deadline: a slow but steady legitimate link is
@@ -289,7 +299,7 @@ class InboundSMTP(AuthMechanisms, SMTP):
         except _DeadlineExceeded:
             # RFC 5321 §4.5.3.2.6 gives a client 10 minutes for the whole DATA; a
             # trickle that never ends would otherwise hold the session for ever.
-            await self.push(str(replies.TIMEOUT.from_host(self.hostname)))
+            await self.push(str(replies.DATA_TOO_SLOW.from_host(self.hostname)))
             self._set_post_data_state()
             self._close()
             return
