@@ -6,6 +6,7 @@ path stores them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -17,6 +18,7 @@ __all__ = [
     "RecipientContext",
     "ResolvedRecipient",
     "address_syntax_error",
+    "helo_syntax_error",
     "split_address",
 ]
 
@@ -61,6 +63,21 @@ def address_syntax_error(address: str) -> str | None:
     if len(domain) > MAX_DOMAIN_LENGTH:
         return "domain too long"
     return None
+
+
+# RFC 5321 §4.1.1.1 / §4.1.3: a domain name, or an address literal. Underscores are
+# tolerated (Windows host names); anything else is not a name (hostile-inputs #69).
+_HELO_NAME = re.compile(
+    r"^(?=.{1,255}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63})*\.?$"
+)
+_HELO_LITERAL = re.compile(r"^\[(?:IPv6:[0-9A-Fa-f:.]{2,45}|[0-9]{1,3}(?:\.[0-9]{1,3}){3})\]$")
+
+
+def helo_syntax_error(name: str) -> str | None:
+    """Why ``name`` is not a usable HELO/EHLO argument, or ``None`` if it is."""
+    if _HELO_NAME.match(name) or _HELO_LITERAL.match(name):
+        return None
+    return "not a domain name or address literal"
 
 
 @dataclass(frozen=True, slots=True)

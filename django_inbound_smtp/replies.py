@@ -13,6 +13,7 @@ __all__ = [
     "AUTH_INVALID",
     "AUTH_NOT_OFFERED",
     "AUTH_THROTTLED",
+    "BAD_HELO",
     "BAD_RECIPIENT_SYNTAX",
     "BAD_SENDER_SYNTAX",
     "DATA_TOO_SLOW",
@@ -117,6 +118,10 @@ MAILBOX_UNKNOWN = Reply(
 # RFC 3463 X.7.1: delivery not authorized. We answer 550, not 554, so a client that
 # only looks at the basic code still treats it as a recipient failure (RFC 5321 §4.2.2).
 RELAY_DENIED = Reply(ReplyCode.MAILBOX_UNAVAILABLE, "5.7.1", "Relay access denied")
+# RFC 5321 §4.1.1.1: the HELO/EHLO argument must be a domain or an address literal.
+BAD_HELO = Reply(
+    ReplyCode.PARAMETER_SYNTAX_ERROR, "5.5.2", "Syntactically invalid EHLO argument(s)"
+)
 # RFC 3463 X.1.3 / X.1.7: bad destination / sender mailbox address syntax.
 BAD_RECIPIENT_SYNTAX = Reply(
     ReplyCode.PARAMETER_SYNTAX_ERROR, "5.1.3", "Bad recipient address syntax"

@@ -575,18 +575,23 @@ def test_plain_helo_session_is_served_as_smtp(make_mailbox, smtp_server: Running
 
 def test_ehlo_advertises_what_we_implement(smtp_client) -> None:
     features = smtp_client.esmtp_features
-    assert {"size", "8bitmime", "enhancedstatuscodes", "help"} <= set(features)
+    assert {"size", "8bitmime", "enhancedstatuscodes", "pipelining", "help"} <= set(features)
     # Not implemented, so never advertised (hostile-inputs #13, #21).
     assert not {"auth", "chunking", "starttls", "smtputf8"} & set(features)
 
 
-def test_hostile_helo_is_stored_sanitized(make_mailbox, smtp_server: RunningServer) -> None:
+def test_a_hostile_helo_is_refused_and_must_be_replaced(make_mailbox, smtp_server) -> None:
+    # hostile-inputs #69: never stored or shown raw; the client must send a usable name.
     make_mailbox("user@our.test")
-    client = GuardedSMTP(smtp_server.host, smtp_server.port, timeout=10)
-    client.ehlo("<script>x</script>\x01")
-    client.sendmail("a@example.org", ["user@our.test"], SIMPLE)
-    client.quit()
-    assert InboundMessage.objects.get().helo == "<script>x</script>"
+    with GuardedSMTP(smtp_server.host, smtp_server.port, timeout=10) as client:
+        for name in ("a\x00b", "<script>alert(1)</script>", "x" * 300, "a..b", "[1.2.3]"):
+            code, text = client.docmd("EHLO", name)
+            assert (code, text.decode()) == (501, "5.5.2 Syntactically invalid EHLO argument(s)")
+        assert client.docmd("HELO", "<b>")[0] == 501
+        assert client.docmd("MAIL FROM:<a@example.org>")[0] == 503  # no name yet
+        assert client.ehlo("[192.0.2.1]")[0] == 250
+        assert client.sendmail("a@example.org", ["user@our.test"], SIMPLE) == {}
+    assert InboundMessage.objects.get().helo == "[192.0.2.1]"
 
 
 def test_postmaster_is_always_accepted_for_served_domains(make_mailbox, smtp_client) -> None:
@@ -602,3 +607,13 @@ def test_postmaster_is_always_accepted_for_served_domains(make_mailbox, smtp_cli
         ("Postmaster", None),
         ("postmaster@our.test", None),
     ]
+
+
+def test_command_length_limits_do_not_grow_with_repeated_ehlo(smtp_client) -> None:
+    # hostile-inputs #51: aiosmtpd adds 36 bytes to MAIL's limit on every EHLO, in a
+    # dict shared by all connections.
+    for _ in range(20):
+        smtp_client.ehlo("c")
+    long_sender = "<" + "a" * 60 + "@" + "b" * 700 + ".test>"
+    code, text = smtp_client.docmd(f"MAIL FROM:{long_sender}")
+    assert (code, text.decode()) == (500, "5.5.2 Error: command line too long")

@@ -21,6 +21,7 @@ from django_inbound_smtp.envelope import (
     ReceivedEnvelope,
     RecipientContext,
     address_syntax_error,
+    helo_syntax_error,
 )
 from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
 from django_inbound_smtp.smtp import _bridge
@@ -143,16 +144,26 @@ class InboundHandler:
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
+        if helo_syntax_error(hostname):
+            return [str(replies.BAD_HELO)]  # host_name stays unset: MAIL needs a new EHLO
         session.host_name = hostname
-        # We send RFC 3463 codes on every reply, so say so (RFC 2034). An MX offers no
-        # AUTH: drop aiosmtpd's AUTH line when it lists no mechanism (it shows it anyway).
+        # We send RFC 3463 codes on every reply, so say so (RFC 2034); pipelined commands
+        # are answered in order (RFC 2920; our DATA reader hands back what follows the
+        # end of data). An MX offers no AUTH: drop aiosmtpd's AUTH line when it lists no
+        # mechanism (it shows it anyway).
         kept = [
             line
             for line in responses
             if not (line[4:].startswith("AUTH") and line[8:].strip() == "")
         ]
-        kept.insert(-1, "250-ENHANCEDSTATUSCODES")
+        kept[-1:-1] = ["250-PIPELINING", "250-ENHANCEDSTATUSCODES"]
         return kept
+
+    async def handle_HELO(self, server: Any, session: Any, envelope: Any, hostname: str) -> str:
+        if helo_syntax_error(hostname):
+            return str(replies.BAD_HELO)
+        session.host_name = hostname
+        return f"250 {self.hostname}"
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: InboundEnvelope, address: str, options: list[str]

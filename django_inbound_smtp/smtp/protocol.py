@@ -81,6 +81,25 @@ def _enhance(status: str) -> str:
     return status
 
 
+class _CommandSizeLimits(dict[str, int]):
+    """Per-connection, fixed command length limits.
+
+    aiosmtpd keeps these in a class attribute shared by every connection and adds 26
+    (SIZE) and 10 (SMTPUTF8) to MAIL's limit on *every* EHLO, so limits drift upwards
+    (hostile-inputs #51). Here MAIL's limit is fixed at 512 + 36 and writes are ignored.
+    """
+
+    def __init__(self, base: int) -> None:
+        super().__init__()
+        self._base = base
+
+    def __missing__(self, command: str) -> int:
+        return self._base + (36 if command == "MAIL" else 0)
+
+    def __setitem__(self, command: str, value: int) -> None:
+        pass  # aiosmtpd's increments
+
+
 class InboundEnvelope(Envelope):
     """aiosmtpd's envelope plus the recipients our validators resolved."""
 
@@ -109,6 +128,7 @@ class InboundSMTP(AuthMechanisms, SMTP):
         **options: Any,
     ) -> None:
         super().__init__(handler, **options)
+        self.command_size_limits = _CommandSizeLimits(self.command_size_limit)
         self._auth_throttle = auth_throttle
         self._auth_failures = 0
         self._limiter = limiter
