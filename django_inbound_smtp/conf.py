@@ -37,6 +37,9 @@ DEFAULTS: Mapping[str, Any] = {
     # Seconds a client may stay silent before `421 4.4.2` and close (RFC 5321 §4.5.3.2
     # asks for at least 5 minutes). Also bounds a stalled DATA transfer.
     "COMMAND_TIMEOUT": 300,
+    # Refused recipients per session before `421 4.7.0` and close: a client guessing
+    # addresses (directory harvest) learns little before it has to reconnect.
+    "RCPT_ERROR_LIMIT": 20,
     # Seconds a whole DATA transfer may take, however steadily it trickles (RFC 5321
     # §4.5.3.2.6 gives the client 10 minutes): stops slow-drip sessions.
     "DATA_TIMEOUT": 600,
@@ -145,6 +148,11 @@ class InboundSmtpSettings:
     def COMMAND_TIMEOUT(self) -> float:
         """Idle seconds before a silent client is disconnected."""
         return float(self._get("COMMAND_TIMEOUT"))
+
+    @property
+    def RCPT_ERROR_LIMIT(self) -> int:
+        """Refused recipients per session before the session is closed."""
+        return int(self._get("RCPT_ERROR_LIMIT"))
 
     @property
     def DATA_TIMEOUT(self) -> float:

@@ -20,6 +20,7 @@ __all__ = [
     "address_syntax_error",
     "helo_syntax_error",
     "split_address",
+    "utf8_error",
 ]
 
 # RFC 5321 §4.5.3.1.1-3: local part 64 octets, domain 255, path 256 including the
@@ -43,6 +44,17 @@ def split_address(address: str) -> tuple[str, str]:
     if not at:
         return address, ""
     return local, domain.lower()
+
+
+def utf8_error(address: str, *, smtputf8: bool) -> str | None:
+    """``"invalid"`` for bytes that were not UTF-8 (aiosmtpd passes them surrogate-escaped),
+    ``"needs-smtputf8"`` for a non-ASCII address in a transaction without SMTPUTF8
+    (RFC 6531 §3.4), else ``None``."""
+    if any("\udc80" <= ch <= "\udcff" for ch in address):
+        return "invalid"
+    if not smtputf8 and not address.isascii():
+        return "needs-smtputf8"
+    return None
 
 
 def address_syntax_error(address: str) -> str | None:

@@ -6,6 +6,7 @@ recipient policy is ``validators/``. No settings are read at class definition.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import IO, ClassVar
 
 from django.core.exceptions import ValidationError
@@ -29,7 +30,7 @@ def normalize_mailbox_address(address: str) -> str:
     Mailboxes are matched case-insensitively, local part included, as Postfix does
     for virtual mailboxes; ``*@domain`` is the catch-all for a domain.
     """
-    return address.strip().lower()
+    return unicodedata.normalize("NFC", address.strip().lower())
 
 
 class Mailbox(models.Model):

@@ -16,11 +16,13 @@ __all__ = [
     "BAD_HELO",
     "BAD_RECIPIENT_SYNTAX",
     "BAD_SENDER_SYNTAX",
+    "BAD_UTF8",
     "DATA_TOO_SLOW",
     "INSUFFICIENT_STORAGE",
     "LOOKUP_FAILURE",
     "MAILBOX_UNKNOWN",
     "MESSAGE_TOO_BIG",
+    "NEEDS_SMTPUTF8",
     "NEED_RCPT",
     "RECIPIENT_OK",
     "RELAY_DENIED",
@@ -31,6 +33,7 @@ __all__ = [
     "TIMEOUT",
     "NOT_SMTP",
     "TOO_MANY_AUTH_FAILURES",
+    "TOO_MANY_ERRORS",
     "TOO_MANY_FROM_CLIENT",
     "TOO_MANY_RECIPIENTS",
     "TOO_MANY_SESSIONS",
@@ -122,6 +125,12 @@ RELAY_DENIED = Reply(ReplyCode.MAILBOX_UNAVAILABLE, "5.7.1", "Relay access denie
 BAD_HELO = Reply(
     ReplyCode.PARAMETER_SYNTAX_ERROR, "5.5.2", "Syntactically invalid EHLO argument(s)"
 )
+# RFC 6531 §3.4 / RFC 3463 X.6.7: non-ASCII address without SMTPUTF8; bytes that are
+# not UTF-8 at all (Postfix's wording).
+NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Error: non-ASCII address needs SMTPUTF8")
+BAD_UTF8 = Reply(ReplyCode.PARAMETER_SYNTAX_ERROR, "5.5.2", "Error: bad UTF-8 syntax")
+# Directory harvesting (hostile-inputs #47): too many refused recipients in a session.
+TOO_MANY_ERRORS = Reply(ReplyCode.SERVICE_UNAVAILABLE, "4.7.0", "Error: too many errors")
 # RFC 3463 X.1.3 / X.1.7: bad destination / sender mailbox address syntax.
 BAD_RECIPIENT_SYNTAX = Reply(
     ReplyCode.PARAMETER_SYNTAX_ERROR, "5.1.3", "Bad recipient address syntax"

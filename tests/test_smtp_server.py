@@ -575,9 +575,11 @@ def test_plain_helo_session_is_served_as_smtp(make_mailbox, smtp_server: Running
 
 def test_ehlo_advertises_what_we_implement(smtp_client) -> None:
     features = smtp_client.esmtp_features
-    assert {"size", "8bitmime", "enhancedstatuscodes", "pipelining", "help"} <= set(features)
+    assert {"size", "8bitmime", "smtputf8", "enhancedstatuscodes", "pipelining", "help"} <= set(
+        features
+    )
     # Not implemented, so never advertised (hostile-inputs #13, #21).
-    assert not {"auth", "chunking", "starttls", "smtputf8"} & set(features)
+    assert not {"auth", "chunking", "starttls"} & set(features)
 
 
 def test_a_hostile_helo_is_refused_and_must_be_replaced(make_mailbox, smtp_server) -> None:
@@ -617,3 +619,73 @@ def test_command_length_limits_do_not_grow_with_repeated_ehlo(smtp_client) -> No
     long_sender = "<" + "a" * 60 + "@" + "b" * 700 + ".test>"
     code, text = smtp_client.docmd(f"MAIL FROM:{long_sender}")
     assert (code, text.decode()) == (500, "5.5.2 Error: command line too long")
+
+
+def _raw_session(server: RunningServer, *lines: bytes) -> list[bytes]:
+    """Send each line and collect its (last) reply line."""
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        stream = sock.makefile("rwb")
+        stream.readline()
+        answers = []
+        for line in lines:
+            stream.write(line + b"\r\n")
+            stream.flush()
+            while (reply := stream.readline())[3:4] == b"-":
+                pass
+            answers.append(reply.rstrip(b"\r\n"))
+        return answers
+
+
+def test_internationalized_addresses_need_smtputf8(make_mailbox, smtp_server) -> None:
+    make_mailbox("jösé@our.test")
+    answers = _raw_session(
+        smtp_server,
+        b"EHLO c",
+        b"MAIL FROM:<a@example.org>",
+        "RCPT TO:<jösé@our.test>".encode(),
+        b"RSET",
+        b"MAIL FROM:<a@example.org> SMTPUTF8",
+        "RCPT TO:<jösé@our.test>".encode(),
+        b"RCPT TO:<j\xff\xfe@our.test>",
+    )
+    plain, utf8, bad = answers[2], answers[5], answers[6]
+    assert plain == b"553 5.6.7 Error: non-ASCII address needs SMTPUTF8"
+    assert utf8 == b"250 2.1.5 Ok"
+    assert bad == b"501 5.5.2 Error: bad UTF-8 syntax"
+
+
+def test_unicode_local_parts_match_canonically_but_not_by_look_alike(
+    make_mailbox, smtp_server
+) -> None:
+    # hostile-inputs #44: NFC normalization, no NFKC folding onto another user.
+    make_mailbox("josé@our.test")
+    nfd, fullwidth = _raw_session(
+        smtp_server,
+        b"EHLO c",
+        b"MAIL FROM:<a@example.org> SMTPUTF8",
+        "RCPT TO:<jose\u0301@our.test>".encode(),
+        "RCPT TO:<\uff4aosé@our.test>".encode(),
+    )[2:]
+    assert nfd == b"250 2.1.5 Ok"
+    assert fullwidth.startswith(b"550 5.1.1")
+
+
+@override_settings(INBOUND_SMTP={"HOSTNAME": "mx.test", "RCPT_ERROR_LIMIT": 3})
+def test_directory_harvesting_is_cut_off(make_mailbox, smtp_server) -> None:
+    make_mailbox("user@our.test")
+    with socket.create_connection((smtp_server.host, smtp_server.port), timeout=10) as sock:
+        stream = sock.makefile("rwb")
+        stream.readline()
+        for command in (b"EHLO c", b"MAIL FROM:<a@example.org>"):
+            stream.write(command + b"\r\n")
+            stream.flush()
+            while stream.readline()[3:4] == b"-":
+                pass
+        replies_seen = []
+        for n in range(3):
+            stream.write(b"RCPT TO:<guess%d@our.test>\r\n" % n)
+            stream.flush()
+            replies_seen.append(stream.readline())
+        assert [r[:9] for r in replies_seen[:2]] == [b"550 5.1.1"] * 2
+        assert replies_seen[2] == b"421 4.7.0 mx.test Error: too many errors\r\n"
+        assert stream.readline() == b""  # closed

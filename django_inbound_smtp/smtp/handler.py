@@ -22,6 +22,7 @@ from django_inbound_smtp.envelope import (
     RecipientContext,
     address_syntax_error,
     helo_syntax_error,
+    utf8_error,
 )
 from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
 from django_inbound_smtp.smtp import _bridge
@@ -40,6 +41,15 @@ def _peer(session: Any) -> tuple[str | None, int | None]:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return str(peer[0]), int(peer[1])
     return None, None
+
+
+def _utf8_reply(address: str, *, smtputf8: bool) -> str | None:
+    problem = utf8_error(address, smtputf8=smtputf8)
+    if problem == "invalid":
+        return str(replies.BAD_UTF8)
+    if problem == "needs-smtputf8":
+        return str(replies.NEEDS_SMTPUTF8)
+    return None
 
 
 def _trusted_proxy(address: str | None) -> bool:
@@ -171,6 +181,9 @@ class InboundHandler:
         if self.draining:
             return self.shutting_down()
         try:
+            smtputf8 = "SMTPUTF8" in (option.upper() for option in options)
+            if encoding_reply := _utf8_reply(address, smtputf8=smtputf8):
+                return encoding_reply
             if address != NULL_SENDER and address_syntax_error(address):
                 return str(replies.BAD_SENDER_SYNTAX)
             envelope.mail_from = address
@@ -182,7 +195,19 @@ class InboundHandler:
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: InboundEnvelope, address: str, options: list[str]
     ) -> str:
+        reply = await self._rcpt_reply(session, envelope, address, options)
+        if reply.startswith("5") and server.count_rcpt_error():
+            # Directory harvesting: stop answering "unknown user" questions.
+            asyncio.get_running_loop().call_soon(server.close_session)
+            return str(replies.TOO_MANY_ERRORS.from_host(self.hostname))
+        return reply
+
+    async def _rcpt_reply(
+        self, session: Any, envelope: InboundEnvelope, address: str, options: list[str]
+    ) -> str:
         try:
+            if encoding_reply := _utf8_reply(address, smtputf8=bool(envelope.smtp_utf8)):
+                return encoding_reply
             if address_syntax_error(address) and address.lower() != "postmaster":
                 return str(replies.BAD_RECIPIENT_SYNTAX)
             if any(r.address.lower() == address.lower() for r in envelope.resolved):

@@ -131,6 +131,7 @@ class InboundSMTP(AuthMechanisms, SMTP):
         self.command_size_limits = _CommandSizeLimits(self.command_size_limit)
         self._auth_throttle = auth_throttle
         self._auth_failures = 0
+        self._rcpt_errors = 0
         self._limiter = limiter
         self._data_timeout = data_timeout
         self._client: str | None = None
@@ -175,6 +176,15 @@ class InboundSMTP(AuthMechanisms, SMTP):
             self._close()
             return
         await super()._handle_client()
+
+    def count_rcpt_error(self) -> bool:
+        """Count a refused RCPT; ``True`` once the session has had ``RCPT_ERROR_LIMIT``."""
+        self._rcpt_errors += 1
+        return self._rcpt_errors >= get_settings().RCPT_ERROR_LIMIT
+
+    def close_session(self) -> None:
+        """Close the connection (after what has been written is sent)."""
+        self._close()
 
     def _close(self) -> None:
         if self.transport is not None:

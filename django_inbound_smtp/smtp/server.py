@@ -88,7 +88,9 @@ class InboundServer:
             timeout=settings.COMMAND_TIMEOUT,
             # Kept as bytes end to end: stored byte-exact, decoded only for display.
             decode_data=False,
-            enable_SMTPUTF8=False,
+            # Internationalized addresses on purpose (RFC 6531): a non-ASCII address needs
+            # the SMTPUTF8 parameter, bytes that are not UTF-8 are refused (handler).
+            enable_SMTPUTF8=True,
             loop=asyncio.get_running_loop(),
         )
         self._connections.add(protocol)

@@ -5,6 +5,8 @@ Synchronous (it queries the database); the SMTP layer runs it in the ORM thread.
 
 from __future__ import annotations
 
+import unicodedata
+
 from django_inbound_smtp import replies
 from django_inbound_smtp._db import unit_of_work
 from django_inbound_smtp.conf import get_settings
@@ -41,12 +43,15 @@ def mailbox_validator(address: str, *, context: RecipientContext) -> ResolvedRec
     A domain with no active mailbox: ``None`` (abstain), so a later validator may accept
     it, and if none does the chain answers relay denied (``550 5.7.1``).
     """
-    local, domain = split_address(address)
+    # NFC only (RFC 6531 §3.3): canonically equal spellings match; no NFKC folding,
+    # which would map a look-alike (fullwidth "ｕser") onto a real user.
+    address_nfc = unicodedata.normalize("NFC", address)
+    local, domain = split_address(address_nfc)
     if not domain:
         # Only the bare "postmaster" passes syntax checks without a domain; RFC 5321
         # §4.5.1 says it MUST be accepted. It is stored without a mailbox.
         return ResolvedRecipient(address=address) if local.lower() == "postmaster" else None
-    candidates = candidate_addresses(address, delimiter=get_settings().PLUS_DELIMITER)
+    candidates = candidate_addresses(address_nfc, delimiter=get_settings().PLUS_DELIMITER)
     with unit_of_work():
         found = {
             mailbox.address: mailbox.pk
