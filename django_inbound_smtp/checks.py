@@ -193,6 +193,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
     errors += _tls_errors(raw)
     errors += _proxy_errors(raw.get("PROXY_PROTOCOL_FROM", []))
+    bare = raw.get("BARE_NEWLINES", DEFAULTS["BARE_NEWLINES"])
+    if bare not in ("normalize", "keep", "reject"):
+        errors.append(
+            _key_error(
+                "BARE_NEWLINES",
+                "must be 'normalize', 'keep' or 'reject'",
+                f"Got {bare!r}.",
+                "E012",
+            )
+        )
     dispatch = raw.get("DISPATCH", DEFAULTS["DISPATCH"])
     if dispatch not in _DISPATCH_MODES:
         errors.append(

@@ -40,6 +40,11 @@ DEFAULTS: Mapping[str, Any] = {
     # Refused recipients per session before `421 4.7.0` and close: a client guessing
     # addresses (directory harvest) learns little before it has to reconnect.
     "RCPT_ERROR_LIMIT": 20,
+    # CR or LF bytes in DATA outside a CRLF: "normalize" (Postfix's default: bare LF
+    # becomes CRLF, lone CR a space, so every later parser splits lines alike),
+    # "keep" (store byte-exact) or "reject" (550 5.5.2). The message is flagged in
+    # every mode. Only CRLF.CRLF ever ends DATA.
+    "BARE_NEWLINES": "normalize",
     # Seconds a whole DATA transfer may take, however steadily it trickles (RFC 5321
     # §4.5.3.2.6 gives the client 10 minutes): stops slow-drip sessions.
     "DATA_TIMEOUT": 600,
@@ -153,6 +158,11 @@ class InboundSmtpSettings:
     def RCPT_ERROR_LIMIT(self) -> int:
         """Refused recipients per session before the session is closed."""
         return int(self._get("RCPT_ERROR_LIMIT"))
+
+    @property
+    def BARE_NEWLINES(self) -> str:
+        """``"normalize"``, ``"keep"`` or ``"reject"``."""
+        return str(self._get("BARE_NEWLINES"))
 
     @property
     def DATA_TIMEOUT(self) -> float:

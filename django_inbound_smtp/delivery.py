@@ -125,6 +125,7 @@ def _row(envelope: ReceivedEnvelope, summary: HeaderSummary, **fields: Any) -> I
         tls_version=envelope.tls_version[:16],
         tls_cipher=envelope.tls_cipher[:100],
         auth_user=envelope.auth_user[:150],
+        bare_newlines=envelope.bare_newlines,
         received_at=envelope.received_at,
         dispatched_at=envelope.received_at,
         message_id=summary.message_id,

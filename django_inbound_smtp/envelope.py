@@ -137,6 +137,8 @@ class ReceivedEnvelope:
     tls_cipher: str = ""
     #: Username the client authenticated as (SMTP AUTH on the submission listener).
     auth_user: str = ""
+    #: DATA held CR or LF outside a CRLF (stored normalized, kept or refused by policy).
+    bare_newlines: bool = False
 
     @property
     def rcpt_tos(self) -> tuple[str, ...]:

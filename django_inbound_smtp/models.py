@@ -147,6 +147,11 @@ class InboundMessage(models.Model):
         _("TLS version"), max_length=16, blank=True, help_text=_("e.g. TLSv1.3")
     )
     tls_cipher = models.CharField(_("TLS cipher"), max_length=100, blank=True)
+    bare_newlines = models.BooleanField(
+        _("bare newlines"),
+        default=False,
+        help_text=_("DATA held CR or LF bytes outside a CRLF (see INBOUND_SMTP['BARE_NEWLINES'])."),
+    )
     auth_user = models.CharField(
         _("authenticated user"),
         max_length=150,

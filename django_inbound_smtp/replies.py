@@ -14,6 +14,7 @@ __all__ = [
     "AUTH_NOT_OFFERED",
     "AUTH_THROTTLED",
     "BAD_HELO",
+    "BARE_NEWLINE",
     "BAD_RECIPIENT_SYNTAX",
     "BAD_SENDER_SYNTAX",
     "BAD_UTF8",
@@ -146,6 +147,8 @@ MESSAGE_TOO_BIG = Reply(
 TOO_MUCH_DATA = Reply(
     ReplyCode.SERVICE_UNAVAILABLE, "4.3.4", "Error: too much mail data, closing connection"
 )
+# Bare CR/LF in DATA under BARE_NEWLINES = "reject" (Postfix's wording; CVE-2023-51764).
+BARE_NEWLINE = Reply(ReplyCode.MAILBOX_UNAVAILABLE, "5.5.2", "Error: bare <LF> received")
 # RFC 5321 §3.3: DATA with no accepted recipient.
 NEED_RCPT = Reply(ReplyCode.BAD_SEQUENCE, "5.5.1", "Error: need RCPT command")
 # RFC 3463 X.3.0: other or undefined mail system status. Our own faults are always

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from django_inbound_smtp.smtp._data import DotDecoder
+from django_inbound_smtp.smtp._data import BareNewlines, DotDecoder
 
 
 def _decode(chunks: list[bytes]) -> tuple[bytes, bytes, bool]:
@@ -137,3 +137,35 @@ def test_many_empty_lines_decode_quickly() -> None:
     # event loop; the decoder now works per CRLF-dot. Correctness is asserted, not time.
     wire = b"\r\n" * 100_000 + b"..x\r\n" * 3 + b".\r\n"
     assert _decode([wire]) == (b"\r\n" * 100_000 + b".x\r\n" * 3, b"", True)
+
+
+@pytest.mark.parametrize(
+    ("policy", "stored"),
+    [
+        ("normalize", b"Subject: hi\r\nBcc: x\r\n\r\na b\r\n"),
+        ("keep", b"Subject: hi\nBcc: x\r\n\r\na\rb\r\n"),
+    ],
+)
+def test_bare_newline_policies(policy: str, stored: bytes) -> None:
+    newlines = BareNewlines(policy)
+    assert newlines.apply(b"Subject: hi\nBcc: x\r\n\r\na\rb\r\n") == stored
+    assert newlines.seen
+
+
+def test_clean_data_is_untouched_and_not_flagged() -> None:
+    newlines = BareNewlines("normalize")
+    data = b"a\r\nb\r\n"
+    assert newlines.apply(data) is data
+    assert not newlines.seen
+
+
+@settings(max_examples=300, derandomize=True)
+@given(body=_wire_bytes, cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=8))
+def test_normalized_output_has_only_crlf_whatever_the_chunking(body, cuts) -> None:
+    decoder = DotDecoder()
+    newlines = BareNewlines("normalize")
+    out = b""
+    for chunk in _split(body + b"\r\n.\r\n", cuts):
+        if not decoder.done:
+            out += newlines.apply(decoder.feed(chunk))
+    assert out.count(b"\r") == out.count(b"\r\n") == out.count(b"\n")

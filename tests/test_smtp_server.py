@@ -689,3 +689,32 @@ def test_directory_harvesting_is_cut_off(make_mailbox, smtp_server) -> None:
         assert [r[:9] for r in replies_seen[:2]] == [b"550 5.1.1"] * 2
         assert replies_seen[2] == b"421 4.7.0 mx.test Error: too many errors\r\n"
         assert stream.readline() == b""  # closed
+
+
+@pytest.mark.parametrize(
+    ("policy", "reply", "stored_body"),
+    [
+        ("normalize", b"250", b"Subject: bare\r\nBcc: hidden@x\r\n\r\na b\r\n"),
+        ("keep", b"250", b"Subject: bare\nBcc: hidden@x\r\n\r\na\rb\r\n"),
+        ("reject", b"550 5.5.2 Error: bare <LF> received", None),
+    ],
+)
+def test_bare_newlines_follow_the_policy(
+    make_mailbox, smtp_server, policy: str, reply: bytes, stored_body: bytes | None
+) -> None:
+    make_mailbox("user@our.test")
+    with override_settings(INBOUND_SMTP={"HOSTNAME": "mx.test", "BARE_NEWLINES": policy}):
+        with socket.create_connection((smtp_server.host, smtp_server.port), timeout=10) as sock:
+            stream = _start_data(sock)
+            stream.write(b"Subject: bare\nBcc: hidden@x\r\n\r\na\rb\r\n.\r\n")
+            stream.flush()
+            assert stream.readline().startswith(reply)
+            stream.write(b"MAIL FROM:<a@example.org>\r\n")  # the session goes on
+            stream.flush()
+            assert stream.readline().startswith(b"250")
+    if stored_body is None:
+        assert not InboundMessage.objects.exists()
+        return
+    message = InboundMessage.objects.get()
+    assert message.raw_bytes.endswith(stored_body)
+    assert message.bare_newlines is True

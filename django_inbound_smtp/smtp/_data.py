@@ -8,7 +8,9 @@ what defeats SMTP smuggling (CVE-2023-51764 class, hostile-inputs §1.2).
 
 from __future__ import annotations
 
-__all__ = ["DotDecoder"]
+import re
+
+__all__ = ["BareNewlines", "DotDecoder"]
 
 _CRLF = b"\r\n"
 _CRLF_DOT = b"\r\n."
@@ -87,3 +89,34 @@ class DotDecoder:
                 self._pending = keep
                 return data[start:cut]
         return data[start:]
+
+
+_BARE_CR = re.compile(rb"\r(?!\n)")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+class BareNewlines:
+    """The policy for CR and LF bytes that are not part of a CRLF in DATA (Postfix's
+    ``smtpd_forbid_bare_newline``; hostile-inputs §3 A).
+
+    ``keep`` stores them as received; ``normalize`` turns a bare LF into CRLF and a
+    lone CR into a space, so every later reader splits lines the same way; ``reject``
+    refuses the message. In every mode :attr:`seen` tells whether there were any.
+    Works on :class:`DotDecoder` output, which never ends in the CR of a CRLF.
+    """
+
+    __slots__ = ("policy", "seen")
+
+    def __init__(self, policy: str) -> None:
+        self.policy = policy
+        self.seen = False
+
+    def apply(self, decoded: bytes) -> bytes:
+        """Note bare newlines in ``decoded``; return it, normalized if the policy says so."""
+        crlf = decoded.count(b"\r\n")
+        if decoded.count(b"\r") == crlf and decoded.count(b"\n") == crlf:
+            return decoded  # the common case costs three C-level counts
+        self.seen = True
+        if self.policy != "normalize":
+            return decoded
+        return _BARE_LF.sub(b"\r\n", _BARE_CR.sub(b" ", decoded))

@@ -253,6 +253,7 @@ class InboundHandler:
                 tls_version=tls_version,
                 tls_cipher=tls_cipher,
                 auth_user=auth_user,
+                bare_newlines=bool(envelope.bare_newlines),
             )
             trace = received_header(
                 helo=helo,

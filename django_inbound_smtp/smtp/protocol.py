@@ -17,7 +17,7 @@ from django_inbound_smtp import replies
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.envelope import ResolvedRecipient
 from django_inbound_smtp.replies import Reply
-from django_inbound_smtp.smtp._data import DotDecoder
+from django_inbound_smtp.smtp._data import BareNewlines, DotDecoder
 from django_inbound_smtp.smtp.auth import AuthMechanisms
 from django_inbound_smtp.smtp.limits import AuthThrottle, SessionLimiter, client_key
 
@@ -106,6 +106,7 @@ class InboundEnvelope(Envelope):
     def __init__(self) -> None:
         super().__init__()
         self.resolved: list[ResolvedRecipient] = []
+        self.bare_newlines = False
 
 
 class InboundSMTP(AuthMechanisms, SMTP):
@@ -269,6 +270,7 @@ class InboundSMTP(AuthMechanisms, SMTP):
     async def _read_data(self, limit: int | None) -> bytearray | None:
         """Read DATA to the end; return the message, or ``None`` if it was too big."""
         decoder = DotDecoder()
+        newlines = BareNewlines(get_settings().BARE_NEWLINES)
         content = bytearray()
         too_big = False
         loop = asyncio.get_running_loop()
@@ -298,8 +300,12 @@ class InboundSMTP(AuthMechanisms, SMTP):
                 if decoder.size > DRAIN_FACTOR * limit:
                     raise _DrainExceeded
             elif not too_big:
-                content += decoded
+                content += newlines.apply(decoded)
         self._unread(decoder.trailing)
+        if isinstance(self.envelope, InboundEnvelope):
+            self.envelope.bare_newlines = newlines.seen
+        if newlines.seen and newlines.policy == "reject" and not too_big:
+            raise _BareNewlineRefused
         return None if too_big else content
 
     @syntax("DATA")
@@ -333,6 +339,10 @@ class InboundSMTP(AuthMechanisms, SMTP):
             self._set_post_data_state()
             self._close()
             return
+        except _BareNewlineRefused:
+            await self.push(str(replies.BARE_NEWLINE))
+            self._set_post_data_state()
+            return
         except _DrainExceeded:
             await self.push(str(replies.TOO_MUCH_DATA))
             self._set_post_data_state()
@@ -355,6 +365,10 @@ class InboundSMTP(AuthMechanisms, SMTP):
 
 class _DrainExceeded(Exception):
     """The client kept sending far past the size limit."""
+
+
+class _BareNewlineRefused(Exception):
+    """DATA held a bare CR or LF and BARE_NEWLINES is "reject"."""
 
 
 class _DeadlineExceeded(Exception):
