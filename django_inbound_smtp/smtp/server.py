@@ -182,6 +182,15 @@ class InboundServer:
         if not await _bridge.drain_processing(grace):
             logger.warning("message processing still running after the grace period")
         await _bridge.close_connections()
+        # Nothing may outlive the server: a transport closed gracefully may still be
+        # waiting for its peer, one accepted as the listener closed may only now be
+        # connected. Cut them and let the loop run their connection_lost.
+        for _ in range(5):
+            await asyncio.sleep(0)
+            for protocol in list(self._connections):
+                for transport in (protocol.transport, protocol._original_transport):
+                    if isinstance(transport, asyncio.Transport) and not transport.is_closing():
+                        transport.abort()
 
     async def _unwind(self, sessions: list[asyncio.Task[None]]) -> None:
         # Closing a transport cancels its session task (aiosmtpd keeps it in
