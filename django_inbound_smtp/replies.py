@@ -32,6 +32,7 @@ __all__ = [
     "TEMPORARY_AUTH_FAILURE",
     "TEMPORARY_FAILURE",
     "TIMEOUT",
+    "TLS_ON_PLAIN_PORT",
     "NOT_SMTP",
     "TOO_MANY_AUTH_FAILURES",
     "TOO_MANY_ERRORS",
@@ -173,6 +174,10 @@ TOO_MANY_SESSIONS = Reply(
     ReplyCode.SERVICE_UNAVAILABLE,
     "4.3.2",
     "Too many concurrent SMTP connections; please try again later",
+)
+# A TLS handshake where plain SMTP is spoken (hostile-inputs #23; Haraka answers 501).
+TLS_ON_PLAIN_PORT = Reply(
+    ReplyCode.PARAMETER_SYNTAX_ERROR, "5.5.1", "Error: TLS handshake on a plain-text port"
 )
 # An HTTP request on the SMTP port: a scanner or a misdirected client (Postfix's words).
 NOT_SMTP = Reply(ReplyCode.CLOSING, "2.7.0", "Error: I can break rules, too. Goodbye.")

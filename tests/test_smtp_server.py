@@ -718,3 +718,8 @@ def test_bare_newlines_follow_the_policy(
     message = InboundMessage.objects.get()
     assert message.raw_bytes.endswith(stored_body)
     assert message.bare_newlines is True
+
+
+def test_client_control_bytes_are_never_echoed_in_replies(smtp_server) -> None:
+    (reply,) = _raw_session(smtp_server, b"\x00FOO\rBAR")
+    assert reply == b'500 5.5.1 Error: command "?FOO?BAR" not recognized'

@@ -42,14 +42,17 @@ _SURROGATES = re.compile("[\udc80-\udcff]")
 # C0/C1 controls (NUL, CR, LF included) and bidi overrides (U+202A-202E, U+2066-2069),
 # which can make "invoice\u202Efdp.exe" display as "invoiceexe.pdf".
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-_WHITESPACE_RUN = re.compile(r"[\t\r\n ]+")
+# Line and paragraph separators (U+2028/2029) break lines too: one line means none.
+_WHITESPACE_RUN = re.compile("[\t\n \u2028\u2029]+")
 
 
 def clean_text(value: str, *, limit: int = MAX_FIELD_LENGTH) -> str:
     """One line of display-safe text: controls removed, white space folded, NFC, bounded."""
-    value = _WHITESPACE_RUN.sub(" ", value)
+    # Controls out first, then white space folded, so nothing leaves a double space;
+    # cut, then strip again, so the result is a fixed point (cleaning twice = once).
     value = _UNSAFE.sub("", value)
-    return unicodedata.normalize("NFC", value).strip()[:limit]
+    value = _WHITESPACE_RUN.sub(" ", unicodedata.normalize("NFC", value))
+    return value.strip()[:limit].rstrip()
 
 
 def header_block(raw: bytes, *, limit: int = MAX_HEADER_BLOCK) -> bytes:

@@ -196,7 +196,10 @@ class InboundHandler:
         self, server: Any, session: Any, envelope: InboundEnvelope, address: str, options: list[str]
     ) -> str:
         reply = await self._rcpt_reply(session, envelope, address, options)
-        if reply.startswith("5") and server.count_rcpt_error():
+        over_cap = reply == str(replies.TOO_MANY_RECIPIENTS)
+        if (reply.startswith("5") and server.count_rcpt_error()) or (
+            over_cap and server.count_rcpt_overshoot()
+        ):
             # Directory harvesting: stop answering "unknown user" questions.
             asyncio.get_running_loop().call_soon(server.close_session)
             return str(replies.TOO_MANY_ERRORS.from_host(self.hostname))

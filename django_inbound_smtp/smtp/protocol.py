@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, syntax
@@ -55,6 +56,7 @@ _ENHANCED: dict[str, str] = {
     "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
     "503 Error: send HELO first": "503 5.5.1 Error: send HELO first",
     "500 Error: bad syntax": "500 5.5.2 Error: bad syntax",
+    '500 Error: command "" not recognized': "500 5.5.2 Error: bad syntax",  # a line of spaces
     "500 Command line too long": "500 5.5.2 Error: command line too long",
     "500 Error: strict ASCII mode": "500 5.5.2 Error: non-ASCII command (SMTPUTF8 not enabled)",
     "552 Error: message size exceeds fixed maximum message size": str(replies.MESSAGE_TOO_BIG),
@@ -68,6 +70,9 @@ _ENHANCED: dict[str, str] = {
         "501 5.5.4 Error: BODY can only be one of 7BIT, 8BITMIME"
     ),
 }
+
+
+_CONTROLS = re.compile("[\x00-\x1f\x7f]")
 
 
 def _enhance(status: str) -> str:
@@ -133,6 +138,8 @@ class InboundSMTP(AuthMechanisms, SMTP):
         self._auth_throttle = auth_throttle
         self._auth_failures = 0
         self._rcpt_errors = 0
+        self._seen_data = False
+        self._rcpt_overshoot = 0
         self._limiter = limiter
         self._data_timeout = data_timeout
         self._client: str | None = None
@@ -164,6 +171,19 @@ class InboundSMTP(AuthMechanisms, SMTP):
             self._client = client
         return refusal
 
+    def data_received(self, data: bytes) -> None:
+        if not self._seen_data:
+            self._seen_data = True
+            if data[:2] == b"\x16\x03" and self._tls_protocol is None:
+                # A TLS ClientHello on the plain port (a client expecting implicit TLS):
+                # it holds no line end, so the command reader would wait for one until
+                # the idle timeout (hostile-inputs #23). Say so and hang up.
+                if isinstance(self.transport, asyncio.WriteTransport):
+                    self.transport.write(f"{replies.TLS_ON_PLAIN_PORT}\r\n".encode("ascii"))
+                self._close()
+                return
+        super().data_received(data)
+
     def connection_lost(self, error: Exception | None) -> None:
         if self._limiter is not None and self._client is not None:
             self._limiter.release(self._client)
@@ -176,7 +196,19 @@ class InboundSMTP(AuthMechanisms, SMTP):
             await self.push(str(self._refusal.from_host(self.hostname)))
             self._close()
             return
-        await super()._handle_client()
+        try:
+            await super()._handle_client()
+        except ConnectionResetError:
+            # The client went away (mid-DATA: nothing is stored). aiosmtpd closes the
+            # writer and re-raises, but nobody awaits this task: without this, asyncio
+            # would log "Task exception was never retrieved" with a traceback.
+            logger.info("%r connection reset by the client", self.session and self.session.peer)
+
+    def count_rcpt_overshoot(self) -> bool:
+        """Count an RCPT past the recipient cap; ``True`` once there were as many extra
+        as the cap itself (hostile-inputs #53: 452 for each, then 421 and close)."""
+        self._rcpt_overshoot += 1
+        return self._rcpt_overshoot > get_settings().MAX_RECIPIENTS
 
     def count_rcpt_error(self) -> bool:
         """Count a refused RCPT; ``True`` once the session has had ``RCPT_ERROR_LIMIT``."""
@@ -250,7 +282,9 @@ class InboundSMTP(AuthMechanisms, SMTP):
 
     async def push(self, status: str | bytes) -> None:
         if isinstance(status, str):
-            await super().push(_enhance(status))
+            # aiosmtpd echoes unknown command names: never send a client's CR, NUL or
+            # other control byte back inside a reply line.
+            await super().push(_CONTROLS.sub("?", _enhance(status)))
         else:
             await super().push(status)
 

@@ -182,6 +182,9 @@ class InboundServer:
         if not await _bridge.drain_processing(grace):
             logger.warning("message processing still running after the grace period")
         await _bridge.close_connections()
+        await self._cut_remaining()
+
+    async def _cut_remaining(self) -> None:
         # Nothing may outlive the server: a transport closed gracefully may still be
         # waiting for its peer, one accepted as the listener closed may only now be
         # connected. Cut them and let the loop run their connection_lost.
