@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import smtplib
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,3 +68,16 @@ def cert_serial(pem: bytes) -> str:
     from cryptography import x509
 
     return format(x509.load_pem_x509_certificate(pem).serial_number, "x")
+
+
+def start_data(sock: socket.socket) -> io.BufferedIOBase:
+    """Raw dialogue up to the 354 (a@example.org -> user@our.test); returns the stream."""
+    stream = sock.makefile("rwb")
+    stream.readline()
+    for command in (b"EHLO c", b"MAIL FROM:<a@example.org>", b"RCPT TO:<user@our.test>", b"DATA"):
+        stream.write(command + b"\r\n")
+        stream.flush()
+        while (line := stream.readline())[3:4] == b"-":
+            pass
+    assert line.startswith(b"354"), line
+    return stream

@@ -12,6 +12,7 @@ from django_inbound_smtp import replies
 from django_inbound_smtp.models import InboundMessage
 from django_inbound_smtp.smtp.limits import SessionLimiter, client_key
 from django_inbound_smtp.testing import RunningServer
+from tests.helpers import start_data
 
 pytestmark = pytest.mark.integration
 
@@ -82,19 +83,7 @@ def test_a_silent_client_gets_421_before_the_close(smtp_server: RunningServer) -
 def test_a_trickling_data_transfer_is_cut_at_the_deadline(make_mailbox, smtp_server) -> None:
     make_mailbox("user@our.test")
     with _connect(smtp_server) as sock:
-        stream = sock.makefile("rwb")
-        stream.readline()
-        for command in (
-            b"EHLO c",
-            b"MAIL FROM:<a@example.org>",
-            b"RCPT TO:<user@our.test>",
-            b"DATA",
-        ):
-            stream.write(command + b"\r\n")
-            stream.flush()
-            while (line := stream.readline())[3:4] == b"-":
-                pass
-        assert line.startswith(b"354")
+        stream = start_data(sock)
         reply = b""
         for _ in range(40):  # one line every 0.1 s: steady, never idle, never done
             try:
@@ -134,18 +123,7 @@ def test_a_stalled_data_transfer_is_cut_at_the_deadline_not_the_idle_timeout(
 ) -> None:
     make_mailbox("user@our.test")
     with _connect(smtp_server) as sock:
-        stream = sock.makefile("rwb")
-        stream.readline()
-        for command in (
-            b"EHLO c",
-            b"MAIL FROM:<a@example.org>",
-            b"RCPT TO:<user@our.test>",
-            b"DATA",
-        ):
-            stream.write(command + b"\r\n")
-            stream.flush()
-            while stream.readline()[3:4] == b"-":
-                pass
+        stream = start_data(sock)
         stream.write(b"Subject: then nothing\r\n")
         stream.flush()
         # The idle timeout (30 s) is longer than the socket timeout (10 s): only the

@@ -16,7 +16,7 @@ from django.db import connection
 
 from django_inbound_smtp.models import InboundMessage
 from django_inbound_smtp.testing import ServerThread
-from tests.helpers import GuardedSMTP
+from tests.helpers import GuardedSMTP, start_data
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -124,18 +124,7 @@ def test_new_transaction_while_draining_gets_421(make_mailbox) -> None:
 
 def _start_transfer(address) -> socket.socket:
     sock = socket.create_connection((address.host, address.port), timeout=10)
-    with sock.makefile("rb") as stream:  # nothing more arrives before our next write
-        stream.readline()
-        for command in (
-            b"EHLO c",
-            b"MAIL FROM:<a@example.org>",
-            b"RCPT TO:<user@our.test>",
-            b"DATA",
-        ):
-            sock.sendall(command + b"\r\n")
-            while (line := stream.readline())[3:4] == b"-":
-                pass
-    assert line.startswith(b"354")
+    start_data(sock).close()  # nothing more arrives before our next write
     sock.sendall(b"Subject: mid-transfer\r\n\r\nfirst half\r\n")
     return sock
 

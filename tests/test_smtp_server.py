@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 import smtplib
 import socket
@@ -18,26 +17,13 @@ from django.test import override_settings
 from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
 from django_inbound_smtp.signals import message_received
 from django_inbound_smtp.testing import RunningServer
-from tests.helpers import GuardedSMTP
+from tests.helpers import GuardedSMTP, start_data
 
 pytestmark = pytest.mark.integration
 
 SIMPLE = (
     b"From: Alice <a@example.org>\r\nSubject: hello\r\nMessage-ID: <m1@example.org>\r\n\r\nHi!\r\n"
 )
-
-
-def _start_data(sock: socket.socket) -> io.BufferedIOBase:
-    """Raw dialogue up to the 354 (a@example.org -> user@our.test); returns the stream."""
-    stream = sock.makefile("rwb")
-    stream.readline()
-    for command in (b"EHLO c", b"MAIL FROM:<a@example.org>", b"RCPT TO:<user@our.test>", b"DATA"):
-        stream.write(command + b"\r\n")
-        stream.flush()
-        while (line := stream.readline())[3:4] == b"-":
-            pass
-    assert line.startswith(b"354"), line
-    return stream
 
 
 def _reply(client: smtplib.SMTP, command: str) -> tuple[int, str]:
@@ -254,7 +240,7 @@ def test_sender_ignoring_the_limit_is_cut_off(make_mailbox, smtp_server: Running
     make_mailbox("user@our.test")
     with override_settings(INBOUND_SMTP={"HOSTNAME": "mx.test", "MAX_MESSAGE_SIZE": 1000}):
         with socket.create_connection((smtp_server.host, smtp_server.port), timeout=10) as sock:
-            stream = _start_data(sock)
+            stream = start_data(sock)
             stream.write(b"x" * 998 + b"\r\n")
             stream.write((b"y" * 998 + b"\r\n") * 3)
             stream.flush()
@@ -338,7 +324,7 @@ def test_smuggled_end_of_data_stays_in_the_body(make_mailbox, smtp_server: Runni
         b"Subject: smuggled\r\n\r\nx\r\n.\r\n"
     )
     with socket.create_connection((smtp_server.host, smtp_server.port), timeout=10) as sock:
-        stream = _start_data(sock)
+        stream = start_data(sock)
         # "\n.\r\n" is not an end of data (CVE-2023-51764 class): what follows it is body
         # text up to the real CRLF.CRLF, and no second transaction is run.
         stream.write(b"Subject: real\r\n\r\nhi\n.\r\n" + smuggled + b"QUIT\r\n")
@@ -705,7 +691,7 @@ def test_bare_newlines_follow_the_policy(
     make_mailbox("user@our.test")
     with override_settings(INBOUND_SMTP={"HOSTNAME": "mx.test", "BARE_NEWLINES": policy}):
         with socket.create_connection((smtp_server.host, smtp_server.port), timeout=10) as sock:
-            stream = _start_data(sock)
+            stream = start_data(sock)
             stream.write(b"Subject: bare\nBcc: hidden@x\r\n\r\na\rb\r\n.\r\n")
             stream.flush()
             assert stream.readline().startswith(reply)
