@@ -27,6 +27,7 @@ _POSITIVE_INTS = (
     "MAX_SESSIONS_PER_CLIENT",
     "AUTH_MAX_FAILURES",
     "RCPT_ERROR_LIMIT",
+    "COMMAND_LINE_LIMIT",
     "AUTH_FAILURES_PER_CLIENT",
 )
 _POSITIVE_NUMBERS = (
@@ -193,6 +194,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
     errors += _tls_errors(raw)
     errors += _proxy_errors(raw.get("PROXY_PROTOCOL_FROM", []))
+    line_limit = raw.get("COMMAND_LINE_LIMIT", DEFAULTS["COMMAND_LINE_LIMIT"])
+    if isinstance(line_limit, int) and not 512 <= line_limit <= 1000:
+        errors.append(
+            _key_error(
+                "COMMAND_LINE_LIMIT",
+                "must be between 512 (RFC 5321 §4.5.3.1.4) and 1000 (the reader's buffer)",
+                f"Got {line_limit!r}.",
+                "E013",
+            )
+        )
     bare = raw.get("BARE_NEWLINES", DEFAULTS["BARE_NEWLINES"])
     if bare not in ("normalize", "keep", "reject"):
         errors.append(

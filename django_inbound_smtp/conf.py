@@ -34,6 +34,11 @@ DEFAULTS: Mapping[str, Any] = {
     # Recipients per transaction. RFC 5321 §4.5.3.1.8 requires at least 100; more lets
     # one message fan out unboundedly (Postfix allows 1000).
     "MAX_RECIPIENTS": 100,
+    # Longest command line in octets (RFC 5321 §4.5.3.1.4: 512, MAIL may add its
+    # parameters); longer gets 500 5.5.2. Bounds what one line can make us buffer.
+    "COMMAND_LINE_LIMIT": 512,
+    # Offer SMTPUTF8 (RFC 6531): internationalized addresses, with the parameter.
+    "SMTPUTF8": True,
     # Seconds a client may stay silent before `421 4.4.2` and close (RFC 5321 §4.5.3.2
     # asks for at least 5 minutes). Also bounds a stalled DATA transfer.
     "COMMAND_TIMEOUT": 300,
@@ -153,6 +158,16 @@ class InboundSmtpSettings:
     def COMMAND_TIMEOUT(self) -> float:
         """Idle seconds before a silent client is disconnected."""
         return float(self._get("COMMAND_TIMEOUT"))
+
+    @property
+    def COMMAND_LINE_LIMIT(self) -> int:
+        """Longest command line in octets."""
+        return int(self._get("COMMAND_LINE_LIMIT"))
+
+    @property
+    def SMTPUTF8(self) -> bool:
+        """Offer SMTPUTF8."""
+        return bool(self._get("SMTPUTF8"))
 
     @property
     def RCPT_ERROR_LIMIT(self) -> int:

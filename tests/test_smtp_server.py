@@ -377,7 +377,10 @@ def test_database_failure_at_rcpt_is_451_and_next_attempt_works(make_mailbox, sm
         code, text = smtp_client.rcpt("user@our.test")
     finally:
         _rename_table("inbound_smtp_mailbox_away", "inbound_smtp_mailbox")
-    assert (code, text.decode()) == (451, "4.3.0 <user@our.test>: Temporary lookup failure")
+    assert code == 451
+    assert re.fullmatch(
+        r"4\.3\.0 <user@our\.test>: Temporary lookup failure \(ref [0-9A-F]{16}\)", text.decode()
+    )
     assert smtp_client.rcpt("user@our.test")[0] == 250
 
 
@@ -709,3 +712,51 @@ def test_bare_newlines_follow_the_policy(
 def test_client_control_bytes_are_never_echoed_in_replies(smtp_server) -> None:
     (reply,) = _raw_session(smtp_server, b"\x00FOO\rBAR")
     assert reply == b'500 5.5.1 Error: command "?FOO?BAR" not recognized'
+
+
+def leaky_validator(address: str, *, context: object) -> None:
+    raise RuntimeError("database password=hunter2 at db.internal")
+
+
+@override_settings(
+    INBOUND_SMTP={
+        "HOSTNAME": "mx.test",
+        "RECIPIENT_VALIDATORS": ["tests.test_smtp_server.leaky_validator"],
+    }
+)
+def test_no_exception_text_ever_reaches_the_wire(smtp_client, caplog) -> None:
+    smtp_client.mail("a@example.org")
+    code, text = smtp_client.rcpt("user@our.test")
+    reference = re.fullmatch(
+        r"4\.3\.0 <user@our\.test>: Temporary lookup failure \(ref ([0-9A-F]{16})\)",
+        text.decode(),
+    )
+    assert code == 451
+    assert reference
+    assert "hunter2" not in text.decode()
+    # The traceback is in the log, under the same reference.
+    logged = [r for r in caplog.records if reference.group(1) in r.getMessage()]
+    assert logged
+    assert logged[0].exc_info is not None
+
+
+def test_the_command_line_limit_is_a_setting(smtp_server) -> None:
+    # Read when a connection starts, like every per-session limit.
+    with override_settings(INBOUND_SMTP={"HOSTNAME": "mx.test", "COMMAND_LINE_LIMIT": 700}):
+        with GuardedSMTP(smtp_server.host, smtp_server.port, timeout=10) as client:
+            client.ehlo("c")
+            assert client.docmd("NOOP", "x" * 600)[0] == 250
+            assert client.docmd("NOOP", "x" * 700)[0] == 500
+
+
+@override_settings(INBOUND_SMTP={"HOSTNAME": "mx.test", "SMTPUTF8": False})
+def test_smtputf8_can_be_turned_off(make_mailbox, smtp_server) -> None:
+    make_mailbox("user@our.test")
+    answers = _raw_session(
+        smtp_server,
+        b"EHLO c",
+        b"MAIL FROM:<a@example.org> SMTPUTF8",
+        "RCPT TO:<jö@our.test>".encode(),
+    )
+    assert b"SMTPUTF8" not in answers[0]
+    assert answers[1].startswith(b"501")

@@ -273,7 +273,7 @@ class InboundHandler:
             )
             pk = await self._deliver(received, content, trace)
         except Exception:
-            return self._failed("DATA", replies.TEMPORARY_FAILURE.with_reference(queue_id))
+            return self._failed("DATA", replies.TEMPORARY_FAILURE, reference=queue_id)
         logger.info(
             "accepted %s from <%s> for %d recipient(s), %d bytes",
             queue_id,
@@ -300,6 +300,9 @@ class InboundHandler:
         logger.error("unexpected SMTP session error", exc_info=error)
         return str(replies.TEMPORARY_FAILURE)
 
-    def _failed(self, hook: str, reply: replies.Reply) -> str:
-        logger.exception("%s hook failed; answering %s", hook, reply.code)
-        return str(reply)
+    def _failed(self, hook: str, reply: replies.Reply, *, reference: str = "") -> str:
+        # The traceback goes to the log under a reference the client also gets, so a
+        # bounce or a support request finds it; the client never sees exception text.
+        reference = reference or new_queue_id()
+        logger.exception("%s hook failed (ref %s); answering %s", hook, reference, reply.code)
+        return str(reply.with_reference(reference))

@@ -131,9 +131,12 @@ class InboundSMTP(AuthMechanisms, SMTP):
         limiter: SessionLimiter | None = None,
         data_timeout: float | None = None,
         auth_throttle: AuthThrottle | None = None,
+        command_line_limit: int | None = None,
         **options: Any,
     ) -> None:
         super().__init__(handler, **options)
+        if command_line_limit is not None:
+            self.command_size_limit = command_line_limit
         self.command_size_limits = _CommandSizeLimits(self.command_size_limit)
         self._auth_throttle = auth_throttle
         self._auth_failures = 0

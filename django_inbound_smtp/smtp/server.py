@@ -90,7 +90,8 @@ class InboundServer:
             decode_data=False,
             # Internationalized addresses on purpose (RFC 6531): a non-ASCII address needs
             # the SMTPUTF8 parameter, bytes that are not UTF-8 are refused (handler).
-            enable_SMTPUTF8=True,
+            enable_SMTPUTF8=settings.SMTPUTF8,
+            command_line_limit=settings.COMMAND_LINE_LIMIT,
             loop=asyncio.get_running_loop(),
         )
         self._connections.add(protocol)
