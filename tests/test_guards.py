@@ -36,7 +36,7 @@ def test_migration_numbers_are_unique() -> None:
 
 def _readme_table_keys() -> list[str]:
     section = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"^\| `([A-Z_]+)` \|", section, flags=re.MULTILINE)
+    return re.findall(r"^\| `([A-Z0-9_]+)` \|", section, flags=re.MULTILINE)
 
 
 def test_readme_configuration_table_lists_exactly_the_settings() -> None:
