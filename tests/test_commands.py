@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 
 from django_inbound_smtp.management.commands.smtpd import parse_addrport
 from django_inbound_smtp.models import InboundMessage, Mailbox
-from tests.helpers import GuardedSMTP, subprocess_env
+from tests.helpers import GuardedSMTP, start_data, subprocess_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -136,3 +136,29 @@ def test_smtpd_bind_error_is_one_sentence(transactional_db) -> None:
     assert result.returncode == 1
     assert f"CommandError: 127.0.0.1:{port} is already in use by another process." in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_smtpd_second_signal_skips_the_grace(transactional_db) -> None:
+    Mailbox.objects.create(address="user@our.test")
+    process, port = _start_smtpd("127.0.0.1:0", "--skip-checks")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+            start_data(sock).close()
+            sock.sendall(b"Subject: never finished\r\n")  # a transfer in progress
+            process.send_signal(signal.SIGTERM)
+            time.sleep(1)
+            # SHUTDOWN_GRACE is 5 s in the test settings: the transfer may still finish.
+            assert process.poll() is None
+            process.send_signal(signal.SIGTERM)  # impatient operator: stop now
+            reply = sock.recv(1024)
+            output, _ = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert reply.startswith(b"421 4.3.2 mx.test Service shutting down")
+    assert process.returncode == 0, output
+    assert "Traceback" not in output
+    assert not InboundMessage.objects.exists()
