@@ -95,3 +95,12 @@ clean:
 # clean, and the virtualenv too.
 distclean: clean
 	rm -rf $(VENV)
+
+# The benchmark: manage.py smtpd against a bare aiosmtpd server (see benchmarks/README.md).
+# Installs Postfix's smtp-source first if missing (apt, no daemon). BENCH_ARGS, e.g.
+# BENCH_ARGS="--db sqlite" or BENCH_ARGS="--ref HEAD --rounds 3".
+.PHONY: bench
+bench: install
+	@if command -v smtp-source >/dev/null 2>&1 || [ -x /usr/sbin/smtp-source ]; then :; \
+	else bash benchmarks/install_smtp_source.sh; fi
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
