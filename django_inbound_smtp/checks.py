@@ -38,8 +38,7 @@ _POSITIVE_NUMBERS = (
     "PROXY_PROTOCOL_TIMEOUT",
     "AUTH_FAILURE_WINDOW",
 )
-_NON_NEGATIVE_NUMBERS = ("SHUTDOWN_GRACE", "SWEEP_INTERVAL")
-_DISPATCH_MODES = ("auto", "inline", "celery")
+_NON_NEGATIVE_NUMBERS = ("SHUTDOWN_GRACE", "SWEEP_INTERVAL", "GREETING_DELAY")
 _BIND = re.compile(r"^(\[[^\]]+\]|[^:\[\]]*):\d{1,5}$")
 
 
@@ -80,6 +79,30 @@ def _validator_errors(paths: Any) -> list[CheckMessage]:
             errors.append(
                 _key_error(
                     "RECIPIENT_VALIDATORS", "names an unusable validator", str(error), "E003"
+                )
+            )
+    return errors
+
+
+_CHOICES = {
+    # key: (allowed values, check id)
+    "DISPATCH": (("auto", "inline", "celery"), "E007"),
+    "BARE_NEWLINES": (("normalize", "keep", "reject"), "E012"),
+    "EARLY_TALKERS": (("allow", "reject"), "E014"),
+}
+
+
+def _choice_errors(raw: dict[str, Any]) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    for key, (allowed, check_id) in _CHOICES.items():
+        value = raw.get(key, DEFAULTS[key])
+        if value not in allowed:
+            errors.append(
+                _key_error(
+                    key,
+                    f"must be one of {', '.join(map(repr, allowed))}",
+                    f"Got {value!r}.",
+                    check_id,
                 )
             )
     return errors
@@ -204,26 +227,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 "E013",
             )
         )
-    bare = raw.get("BARE_NEWLINES", DEFAULTS["BARE_NEWLINES"])
-    if bare not in ("normalize", "keep", "reject"):
+    data_line = raw.get("DATA_LINE_LIMIT")
+    if data_line is not None and (
+        isinstance(data_line, bool) or not isinstance(data_line, int) or data_line < 78
+    ):
         errors.append(
             _key_error(
-                "BARE_NEWLINES",
-                "must be 'normalize', 'keep' or 'reject'",
-                f"Got {bare!r}.",
-                "E012",
+                "DATA_LINE_LIMIT",
+                "must be None or an integer of at least 78",
+                f"Got {data_line!r}.",
+                "E015",
             )
         )
-    dispatch = raw.get("DISPATCH", DEFAULTS["DISPATCH"])
-    if dispatch not in _DISPATCH_MODES:
-        errors.append(
-            _key_error(
-                "DISPATCH",
-                f"must be one of {', '.join(map(repr, _DISPATCH_MODES))}",
-                f"Got {dispatch!r}.",
-                "E007",
-            )
-        )
+    errors += _choice_errors(raw)
     for key in ("TLS_BIND", "SUBMISSION_BIND"):
         value = raw.get(key)
         if value is not None and (not isinstance(value, str) or not _BIND.match(value)):

@@ -50,6 +50,17 @@ DEFAULTS: Mapping[str, Any] = {
     # "keep" (store byte-exact) or "reject" (550 5.5.2). The message is flagged in
     # every mode. Only CRLF.CRLF ever ends DATA.
     "BARE_NEWLINES": "normalize",
+    # Longest DATA line in octets, or None: keep lines of any length (Postfix keeps them
+    # too; aiosmtpd rejected over 998). Set 998 (RFC 5322 §2.1.1) to refuse such mail
+    # with 500 5.5.2.
+    "DATA_LINE_LIMIT": None,
+    # Clients that talk before our greeting, or pipeline before seeing PIPELINING in our
+    # EHLO reply (spam bots, SMTP smuggling tools): "allow" (answered in order) or
+    # "reject" (554 5.5.0 and close, like Postfix's postscreen).
+    "EARLY_TALKERS": "allow",
+    # Seconds to wait before the greeting, so early talkers show themselves (postscreen's
+    # pregreet test). 0: greet at once.
+    "GREETING_DELAY": 0,
     # Seconds a whole DATA transfer may take, however steadily it trickles (RFC 5321
     # §4.5.3.2.6 gives the client 10 minutes): stops slow-drip sessions.
     "DATA_TIMEOUT": 600,
@@ -178,6 +189,22 @@ class InboundSmtpSettings:
     def BARE_NEWLINES(self) -> str:
         """``"normalize"``, ``"keep"`` or ``"reject"``."""
         return str(self._get("BARE_NEWLINES"))
+
+    @property
+    def DATA_LINE_LIMIT(self) -> int | None:
+        """Longest DATA line in octets, or ``None`` for no limit."""
+        value = self._get("DATA_LINE_LIMIT")
+        return None if value is None else int(value)
+
+    @property
+    def EARLY_TALKERS(self) -> str:
+        """``"allow"`` or ``"reject"``."""
+        return str(self._get("EARLY_TALKERS"))
+
+    @property
+    def GREETING_DELAY(self) -> float:
+        """Seconds to wait before the greeting."""
+        return float(self._get("GREETING_DELAY"))
 
     @property
     def DATA_TIMEOUT(self) -> float:

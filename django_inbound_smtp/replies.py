@@ -22,9 +22,11 @@ __all__ = [
     "INSUFFICIENT_STORAGE",
     "LOOKUP_FAILURE",
     "MAILBOX_UNKNOWN",
+    "LINE_TOO_LONG",
     "MESSAGE_TOO_BIG",
     "NEEDS_SMTPUTF8",
     "NEED_RCPT",
+    "OUT_OF_SYNC",
     "RECIPIENT_OK",
     "RELAY_DENIED",
     "SENDER_OK",
@@ -150,6 +152,10 @@ TOO_MUCH_DATA = Reply(
 )
 # Bare CR/LF in DATA under BARE_NEWLINES = "reject" (Postfix's wording; CVE-2023-51764).
 BARE_NEWLINE = Reply(ReplyCode.MAILBOX_UNAVAILABLE, "5.5.2", "Error: bare <LF> received")
+# A DATA line over DATA_LINE_LIMIT (RFC 5322 §2.1.1: 998 octets), when one is set.
+LINE_TOO_LONG = Reply(ReplyCode.SYNTAX_ERROR, "5.5.2", "Error: line too long")
+# Early talkers (hostile-inputs #11, #12) under EARLY_TALKERS = "reject" (Postfix's words).
+OUT_OF_SYNC = Reply(ReplyCode.TRANSACTION_FAILED, "5.5.0", "Error: SMTP protocol synchronization")
 # RFC 5321 §3.3: DATA with no accepted recipient.
 NEED_RCPT = Reply(ReplyCode.BAD_SEQUENCE, "5.5.1", "Error: need RCPT command")
 # RFC 3463 X.3.0: other or undefined mail system status. Our own faults are always

@@ -143,3 +143,42 @@ def test_a_stalled_data_transfer_is_cut_at_the_deadline_not_the_idle_timeout(
 )
 def test_one_client_is_an_ipv4_address_or_an_ipv6_slash_64(address: str, key: str) -> None:
     assert client_key(address) == key
+
+
+def test_longest_line_counts_across_chunks() -> None:
+    from django_inbound_smtp.smtp._data import longest_line
+
+    assert longest_line(b"abc\r\nde", 0) == (3, 2)
+    assert longest_line(b"fgh\r\n", 2) == (5, 0)
+    assert longest_line(b"xy", 5) == (7, 7)
+
+
+def test_a_data_line_limit_refuses_the_message_when_set(make_mailbox, smtp_server) -> None:
+    make_mailbox("user@our.test")
+    with override_settings(INBOUND_SMTP={"HOSTNAME": "mx.test", "DATA_LINE_LIMIT": 998}):
+        with _connect(smtp_server) as sock:
+            stream = start_data(sock)
+            stream.write(b"Subject: long\r\n\r\n" + b"x" * 999 + b"\r\n.\r\n")
+            stream.flush()
+            assert stream.readline() == b"500 5.5.2 Error: line too long\r\n"
+            stream.write(b"MAIL FROM:<a@example.org>\r\n")
+            stream.flush()
+            assert stream.readline().startswith(b"250")  # the session goes on
+    assert not InboundMessage.objects.exists()
+
+
+def test_early_talkers_are_refused_when_asked(smtp_server) -> None:
+    strict = {"HOSTNAME": "mx.test", "EARLY_TALKERS": "reject", "GREETING_DELAY": 0.5}
+    with override_settings(INBOUND_SMTP=strict):
+        with _connect(smtp_server) as talker:
+            talker.sendall(b"EHLO bot\r\n")  # before the greeting
+            assert _read_all(talker) == b"554 5.5.0 Error: SMTP protocol synchronization\r\n"
+        with _connect(smtp_server) as pipeliner:
+            assert pipeliner.recv(1024).startswith(b"220 ")
+            # Commands behind EHLO before its reply could say whether PIPELINING is on.
+            pipeliner.sendall(b"EHLO bot\r\nMAIL FROM:<a@example.org>\r\n")
+            assert _read_all(pipeliner) == b"554 5.5.0 Error: SMTP protocol synchronization\r\n"
+        with _connect(smtp_server) as polite:
+            assert polite.recv(1024).startswith(b"220 ")
+            polite.sendall(b"EHLO client.test\r\n")
+            assert polite.recv(1024).startswith(b"250-mx.test")

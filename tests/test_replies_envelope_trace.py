@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from django_inbound_smtp import replies
 from django_inbound_smtp.envelope import address_syntax_error, split_address
 from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
+from django_inbound_smtp.smtp._compat import enhance as _enhance
 from django_inbound_smtp.smtp._trace import new_queue_id, received_header, sanitize_helo
-from django_inbound_smtp.smtp.protocol import _enhance
 
 
 def test_reply_wire_format_and_classes() -> None:

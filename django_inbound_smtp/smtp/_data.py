@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["BareNewlines", "DotDecoder"]
+__all__ = ["BareNewlines", "DotDecoder", "longest_line"]
 
 _CRLF = b"\r\n"
 _CRLF_DOT = b"\r\n."
@@ -120,3 +120,13 @@ class BareNewlines:
         if self.policy != "normalize":
             return decoded
         return _BARE_LF.sub(b"\r\n", _BARE_CR.sub(b" ", decoded))
+
+
+def longest_line(data: bytes, carry: int) -> tuple[int, int]:
+    """Length of the longest CRLF-terminated line in ``data``, counting ``carry`` octets of
+    the line that the previous chunk left unfinished; and the new carry."""
+    lines = data.split(b"\r\n")
+    first = carry + len(lines[0])
+    if len(lines) == 1:
+        return first, first
+    return max(first, *map(len, lines[1:-1]), 0), len(lines[-1])

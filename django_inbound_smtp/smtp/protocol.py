@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, syntax
@@ -18,7 +17,8 @@ from django_inbound_smtp import replies
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.envelope import ResolvedRecipient
 from django_inbound_smtp.replies import Reply
-from django_inbound_smtp.smtp._data import BareNewlines, DotDecoder
+from django_inbound_smtp.smtp._compat import CommandSizeLimits, enhance
+from django_inbound_smtp.smtp._data import BareNewlines, DotDecoder, longest_line
 from django_inbound_smtp.smtp.auth import AuthMechanisms
 from django_inbound_smtp.smtp.limits import AuthThrottle, SessionLimiter, client_key
 
@@ -32,77 +32,6 @@ DATA_CHUNK_SIZE = 64 * 1024
 # the reply lands where the client expects it (RFC 5321 §4.2.5), but not for ever: past
 # this many times the limit the client is not going to stop, and we hang up.
 DRAIN_FACTOR = 2
-
-# aiosmtpd's own replies lack RFC 3463 enhanced status codes (RFC 2034 makes them
-# mandatory once ENHANCEDSTATUSCODES is advertised, and they tell clients *why*).
-# Mapped by exact text so an aiosmtpd upgrade that changes wording is caught by tests.
-_ENHANCED: dict[str, str] = {
-    "250 OK": "250 2.0.0 OK",
-    "221 Bye": "221 2.0.0 Bye",
-    "252 Cannot VRFY user, but will accept message and attempt delivery": (
-        "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery"
-    ),
-    "502 EXPN not implemented": "502 5.5.1 EXPN not implemented",
-    "501 Error: SMTPUTF8 disabled": "501 5.5.4 Error: SMTPUTF8 not offered",
-    "220 Ready to start TLS": "220 2.0.0 Ready to start TLS",
-    "454 TLS not available": "454 4.7.0 TLS not available",
-    "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
-    "554 Command refused due to lack of security": (
-        "554 5.7.0 Command refused due to lack of security"
-    ),
-    "501 Error: SMTPUTF8 takes no arguments": "501 5.5.4 Error: SMTPUTF8 takes no arguments",
-    "503 Error: need MAIL command": "503 5.5.1 Error: need MAIL command",
-    "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
-    "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
-    "503 Error: send HELO first": "503 5.5.1 Error: send HELO first",
-    "500 Error: bad syntax": "500 5.5.2 Error: bad syntax",
-    '500 Error: command "" not recognized': "500 5.5.2 Error: bad syntax",  # a line of spaces
-    "500 Command line too long": "500 5.5.2 Error: command line too long",
-    "500 Error: strict ASCII mode": "500 5.5.2 Error: non-ASCII command (SMTPUTF8 not enabled)",
-    "552 Error: message size exceeds fixed maximum message size": str(replies.MESSAGE_TOO_BIG),
-    "555 MAIL FROM parameters not recognized or not implemented": (
-        "555 5.5.4 MAIL FROM parameters not recognized or not implemented"
-    ),
-    "555 RCPT TO parameters not recognized or not implemented": (
-        "555 5.5.4 RCPT TO parameters not recognized or not implemented"
-    ),
-    "501 Error: BODY can only be one of 7BIT, 8BITMIME": (
-        "501 5.5.4 Error: BODY can only be one of 7BIT, 8BITMIME"
-    ),
-}
-
-
-_CONTROLS = re.compile("[\x00-\x1f\x7f]")
-
-
-def _enhance(status: str) -> str:
-    mapped = _ENHANCED.get(status)
-    if mapped is not None:
-        return mapped
-    if status.startswith("501 Syntax:"):
-        return "501 5.5.4 " + status[4:]
-    if status.startswith("500 Error: command ") and status.endswith("not recognized"):
-        return "500 5.5.1 " + status[4:]
-    return status
-
-
-class _CommandSizeLimits(dict[str, int]):
-    """Per-connection, fixed command length limits.
-
-    aiosmtpd keeps these in a class attribute shared by every connection and adds 26
-    (SIZE) and 10 (SMTPUTF8) to MAIL's limit on *every* EHLO, so limits drift upwards
-    (hostile-inputs #51). Here MAIL's limit is fixed at 512 + 36 and writes are ignored.
-    """
-
-    def __init__(self, base: int) -> None:
-        super().__init__()
-        self._base = base
-
-    def __missing__(self, command: str) -> int:
-        return self._base + (36 if command == "MAIL" else 0)
-
-    def __setitem__(self, command: str, value: int) -> None:
-        pass  # aiosmtpd's increments
 
 
 class InboundEnvelope(Envelope):
@@ -137,7 +66,7 @@ class InboundSMTP(AuthMechanisms, SMTP):
         super().__init__(handler, **options)
         if command_line_limit is not None:
             self.command_size_limit = command_line_limit
-        self.command_size_limits = _CommandSizeLimits(self.command_size_limit)
+        self.command_size_limits = CommandSizeLimits(self.command_size_limit)
         self._auth_throttle = auth_throttle
         self._auth_failures = 0
         self._rcpt_errors = 0
@@ -197,6 +126,14 @@ class InboundSMTP(AuthMechanisms, SMTP):
         if self._refusal is not None:
             # Over a session cap: refuse instead of greeting (RFC 5321 §3.1 allows 421).
             await self.push(str(self._refusal.from_host(self.hostname)))
+            self._close()
+            return
+        settings = get_settings()
+        if settings.GREETING_DELAY > 0:
+            await asyncio.sleep(settings.GREETING_DELAY)
+        if settings.EARLY_TALKERS == "reject" and self._seen_data:
+            # Talked before our greeting: a bot, not an SMTP client (postscreen's test).
+            await self.push(str(replies.OUT_OF_SYNC))
             self._close()
             return
         try:
@@ -271,6 +208,29 @@ class InboundSMTP(AuthMechanisms, SMTP):
                 transport.write(f"{reply}\r\n".encode("ascii"))
             self._close()
 
+    def _pipelined_too_early(self) -> bool:
+        # Bytes already waiting behind HELO/EHLO: the client did not wait for the reply
+        # that tells it whether PIPELINING is allowed (RFC 2920 §3.1).
+        return get_settings().EARLY_TALKERS == "reject" and bool(
+            self._reader._buffer  # type: ignore[attr-defined]
+        )
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str | None) -> None:
+        if self._pipelined_too_early():
+            await self.push(str(replies.OUT_OF_SYNC))
+            self._close()
+            return
+        await super().smtp_EHLO(hostname)
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str | None) -> None:
+        if self._pipelined_too_early():
+            await self.push(str(replies.OUT_OF_SYNC))
+            self._close()
+            return
+        await super().smtp_HELO(hostname)
+
     @syntax("STARTTLS")
     async def smtp_STARTTLS(self, arg: str | None) -> None:
         # aiosmtpd would answer 220 again and nest a second handshake, which kills the
@@ -285,9 +245,9 @@ class InboundSMTP(AuthMechanisms, SMTP):
 
     async def push(self, status: str | bytes) -> None:
         if isinstance(status, str):
-            # aiosmtpd echoes unknown command names: never send a client's CR, NUL or
-            # other control byte back inside a reply line.
-            await super().push(_CONTROLS.sub("?", _enhance(status)))
+            # Enhanced codes on aiosmtpd's replies; never a client's CR, NUL or other
+            # control byte echoed back inside a reply line.
+            await super().push(enhance(status))
         else:
             await super().push(status)
 
@@ -304,27 +264,31 @@ class InboundSMTP(AuthMechanisms, SMTP):
         if data:
             self._reader._buffer[:0] = data  # type: ignore[attr-defined]
 
+    async def _next_chunk(self, deadline: float | None) -> bytes:
+        if deadline is None:
+            return await self._reader.read(DATA_CHUNK_SIZE)
+        # Bounded wait: a client that stops sending mid-DATA is cut at the deadline,
+        # not only at the next idle timeout.
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise _DeadlineExceeded
+        try:
+            return await asyncio.wait_for(self._reader.read(DATA_CHUNK_SIZE), remaining)
+        except TimeoutError:
+            raise _DeadlineExceeded from None
+
     async def _read_data(self, limit: int | None) -> bytearray | None:
         """Read DATA to the end; return the message, or ``None`` if it was too big."""
         decoder = DotDecoder()
-        newlines = BareNewlines(get_settings().BARE_NEWLINES)
+        settings = get_settings()
+        newlines = BareNewlines(settings.BARE_NEWLINES)
+        line_limit, longest, carry = settings.DATA_LINE_LIMIT, 0, 0
         content = bytearray()
         too_big = False
         loop = asyncio.get_running_loop()
         deadline = None if self._data_timeout is None else loop.time() + self._data_timeout
         while not decoder.done:
-            if deadline is None:
-                chunk = await self._reader.read(DATA_CHUNK_SIZE)
-            else:
-                # Bounded wait: a client that stops sending mid-DATA is cut at the
-                # deadline, not only at the next idle timeout.
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise _DeadlineExceeded
-                try:
-                    chunk = await asyncio.wait_for(self._reader.read(DATA_CHUNK_SIZE), remaining)
-                except TimeoutError:
-                    raise _DeadlineExceeded from None
+            chunk = await self._next_chunk(deadline)
             if not chunk:
                 raise ConnectionResetError("connection closed during DATA")
             # Progress, not a per-command deadline: a slow but steady legitimate link is
@@ -338,11 +302,16 @@ class InboundSMTP(AuthMechanisms, SMTP):
                     raise _DrainExceeded
             elif not too_big:
                 content += newlines.apply(decoded)
+                if line_limit:
+                    line, carry = longest_line(decoded, carry)
+                    longest = max(longest, line)
         self._unread(decoder.trailing)
         if isinstance(self.envelope, InboundEnvelope):
             self.envelope.bare_newlines = newlines.seen
         if newlines.seen and newlines.policy == "reject" and not too_big:
             raise _BareNewlineRefused
+        if line_limit and longest > line_limit and not too_big:
+            raise _LineTooLong
         return None if too_big else content
 
     @syntax("DATA")
@@ -380,6 +349,10 @@ class InboundSMTP(AuthMechanisms, SMTP):
             await self.push(str(replies.BARE_NEWLINE))
             self._set_post_data_state()
             return
+        except _LineTooLong:
+            await self.push(str(replies.LINE_TOO_LONG))
+            self._set_post_data_state()
+            return
         except _DrainExceeded:
             await self.push(str(replies.TOO_MUCH_DATA))
             self._set_post_data_state()
@@ -402,6 +375,10 @@ class InboundSMTP(AuthMechanisms, SMTP):
 
 class _DrainExceeded(Exception):
     """The client kept sending far past the size limit."""
+
+
+class _LineTooLong(Exception):
+    """A DATA line exceeded DATA_LINE_LIMIT."""
 
 
 class _BareNewlineRefused(Exception):
