@@ -6,6 +6,8 @@ import io
 import smtplib
 import socket
 import ssl
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,3 +83,15 @@ def start_data(sock: socket.socket) -> io.BufferedIOBase:
             pass
     assert line.startswith(b"354"), line
     return stream
+
+
+@contextmanager
+def receiver_connected(receiver: Callable[..., object]) -> Iterator[None]:
+    """Connect ``receiver`` to ``message_received`` for the block only."""
+    from django_inbound_smtp.signals import message_received
+
+    message_received.connect(receiver, weak=False)
+    try:
+        yield
+    finally:
+        message_received.disconnect(receiver)

@@ -21,7 +21,7 @@ from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
 from django_inbound_smtp.processing import Outcome
 from django_inbound_smtp.signals import message_received
 from django_inbound_smtp.testing import adeliver, captured_messages, captured_tasks, deliver
-from tests.helpers import GuardedSMTP
+from tests.helpers import GuardedSMTP, receiver_connected
 
 Status = InboundMessage.Status
 RAW = b"From: a@example.org\r\nTo: user@our.test\r\nSubject: kit\r\n\r\nhello\r\n"
@@ -100,11 +100,8 @@ def test_receiver_failure_is_recorded_then_reprocessing_fixes_it(mailbox) -> Non
     def broken(**kwargs: object) -> None:
         raise RuntimeError("receiver bug")
 
-    message_received.connect(broken)
-    try:
+    with receiver_connected(broken):
         message = deliver(RAW)
-    finally:
-        message_received.disconnect(broken)
     message.refresh_from_db()
     assert message.status == Status.FAILED
     assert "RuntimeError: receiver bug" in message.error
@@ -164,8 +161,7 @@ def test_a_slow_live_worker_keeps_its_claim_and_a_late_one_is_told_it_lost() -> 
         inside.set()
         time.sleep(1.2)  # four leases long: only the renewals keep the claim
 
-    message_received.connect(slow)
-    try:
+    with receiver_connected(slow):
         worker = threading.Thread(
             target=lambda: outcomes.append(processing.process_message(message.pk, owner="a"))
         )
@@ -177,8 +173,6 @@ def test_a_slow_live_worker_keeps_its_claim_and_a_late_one_is_told_it_lost() -> 
             dispatch.sweep()
         assert scheduled == []  # the sweeper leaves a live claim alone
         worker.join(10)
-    finally:
-        message_received.disconnect(slow)
     assert outcomes == [Outcome.PROCESSED]
     assert InboundMessage.objects.get(pk=message.pk).attempts == 1
 
@@ -190,11 +184,8 @@ def test_an_outcome_after_losing_the_claim_is_not_recorded(mailbox) -> None:
         # Another execution took the claim meanwhile (this one's lease had expired).
         InboundMessage.objects.filter(pk=message.pk).update(claimed_by="someone-else")
 
-    message_received.connect(taken_over)
-    try:
+    with receiver_connected(taken_over):
         assert processing.process_message(message.pk, owner="slow") is Outcome.LOST
-    finally:
-        message_received.disconnect(taken_over)
     assert InboundMessage.objects.get(pk=message.pk).status == Status.PROCESSING
 
 
@@ -202,11 +193,8 @@ def test_a_receiver_error_with_a_nul_is_still_recorded(mailbox) -> None:
     def nul(**kwargs: object) -> None:
         raise ValueError("bad\x00byte")
 
-    message_received.connect(nul)
-    try:
+    with receiver_connected(nul):
         message = deliver(RAW)
-    finally:
-        message_received.disconnect(nul)
     assert message.status == Status.FAILED
     assert "bad\\x00byte" in message.error
 

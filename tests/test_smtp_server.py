@@ -17,7 +17,7 @@ from django.test import override_settings
 from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
 from django_inbound_smtp.signals import message_received
 from django_inbound_smtp.testing import RunningServer
-from tests.helpers import GuardedSMTP, start_data
+from tests.helpers import GuardedSMTP, receiver_connected, start_data
 
 pytestmark = pytest.mark.integration
 
@@ -487,15 +487,12 @@ def test_message_received_is_sent_once_after_commit(make_mailbox, smtp_client) -
         assert envelope.mail_from == "a@example.org"
         done.set()
 
-    message_received.connect(receiver)
-    try:
+    with receiver_connected(receiver):
         smtp_client.sendmail("a@example.org", ["user@our.test"], SIMPLE)
         assert done.wait(10)
         from django_inbound_smtp import dispatch
 
         assert dispatch.drain(10)
-    finally:
-        message_received.disconnect(receiver)
     message = InboundMessage.objects.get()
     assert seen == [(message.queue_id, True, ["user@our.test"])]
     assert message.status == InboundMessage.Status.PROCESSED
@@ -508,14 +505,11 @@ def test_failing_receiver_never_changes_the_reply(make_mailbox, smtp_client) -> 
     def broken(**kwargs) -> None:
         raise RuntimeError("receiver bug with secret=hunter2")
 
-    message_received.connect(broken)
-    try:
+    with receiver_connected(broken):
         refused = smtp_client.sendmail("a@example.org", ["user@our.test"], SIMPLE)
         from django_inbound_smtp import dispatch
 
         assert dispatch.drain(10)
-    finally:
-        message_received.disconnect(broken)
     assert refused == {}
     message = InboundMessage.objects.get()
     assert message.status == InboundMessage.Status.FAILED
