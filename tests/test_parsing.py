@@ -131,3 +131,11 @@ def test_summary_never_raises_and_stays_display_safe(headers: list[tuple[str, by
     for text in (summary.subject, summary.from_header, summary.message_id):
         assert not set(text) & {"\x00", "\r", "\n"}
     assert summary.date is None or summary.date.tzinfo is not None
+
+
+def test_an_encoded_word_decoding_to_a_lone_surrogate_is_dropped() -> None:
+    # unicode_escape is a valid Python charset name; a surrogate cannot be stored in
+    # any database text column, so it must never leave the summary.
+    summary = summarize_headers(b"Subject: =?unicode_escape?q?a=5Cud800b?=\r\n\r\n")
+    assert summary.subject == "ab"
+    summary.subject.encode("utf-8")

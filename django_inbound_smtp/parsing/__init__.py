@@ -40,8 +40,9 @@ _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 _SURROGATES = re.compile("[\udc80-\udcff]")
 
 # C0/C1 controls (NUL, CR, LF included) and bidi overrides (U+202A-202E, U+2066-2069),
-# which can make "invoice\u202Efdp.exe" display as "invoiceexe.pdf".
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# which can make "invoice\u202Efdp.exe" display as "invoiceexe.pdf"; and lone
+# surrogates, which no database column can store ("=?unicode_escape?q?=5Cud800?=").
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 # Line and paragraph separators (U+2028/2029) break lines too: one line means none.
 _WHITESPACE_RUN = re.compile("[\t\n \u2028\u2029]+")
 
