@@ -12,7 +12,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
-from django.http import FileResponse, HttpRequest
+from django.http import FileResponse, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
@@ -21,7 +21,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from django_inbound_smtp import dispatch, parsing
-from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
+from django_inbound_smtp.models import Attachment, InboundMessage, InboundRecipient, Mailbox
 
 # The admin detail parses the stored message on demand. Bigger messages are shown
 # without their body: parsing hostile MIME in a web request has no time limit yet.
@@ -58,6 +58,35 @@ class RecipientInline(admin.TabularInline):
         return False
 
 
+class AttachmentInline(admin.TabularInline):
+    model = Attachment
+    fields = ("filename", "content_type", "size", "inline", "content_id", "sha256", "download")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description=_("file"))
+    def download(self, attachment: Attachment) -> str:
+        url = reverse("admin:inbound_smtp_attachment_download", args=[attachment.pk])
+        return format_html('<a href="{}">{}</a>', url, _("Download"))
+
+
+def _download(handle: Any, *, filename: str, content_type: str) -> FileResponse:
+    # A download, never rendered: the bytes are the sender's (hostile-inputs #80-#81).
+    response = FileResponse(
+        handle, as_attachment=True, filename=filename, content_type=content_type
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "sandbox"
+    return response
+
+
 @admin.register(InboundMessage)
 class InboundMessageAdmin(admin.ModelAdmin):
     list_display = (
@@ -72,10 +101,19 @@ class InboundMessageAdmin(admin.ModelAdmin):
         "status",
         ("recipients__mailbox", admin.RelatedOnlyFieldListFilter),
         "received_at",
+        ("parse_error", admin.EmptyFieldListFilter),
     )
-    search_fields = ("subject", "envelope_from", "recipients__address", "message_id", "queue_id")
+    search_fields = (
+        "subject",
+        "envelope_from",
+        "from_header",
+        "recipients__address",
+        "message_id",
+        "queue_id",
+        "attachments__filename",
+    )
     date_hierarchy = "received_at"
-    inlines = (RecipientInline,)
+    inlines = (RecipientInline, AttachmentInline)
     actions = ("reprocess",)
     fieldsets = (
         (
@@ -96,9 +134,21 @@ class InboundMessageAdmin(admin.ModelAdmin):
         ),
         (
             _("Headers"),
-            {"fields": ("message_id", "subject", "from_header", "date_header", "headers")},
+            {
+                "fields": (
+                    "message_id",
+                    "subject",
+                    "from_header",
+                    "date_header",
+                    "in_reply_to",
+                    "header_table",
+                )
+            },
         ),
-        (_("Body"), {"fields": ("text_body",)}),
+        (
+            _("Body"),
+            {"fields": ("text_body", "html_preview", "parsed_at", "parse_error", "defects")},
+        ),
         (
             _("Processing"),
             {"fields": ("attempts", "processed_at", "claimed_by", "duplicate_of", "error")},
@@ -119,8 +169,13 @@ class InboundMessageAdmin(admin.ModelAdmin):
         "subject",
         "from_header",
         "date_header",
-        "headers",
+        "in_reply_to",
+        "header_table",
         "text_body",
+        "html_preview",
+        "parsed_at",
+        "parse_error",
+        "defects",
         "attempts",
         "processed_at",
         "claimed_by",
@@ -195,20 +250,40 @@ class InboundMessageAdmin(admin.ModelAdmin):
             return None
 
     @admin.display(description=_("all headers"))
-    def headers(self, message: InboundMessage) -> str:
-        with message.open_raw() as handle:
-            block = parsing.header_block(handle.read(parsing.MAX_HEADER_BLOCK))
-        text = block.decode("utf-8", errors="replace")
+    def header_table(self, message: InboundMessage) -> str:
+        if message.parsed_at is None:
+            # Not parsed yet: the header block as received.
+            with message.open_raw() as handle:
+                block = parsing.header_block(handle.read(parsing.MAX_HEADER_BLOCK))
+            text = block.decode("utf-8", errors="replace")
+        else:
+            text = "\n".join(f"{name}: {decoded}" for name, _raw, decoded in message.headers)
         return format_html('<pre style="white-space: pre-wrap">{}</pre>', text)
 
     @admin.display(description=_("text body"))
     def text_body(self, message: InboundMessage) -> str:
-        parsed = self._parsed(message)
-        body = None if parsed is None else parsing.text_body(parsed)
+        if message.parsed_at is not None:
+            body: str | None = message.text
+        else:
+            parsed = self._parsed(message)
+            body = None if parsed is None else parsing.text_body(parsed)
         if body is None:
             return str(_("Cannot preview this message; download the raw message."))
         body = body or str(_("(no text/plain part)"))
         return format_html('<pre style="white-space: pre-wrap">{}</pre>', body)
+
+    @admin.display(description=_("HTML body"))
+    def html_preview(self, message: InboundMessage) -> str:
+        if not message.html:
+            return "-"
+        # A sandboxed frame: no scripts, no forms, no same-origin access; the page it
+        # loads also forbids every fetch, so remote images (tracking pixels) stay out.
+        url = reverse("admin:inbound_smtp_inboundmessage_html", args=[message.pk])
+        return format_html(
+            '<iframe sandbox="" src="{}" style="width: 100%; height: 30em; border: 1px solid #ccc">'
+            "</iframe>",
+            url,
+        )
 
     def get_urls(self) -> list[URLPattern]:
         raw = path(
@@ -216,22 +291,51 @@ class InboundMessageAdmin(admin.ModelAdmin):
             self.admin_site.admin_view(self.raw_view),
             name="inbound_smtp_inboundmessage_raw",
         )
-        return [raw, *super().get_urls()]
+        html = path(
+            "<int:pk>/html/",
+            self.admin_site.admin_view(self.html_view),
+            name="inbound_smtp_inboundmessage_html",
+        )
+        attachment = path(
+            "attachment/<int:pk>/",
+            self.admin_site.admin_view(self.attachment_view),
+            name="inbound_smtp_attachment_download",
+        )
+        return [raw, html, attachment, *super().get_urls()]
 
-    def raw_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
-        """The stored message as an ``.eml`` attachment; staff with view permission only."""
+    def _viewable(self, request: HttpRequest, pk: int) -> InboundMessage:
         message = get_object_or_404(InboundMessage, pk=pk)
         if not self.has_view_permission(request, message):
             raise PermissionDenied
-        response = FileResponse(
-            message.open_raw(),
-            as_attachment=True,
-            filename=f"{message.queue_id}.eml",
-            content_type="message/rfc822",
+        return message
+
+    def raw_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
+        """The stored message as an ``.eml`` attachment; staff with view permission only."""
+        message = self._viewable(request, pk)
+        return _download(
+            message.open_raw(), filename=f"{message.queue_id}.eml", content_type="message/rfc822"
+        )
+
+    def attachment_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
+        """One attachment as a download (``application/octet-stream``, never rendered)."""
+        attachment = get_object_or_404(Attachment, pk=pk)
+        self._viewable(request, attachment.message_id)
+        return _download(
+            attachment.open(),
+            filename=attachment.filename,
+            content_type="application/octet-stream",
+        )
+
+    def html_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
+        """The HTML body for the sandboxed preview frame: no scripts, nothing fetched."""
+        message = self._viewable(request, pk)
+        response = HttpResponse(message.html, content_type="text/html; charset=utf-8")
+        response["Content-Security-Policy"] = (
+            "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
         )
         response["X-Content-Type-Options"] = "nosniff"
-        response["Content-Security-Policy"] = "sandbox"
+        response["Referrer-Policy"] = "no-referrer"
         return response
 
 
-__all__ = ["InboundMessageAdmin", "MailboxAdmin"]
+__all__ = ["AttachmentInline", "InboundMessageAdmin", "MailboxAdmin"]

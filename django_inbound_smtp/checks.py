@@ -6,6 +6,7 @@ Ids are never reused; a retired id stays reserved. The catalogue is in the READM
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import ssl
 from collections.abc import Sequence
@@ -29,6 +30,10 @@ _POSITIVE_INTS = (
     "RCPT_ERROR_LIMIT",
     "COMMAND_LINE_LIMIT",
     "AUTH_FAILURES_PER_CLIENT",
+    "SPOOL_MEMORY_LIMIT",
+    "PARSE_MAX_DEPTH",
+    "PARSE_MAX_PARTS",
+    "PARSE_MAX_HEADER_BYTES",
 )
 _POSITIVE_NUMBERS = (
     "COMMAND_TIMEOUT",
@@ -38,7 +43,7 @@ _POSITIVE_NUMBERS = (
     "PROXY_PROTOCOL_TIMEOUT",
     "AUTH_FAILURE_WINDOW",
 )
-_NON_NEGATIVE_NUMBERS = ("SHUTDOWN_GRACE", "SWEEP_INTERVAL", "GREETING_DELAY")
+_NON_NEGATIVE_NUMBERS = ("SHUTDOWN_GRACE", "SWEEP_INTERVAL", "GREETING_DELAY", "MIN_FREE_SPACE")
 _BIND = re.compile(r"^(\[[^\]]+\]|[^:\[\]]*):\d{1,5}$")
 
 
@@ -193,6 +198,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 f"names {storage!r}, which is not in STORAGES",
                 f"Known aliases: {', '.join(sorted(settings.STORAGES))}.",
                 "E004",
+            )
+        )
+    spool_dir = raw.get("SPOOL_DIR", DEFAULTS["SPOOL_DIR"])
+    if spool_dir is not None and (not isinstance(spool_dir, str) or not os.path.isabs(spool_dir)):
+        errors.append(
+            _key_error(
+                "SPOOL_DIR",
+                "must be None or an absolute folder path",
+                f"Got {spool_dir!r}.",
+                "E016",
             )
         )
     delimiter = raw.get("PLUS_DELIMITER", DEFAULTS["PLUS_DELIMITER"])

@@ -107,6 +107,21 @@ DEFAULTS: Mapping[str, Any] = {
     "STORAGE": "default",
     # Folder (key prefix) inside that storage.
     "STORAGE_PREFIX": "inbound_smtp",
+    # Folder for messages being received once they pass SPOOL_MEMORY_LIMIT. None: a
+    # "spool" folder beside the raw messages of a local storage (so storing is a hard
+    # link, no copy), or one in the temporary folder for remote storage.
+    "SPOOL_DIR": None,
+    # Bytes of a message held in memory while it arrives before it spills to the spool
+    # folder; bounds memory per session whatever the message size.
+    "SPOOL_MEMORY_LIMIT": 256 * 1024,
+    # Bytes that must stay free where messages are spooled and stored; below that MAIL
+    # gets "452 4.3.1" (as Postfix's queue_minfree) instead of failing mid-message.
+    "MIN_FREE_SPACE": 100 * 1024 * 1024,
+    # Limits on parsing hostile MIME structure (Postfix mime_nesting_limit and
+    # header_size_limit); a message past one is kept raw and marked, never lost.
+    "PARSE_MAX_DEPTH": 100,
+    "PARSE_MAX_PARTS": 1000,
+    "PARSE_MAX_HEADER_BYTES": 100 * 1024,
     # Where processing (signal receivers, mailbox handlers) runs: "inline" (threads of
     # the process that stored the message), "celery" (a worker), or "auto": celery when
     # CELERY_BROKER_URL is set, inline otherwise.
@@ -299,6 +314,37 @@ class InboundSmtpSettings:
     def STORAGE_PREFIX(self) -> str:
         """Path prefix of raw message files inside the storage."""
         return str(self._get("STORAGE_PREFIX")).strip("/")
+
+    @property
+    def SPOOL_DIR(self) -> str | None:
+        """Folder for spooled messages, or ``None`` for the default next to storage."""
+        value = self._get("SPOOL_DIR")
+        return None if value is None else str(value)
+
+    @property
+    def SPOOL_MEMORY_LIMIT(self) -> int:
+        """Bytes of a message kept in memory before it spills to a spool file."""
+        return int(self._get("SPOOL_MEMORY_LIMIT"))
+
+    @property
+    def MIN_FREE_SPACE(self) -> int:
+        """Free bytes needed on the spool and storage file systems to accept MAIL."""
+        return int(self._get("MIN_FREE_SPACE"))
+
+    @property
+    def PARSE_MAX_DEPTH(self) -> int:
+        """Deepest multipart nesting parsed."""
+        return int(self._get("PARSE_MAX_DEPTH"))
+
+    @property
+    def PARSE_MAX_PARTS(self) -> int:
+        """Most MIME parts parsed in one message."""
+        return int(self._get("PARSE_MAX_PARTS"))
+
+    @property
+    def PARSE_MAX_HEADER_BYTES(self) -> int:
+        """Largest header block of one part, in bytes."""
+        return int(self._get("PARSE_MAX_HEADER_BYTES"))
 
     @property
     def PROCESSING_CONCURRENCY(self) -> int:

@@ -1,10 +1,11 @@
 """The only write path: store one accepted message durably, then schedule processing.
 
-Synchronous. The SMTP layer calls :func:`deliver` through its bridge, in the ORM
-thread, and answers ``250`` only after it returns. Order (hostile-inputs §4.3):
+Synchronous. The SMTP layer calls :func:`deliver_spool` through its bridge, in the
+ORM thread, and answers ``250`` only after it returns. Order (hostile-inputs §4.3):
 
-1. the raw bytes are written to storage and made durable (fsync of file and folder
-   for local files; an acknowledged write for remote storages);
+1. the raw bytes are put into storage and made durable: a small message is written
+   from memory, a spooled one (already fsynced) hard-linked in; then the file and
+   its folder are fsynced (an acknowledged write for remote storages);
 2. one transaction creates the message row and its recipient rows, and registers the
    processing step with ``on_commit``;
 3. the primary key is returned.
@@ -17,21 +18,33 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import tempfile
 from functools import partial
 from typing import Any
 
-from django.core.files.base import ContentFile
-from django.core.files.storage import Storage, storages
 from django.db import IntegrityError, router, transaction
 
-from django_inbound_smtp import dispatch
+from django_inbound_smtp import _storage, dispatch
 from django_inbound_smtp._db import unit_of_work
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.envelope import ReceivedEnvelope
 from django_inbound_smtp.models import InboundMessage, InboundRecipient
-from django_inbound_smtp.parsing import HeaderSummary, clean_text, summarize_headers
+from django_inbound_smtp.parsing import (
+    MAX_HEADER_BLOCK,
+    HeaderSummary,
+    clean_text,
+    summarize_headers,
+)
+from django_inbound_smtp.spool import Spool
 
-__all__ = ["dedupe_key", "deliver", "raw_file_name"]
+__all__ = [
+    "dedupe_key",
+    "deliver",
+    "deliver_spool",
+    "message_folders",
+    "raw_file_name",
+    "spool_directory",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,54 +59,33 @@ def raw_file_name(envelope: ReceivedEnvelope) -> str:
     return f"{prefix}/{day}/{envelope.queue_id}.eml" if prefix else f"{day}/{envelope.queue_id}.eml"
 
 
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def spool_directory() -> str:
+    """Where messages larger than ``SPOOL_MEMORY_LIMIT`` are written while they arrive.
+
+    ``SPOOL_DIR`` if set; else a ``spool`` folder beside the raw messages in a local
+    storage (the same file system, so storing a spooled message is a hard link, not a
+    copy); else, for remote storage, one in the system's temporary folder."""
+    settings = get_settings()
+    if settings.SPOOL_DIR:
+        return str(settings.SPOOL_DIR)
+    root = _storage.local_path(_storage.inbound_storage(), settings.STORAGE_PREFIX or "")
+    if root is None:
+        return os.path.join(tempfile.gettempdir(), "django-inbound-smtp-spool")
+    return os.path.join(root, "spool")
 
 
-# Folders whose own entry in their parent is known to be on disk (fsynced once).
-_durable_folders: set[str] = set()
+def message_folders() -> list[str]:
+    """The spool folder, then the local storage folder (if the storage is local)."""
+    settings = get_settings()
+    root = _storage.local_path(_storage.inbound_storage(), settings.STORAGE_PREFIX or "")
+    return [spool_directory()] + ([root] if root is not None else [])
 
 
-def _make_durable(storage: Storage, name: str) -> None:
-    # Django's FileSystemStorage writes without fsync; a power cut after our 250 could
-    # lose the file. Flush the file, then its folder (so the new entry survives), and
-    # once per process each new folder up to the storage root (a new day's folder).
-    try:
-        path = storage.path(name)
-        root = os.path.realpath(storage.path(""))
-    except NotImplementedError:
-        return  # remote storage: its acknowledged write is the durability point
-    _fsync_path(path)
-    folder = os.path.dirname(path)
-    _fsync_path(folder)
-    while folder not in _durable_folders and os.path.realpath(folder) != root:
-        parent = os.path.dirname(folder)
-        _fsync_path(parent)
-        _durable_folders.add(folder)
-        folder = parent
-
-
-def _write_raw(envelope: ReceivedEnvelope, raw: bytes) -> tuple[Storage, str]:
-    storage = storages[get_settings().STORAGE]
-    name = storage.save(raw_file_name(envelope), ContentFile(raw))
-    try:
-        _make_durable(storage, name)
-    except BaseException:
-        _discard(storage, name)
-        raise
-    return storage, name
-
-
-def _discard(storage: Storage, name: str) -> None:
-    try:
-        storage.delete(name)
-    except Exception:
-        # Harmless: no row points at it. Logged so an operator can remove it.
-        logger.exception("could not delete orphaned raw file %s", name)
+def _write_raw(envelope: ReceivedEnvelope, spool: Spool) -> str:
+    name = raw_file_name(envelope)
+    if spool.path is None:
+        return _storage.save_durably(name, spool.memory())
+    return _storage.link_or_copy(name, spool.path)
 
 
 def _peer_ip(envelope: ReceivedEnvelope) -> str | None:
@@ -104,11 +96,11 @@ def _peer_ip(envelope: ReceivedEnvelope) -> str | None:
     return host.split("%", 1)[0]
 
 
-def dedupe_key(envelope: ReceivedEnvelope, content: bytes, message_id: str) -> str:
-    """SHA-256 over what makes two deliveries the same message: the client's bytes, the
-    Message-ID, the envelope sender and the sorted recipients (not our trace line, not
-    the time or the client address, which differ on a retry)."""
-    digest = hashlib.sha256(content)
+def dedupe_key(envelope: ReceivedEnvelope, content_sha256: str, message_id: str) -> str:
+    """SHA-256 over what makes two deliveries the same message: the digest of the
+    client's bytes, the Message-ID, the envelope sender and the sorted recipients (not
+    our trace line, not the time or the client address, which differ on a retry)."""
+    digest = hashlib.sha256(content_sha256.encode("ascii"))
     for part in (message_id, envelope.mail_from, *sorted(a.lower() for a in envelope.rcpt_tos)):
         digest.update(b"\x00" + part.encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
@@ -177,25 +169,37 @@ def _original(key: str) -> InboundMessage | None:
 def deliver(envelope: ReceivedEnvelope, content: bytes, *, trace: bytes = b"") -> int:
     """Store ``trace + content`` with ``envelope``; return the new ``InboundMessage`` pk.
 
-    ``content`` is what the client sent; ``trace`` our ``Received:`` line. Raises on any
-    storage or database failure, after removing what it wrote; the caller answers
-    ``451 4.3.0`` then. Processing is scheduled for after the commit and never runs if
-    the transaction rolls back. A repeat of a stored message is recorded as its
-    duplicate, without a second file and without processing.
+    ``content`` is what the client sent; ``trace`` our ``Received:`` line. The
+    in-memory form of :func:`deliver_spool`, for tests and for callers that hold the
+    whole message anyway."""
+    spool = Spool(None, memory_limit=len(content) + 1, head_limit=MAX_HEADER_BLOCK, prefix=trace)
+    spool.add(content)
+    spool.finish()
+    return deliver_spool(envelope, spool)
+
+
+def deliver_spool(envelope: ReceivedEnvelope, spool: Spool) -> int:
+    """Store the finished ``spool`` with ``envelope``; return the new message's pk.
+
+    Raises on any storage or database failure, after removing what it wrote; the
+    caller answers ``451 4.3.0`` (``452 4.3.1`` when the disk is full) then.
+    Processing is scheduled for after the commit and never runs if the transaction
+    rolls back. A repeat of a stored message is recorded as its duplicate, without a
+    second file and without processing. The caller discards the spool afterwards.
     """
-    raw = trace + content
-    summary = summarize_headers(content)
-    key = dedupe_key(envelope, content, summary.message_id)
+    summary = summarize_headers(spool.head)
+    key = dedupe_key(envelope, spool.digest, summary.message_id)
     using = router.db_for_write(InboundMessage)
     committed: list[int] = []
+    size = len(spool.prefix) + spool.size
     with unit_of_work():
         original = _original(key)
         if original is not None:
             return _store_duplicate(envelope, summary, original, key)
-        storage, name = _write_raw(envelope, raw)
+        name = _write_raw(envelope, spool)
         try:
             with transaction.atomic(using=using):
-                message = _row(envelope, summary, dedupe_key=key, raw_file=name, size=len(raw))
+                message = _row(envelope, summary, dedupe_key=key, raw_file=name, size=size)
                 transaction.on_commit(lambda: committed.append(1), using=using)
                 # robust: after the commit the message is ours and the reply is 250,
                 # whatever scheduling its processing does (the sweeper catches up).
@@ -204,7 +208,7 @@ def deliver(envelope: ReceivedEnvelope, content: bytes, *, trace: bytes = b"") -
                 )
         except IntegrityError:
             # An identical delivery committed first (the partial unique index).
-            _discard(storage, name)
+            _storage.discard(name)
             original = _original(key)
             if original is None:
                 raise
@@ -215,6 +219,6 @@ def deliver(envelope: ReceivedEnvelope, content: bytes, *, trace: bytes = b"") -
                 logger.exception("error after storing %s", envelope.queue_id)
             else:
                 if not committed:
-                    _discard(storage, name)
+                    _storage.discard(name)
                 raise
     return message.pk

@@ -32,6 +32,7 @@ from django_inbound_smtp._celery import celery_app
 from django_inbound_smtp._db import unit_of_work
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.envelope import ReceivedEnvelope, ResolvedRecipient
+from django_inbound_smtp.extraction import extract
 from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
 from django_inbound_smtp.signals import message_received
 
@@ -236,6 +237,8 @@ def process_message(pk: int, *, owner: str) -> Outcome:
             return Outcome.BUSY if still_running else Outcome.SKIPPED
         with _lease(pk, execution):
             message = InboundMessage.objects.get(pk=pk)
+            # Receivers find the parsed fields and attachments (or parse_error) in place.
+            extract(message)
             errors = _notify(message)
         outcome = Outcome.FAILED if errors else Outcome.PROCESSED
         recorded = InboundMessage.objects.filter(

@@ -153,3 +153,88 @@ def test_hostile_mime_structure_still_renders(staff: Client, db) -> None:
     page = staff.get(reverse("admin:inbound_smtp_inboundmessage_change", args=[message.pk]))
     assert page.status_code == 200
     assert "Cannot preview this message" in page.content.decode()
+
+
+HTML_MAIL = (
+    b"From: a@x.test\r\nTo: user@our.test\r\nSubject: html\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+    b"--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+    b"<p>hi</p><script>alert(4)</script><img src=https://tracker.example/p.gif>\r\n"
+    b"--b\r\nContent-Type: text/html; name=evil.html\r\n"
+    b"Content-Disposition: attachment; filename=evil.html\r\n\r\n"
+    b"<script>alert(5)</script>\r\n"
+    b"--b--\r\n"
+)
+
+
+@pytest.fixture
+def parsed_html(db) -> InboundMessage:
+    from django_inbound_smtp.testing import deliver
+
+    Mailbox.objects.create(address="user@our.test")
+    return deliver(HTML_MAIL)
+
+
+def test_html_body_is_previewed_in_a_sandbox_that_fetches_nothing(
+    staff: Client, parsed_html: InboundMessage
+) -> None:
+    page = staff.get(reverse("admin:inbound_smtp_inboundmessage_change", args=[parsed_html.pk]))
+    content = page.content.decode()
+    assert "alert(4)" not in content
+    assert "tracker.example" not in content
+    frame_url = reverse("admin:inbound_smtp_inboundmessage_html", args=[parsed_html.pk])
+    assert f'<iframe sandbox="" src="{frame_url}"' in content
+    frame = staff.get(frame_url)
+    assert frame.status_code == 200
+    csp = frame["Content-Security-Policy"]
+    assert csp.startswith("sandbox;")
+    assert "default-src 'none'" in csp
+    assert "script-src" not in csp
+    assert "https:" not in csp
+    assert frame["X-Content-Type-Options"] == "nosniff"
+    assert b"<script>alert(4)</script>" in frame.content  # inert inside the sandbox
+
+
+def test_attachments_are_listed_and_downloaded_never_rendered(
+    staff: Client, parsed_html: InboundMessage
+) -> None:
+    [attachment] = parsed_html.attachments.all()
+    page = staff.get(reverse("admin:inbound_smtp_inboundmessage_change", args=[parsed_html.pk]))
+    content = page.content.decode()
+    url = reverse("admin:inbound_smtp_attachment_download", args=[attachment.pk])
+    assert "evil.html" in content
+    assert url in content
+    assert attachment.sha256 in content
+    response = staff.get(url)
+    assert response["Content-Disposition"] == 'attachment; filename="evil.html"'
+    assert response["Content-Type"] == "application/octet-stream"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response.getvalue() == b"<script>alert(5)</script>"
+    response.close()
+
+
+def test_downloads_need_the_view_permission(parsed_html: InboundMessage) -> None:
+    user = User.objects.create_user("clerk", "clerk@x.test", "pw", is_staff=True)
+    client = Client()
+    client.force_login(user)
+    [attachment] = parsed_html.attachments.all()
+    urls = [
+        reverse("admin:inbound_smtp_attachment_download", args=[attachment.pk]),
+        reverse("admin:inbound_smtp_inboundmessage_html", args=[parsed_html.pk]),
+    ]
+    for url in urls:
+        assert client.get(url).status_code == 403
+    user.user_permissions.add(Permission.objects.get(codename="view_inboundmessage"))
+    client.force_login(User.objects.get(pk=user.pk))
+    for url in urls:
+        response = client.get(url)
+        assert response.status_code == 200
+        assert b"<script>alert" in response.getvalue()  # consumed, so the client closes it
+
+
+def test_messages_not_fully_parsed_can_be_filtered(staff: Client, parsed_html) -> None:
+    InboundMessage.objects.filter(pk=parsed_html.pk).update(parse_error="more than 1000 parts")
+    url = reverse("admin:inbound_smtp_inboundmessage_changelist")
+    assert staff.get(f"{url}?parse_error__isempty=0").context["cl"].result_count == 1
+    assert staff.get(f"{url}?parse_error__isempty=1").context["cl"].result_count == 0
+    assert staff.get(f"{url}?q=evil.html").context["cl"].result_count == 1

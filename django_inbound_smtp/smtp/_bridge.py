@@ -13,8 +13,9 @@ from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 
-from django_inbound_smtp import _db, accounts, delivery, dispatch, validators
+from django_inbound_smtp import _db, accounts, delivery, dispatch, orphans, validators
 from django_inbound_smtp.envelope import ReceivedEnvelope, RecipientContext, ResolvedRecipient
+from django_inbound_smtp.spool import Spool
 
 __all__ = ["close_connections", "deliver", "drain_processing", "run_sync", "validate_recipient"]
 
@@ -31,9 +32,14 @@ async def validate_recipient(address: str, context: RecipientContext) -> Resolve
     return await validators.validate_recipient(address, context=context, run_sync=run_sync)
 
 
-async def deliver(envelope: ReceivedEnvelope, content: bytes, trace: bytes) -> int:
-    """Store one message durably (see ``delivery.deliver``); returns its primary key."""
-    return await run_sync(delivery.deliver, envelope, content, trace=trace)
+async def deliver(envelope: ReceivedEnvelope, spool: Spool) -> int:
+    """Store one spooled message durably (``delivery.deliver_spool``); returns its pk."""
+    return await run_sync(delivery.deliver_spool, envelope, spool)
+
+
+async def message_folders() -> list[str]:
+    """The spool folder, then the local storage folder if any (``delivery``)."""
+    return await sync_to_async(delivery.message_folders, thread_sensitive=False)()
 
 
 async def sweep() -> int:
@@ -45,6 +51,7 @@ async def sweep() -> int:
 
 def _swept() -> int:
     try:
+        orphans.remove_orphans()
         return dispatch.sweep()
     finally:
         _db.close_thread_connections()  # a pool thread: leave no connection behind

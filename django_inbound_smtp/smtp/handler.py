@@ -25,9 +25,13 @@ from django_inbound_smtp.envelope import (
     utf8_error,
 )
 from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
+from django_inbound_smtp.parsing import MAX_HEADER_BLOCK
 from django_inbound_smtp.smtp import _bridge
+from django_inbound_smtp.smtp._diskspace import FreeSpace, declared_size
+from django_inbound_smtp.smtp._intake import discard_spool
 from django_inbound_smtp.smtp._trace import new_queue_id, received_header, sanitize_helo
 from django_inbound_smtp.smtp.protocol import InboundEnvelope, InboundSMTP
+from django_inbound_smtp.spool import Spool, is_disk_full
 
 __all__ = ["InboundHandler"]
 
@@ -84,11 +88,22 @@ def _sender(envelope: InboundEnvelope) -> str:
     return "" if mail_from == NULL_SENDER else str(mail_from)
 
 
+async def _store(received: ReceivedEnvelope, spool: Spool) -> int:
+    try:
+        return await _bridge.deliver(received, spool)
+    finally:
+        await discard_spool(spool)
+
+
 class InboundHandler:
     """Hooks called by :class:`~django_inbound_smtp.smtp.protocol.InboundSMTP`."""
 
     def __init__(self, *, hostname: str) -> None:
         self.hostname = hostname
+        #: Where messages larger than SPOOL_MEMORY_LIMIT are spooled (set by the server).
+        self.spool_directory: str | None = None
+        #: Free space where messages land, checked at MAIL (folders set by the server).
+        self.free_space = FreeSpace([])
         #: Set by a stopping server: no new transaction starts (RFC 5321 §3.8).
         self.draining = False
         self._deliveries: set[asyncio.Task[int]] = set()
@@ -186,6 +201,12 @@ class InboundHandler:
                 return encoding_reply
             if address != NULL_SENDER and address_syntax_error(address):
                 return str(replies.BAD_SENDER_SYNTAX)
+            if not await self.free_space.enough_for(
+                declared_size(options), reserve=get_settings().MIN_FREE_SPACE
+            ):
+                # RFC 5321 §4.5.3.1.10 / RFC 1870: temporary, the client retries later.
+                logger.warning("refusing MAIL: free disk space is below MIN_FREE_SPACE")
+                return str(replies.INSUFFICIENT_STORAGE)
             envelope.mail_from = address
             envelope.mail_options.extend(options)
             return str(replies.SENDER_OK)
@@ -234,60 +255,81 @@ class InboundHandler:
         except Exception:
             return self._failed("RCPT", replies.LOOKUP_FAILURE.about(address))
 
+    def open_spool(self, session: Any, envelope: InboundEnvelope) -> Spool:
+        """The spool one message is received into, starting with our ``Received:`` line.
+
+        Called by the protocol when DATA starts; the queue id and the time of receipt
+        are chosen here."""
+        envelope.queue_id = new_queue_id()
+        envelope.received_at = datetime.now(UTC)
+        peer_host, _ = _peer(session)
+        tls, tls_version, tls_cipher = _tls(session)
+        helo = sanitize_helo(session.host_name or "")
+        trace = received_header(
+            helo=helo,
+            peer_host=peer_host,
+            hostname=self.hostname,
+            queue_id=envelope.queue_id,
+            recipients=tuple(r.address for r in envelope.resolved),
+            esmtp=bool(session.extended_smtp),
+            tls=tls,
+            authenticated=bool(session.authenticated),
+            when=envelope.received_at,
+            tls_version=tls_version,
+            tls_cipher=tls_cipher,
+        )
+        settings = get_settings()
+        return Spool(
+            self.spool_directory,
+            memory_limit=settings.SPOOL_MEMORY_LIMIT,
+            head_limit=MAX_HEADER_BLOCK,
+            prefix=trace,
+        )
+
     async def handle_DATA(self, server: Any, session: Any, envelope: InboundEnvelope) -> str:
-        queue_id = new_queue_id()
-        content = envelope.original_content or b""
+        queue_id = envelope.queue_id
+        spool = envelope.spool
         try:
+            assert spool is not None  # the protocol sets it before calling this hook
             peer_host, peer_port = _peer(session)
-            helo = sanitize_helo(session.host_name or "")
             tls, tls_version, tls_cipher = _tls(session)
-            auth_user = str(session.auth_data) if session.authenticated else ""
             received = ReceivedEnvelope(
                 queue_id=queue_id,
                 mail_from=_sender(envelope),
                 recipients=tuple(envelope.resolved),
                 peer_host=peer_host,
                 peer_port=peer_port,
-                helo=helo,
+                helo=sanitize_helo(session.host_name or ""),
                 tls=tls,
                 esmtp=bool(session.extended_smtp),
-                received_at=datetime.now(UTC),
+                received_at=envelope.received_at,
                 mail_options=tuple(envelope.mail_options),
                 tls_version=tls_version,
                 tls_cipher=tls_cipher,
-                auth_user=auth_user,
+                auth_user=str(session.auth_data) if session.authenticated else "",
                 bare_newlines=bool(envelope.bare_newlines),
             )
-            trace = received_header(
-                helo=helo,
-                peer_host=peer_host,
-                hostname=self.hostname,
-                queue_id=queue_id,
-                recipients=received.rcpt_tos,
-                esmtp=received.esmtp,
-                tls=tls,
-                authenticated=bool(auth_user),
-                when=received.received_at,
-                tls_version=tls_version,
-                tls_cipher=tls_cipher,
-            )
-            pk = await self._deliver(received, content, trace)
-        except Exception:
-            return self._failed("DATA", replies.TEMPORARY_FAILURE, reference=queue_id)
+            pk = await self._deliver(received, spool)
+        except Exception as error:
+            full = is_disk_full(error)
+            reply = replies.INSUFFICIENT_STORAGE if full else replies.TEMPORARY_FAILURE
+            return self._failed("DATA", reply, reference=queue_id)
         logger.info(
             "accepted %s from <%s> for %d recipient(s), %d bytes",
             queue_id,
             received.mail_from,
             len(received.recipients),
-            len(content),
+            spool.size,
             extra={"queue_id": queue_id, "message_pk": pk, "peer": peer_host},
         )
         return str(replies.queued(queue_id))
 
-    async def _deliver(self, received: ReceivedEnvelope, content: bytes, trace: bytes) -> int:
+    async def _deliver(self, received: ReceivedEnvelope, spool: Spool) -> int:
         # Shielded: if the client hangs up mid-commit, the commit still finishes (and is
-        # awaited at shutdown) rather than being abandoned half-way.
-        task = asyncio.ensure_future(_bridge.deliver(received, content, trace))
+        # awaited at shutdown) rather than being abandoned half-way. The task owns the
+        # spool from here: the session must not discard it while it is being stored.
+        spool.taken = True
+        task = asyncio.ensure_future(_store(received, spool))
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
         return await asyncio.shield(task)

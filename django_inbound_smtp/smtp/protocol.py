@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, syntax
@@ -18,9 +19,10 @@ from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.envelope import ResolvedRecipient
 from django_inbound_smtp.replies import Reply
 from django_inbound_smtp.smtp._compat import CommandSizeLimits, enhance
-from django_inbound_smtp.smtp._data import BareNewlines, DotDecoder, longest_line
+from django_inbound_smtp.smtp._intake import DrainExceeded, Intake, discard_spool
 from django_inbound_smtp.smtp.auth import AuthMechanisms
 from django_inbound_smtp.smtp.limits import AuthThrottle, SessionLimiter, client_key
+from django_inbound_smtp.spool import Spool
 
 __all__ = ["DATA_CHUNK_SIZE", "InboundEnvelope", "InboundSMTP"]
 
@@ -28,10 +30,6 @@ logger = logging.getLogger(__name__)
 
 # Read DATA in large chunks instead of aiosmtpd's line-by-line readuntil().
 DATA_CHUNK_SIZE = 64 * 1024
-# After the size limit is passed we keep reading (discarding) until the end of data so
-# the reply lands where the client expects it (RFC 5321 §4.2.5), but not for ever: past
-# this many times the limit the client is not going to stop, and we hang up.
-DRAIN_FACTOR = 2
 
 
 class InboundEnvelope(Envelope):
@@ -41,6 +39,9 @@ class InboundEnvelope(Envelope):
         super().__init__()
         self.resolved: list[ResolvedRecipient] = []
         self.bare_newlines = False
+        self.spool: Spool | None = None  # the received message, set at end of data
+        self.queue_id = ""  # ours, chosen when DATA starts
+        self.received_at = datetime.now(UTC)  # reset when DATA starts
 
 
 class InboundSMTP(AuthMechanisms, SMTP):
@@ -277,42 +278,21 @@ class InboundSMTP(AuthMechanisms, SMTP):
         except TimeoutError:
             raise _DeadlineExceeded from None
 
-    async def _read_data(self, limit: int | None) -> bytearray | None:
-        """Read DATA to the end; return the message, or ``None`` if it was too big."""
-        decoder = DotDecoder()
-        settings = get_settings()
-        newlines = BareNewlines(settings.BARE_NEWLINES)
-        line_limit, longest, carry = settings.DATA_LINE_LIMIT, 0, 0
-        content = bytearray()
-        too_big = False
+    async def _read_data(self, intake: Intake) -> None:
+        """Read DATA to its end into ``intake``."""
         loop = asyncio.get_running_loop()
         deadline = None if self._data_timeout is None else loop.time() + self._data_timeout
-        while not decoder.done:
+        while not intake.done:
             chunk = await self._next_chunk(deadline)
             if not chunk:
                 raise ConnectionResetError("connection closed during DATA")
             # Progress, not a per-command deadline: a slow but steady legitimate link is
             # not cut off mid-message (hostile-inputs #64).
             self._reset_timeout()
-            decoded = decoder.feed(chunk)
-            if limit and decoder.size > limit:
-                too_big = True
-                content.clear()
-                if decoder.size > DRAIN_FACTOR * limit:
-                    raise _DrainExceeded
-            elif not too_big:
-                content += newlines.apply(decoded)
-                if line_limit:
-                    line, carry = longest_line(decoded, carry)
-                    longest = max(longest, line)
-        self._unread(decoder.trailing)
+            await intake.feed(chunk)
+        self._unread(intake.trailing)
         if isinstance(self.envelope, InboundEnvelope):
-            self.envelope.bare_newlines = newlines.seen
-        if newlines.seen and newlines.policy == "reject" and not too_big:
-            raise _BareNewlineRefused
-        if line_limit and longest > line_limit and not too_big:
-            raise _LineTooLong
-        return None if too_big else content
+            self.envelope.bare_newlines = intake.bare_newlines_seen
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str | None) -> None:
@@ -321,7 +301,8 @@ class InboundSMTP(AuthMechanisms, SMTP):
         if await self.check_auth_needed("DATA"):
             return
         envelope = self.envelope
-        assert envelope is not None  # set by connection_made, reset after every DATA
+        # Set by connection_made, reset after every DATA, always by _create_envelope.
+        assert isinstance(envelope, InboundEnvelope)
         if not envelope.rcpt_tos:
             await self.push(str(replies.NEED_RCPT))
             return
@@ -335,9 +316,26 @@ class InboundSMTP(AuthMechanisms, SMTP):
         finally:
             self.phase = None
 
-    async def _receive_and_store(self, envelope: Envelope) -> None:
+    async def _receive_and_store(self, envelope: InboundEnvelope) -> None:
+        spool: Spool = self.event_handler.open_spool(self.session, envelope)
         try:
-            content = await self._read_data(self.data_size_limit)
+            await self._receive_into(envelope, spool)
+        finally:
+            # Refused, failed or cut off: the spool goes. Once a delivery has taken it,
+            # that delivery discards it when done, even if this session is gone by then.
+            if not spool.taken:
+                await discard_spool(spool)
+
+    async def _receive_into(self, envelope: InboundEnvelope, spool: Spool) -> None:
+        settings = get_settings()
+        intake = Intake(
+            spool,
+            size_limit=self.data_size_limit,
+            bare_newlines=settings.BARE_NEWLINES,
+            line_limit=settings.DATA_LINE_LIMIT,
+        )
+        try:
+            await self._read_data(intake)
         except _DeadlineExceeded:
             # RFC 5321 §4.5.3.2.6 gives a client 10 minutes for the whole DATA; a
             # trickle that never ends would otherwise hold the session for ever.
@@ -345,25 +343,17 @@ class InboundSMTP(AuthMechanisms, SMTP):
             self._set_post_data_state()
             self._close()
             return
-        except _BareNewlineRefused:
-            await self.push(str(replies.BARE_NEWLINE))
-            self._set_post_data_state()
-            return
-        except _LineTooLong:
-            await self.push(str(replies.LINE_TOO_LONG))
-            self._set_post_data_state()
-            return
-        except _DrainExceeded:
+        except DrainExceeded:
             await self.push(str(replies.TOO_MUCH_DATA))
             self._set_post_data_state()
             self._close()
             return
-        if content is None:
-            await self.push(str(replies.MESSAGE_TOO_BIG))
+        refusal = await intake.finish(reference=envelope.queue_id)
+        if refusal is not None:
+            await self.push(refusal)
             self._set_post_data_state()
             return
-        envelope.original_content = envelope.content = bytes(content)
-        del content
+        envelope.spool = spool
         self.phase = "commit"
         try:
             status: Any = await self._call_handler_hook("DATA")
@@ -371,18 +361,6 @@ class InboundSMTP(AuthMechanisms, SMTP):
             # Always start the next transaction clean, whatever the hook did.
             self._set_post_data_state()
         await self.push(status)
-
-
-class _DrainExceeded(Exception):
-    """The client kept sending far past the size limit."""
-
-
-class _LineTooLong(Exception):
-    """A DATA line exceeded DATA_LINE_LIMIT."""
-
-
-class _BareNewlineRefused(Exception):
-    """DATA held a bare CR or LF and BARE_NEWLINES is "reject"."""
 
 
 class _DeadlineExceeded(Exception):

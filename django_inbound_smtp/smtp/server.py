@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.smtp import _bridge
+from django_inbound_smtp.smtp._diskspace import FreeSpace
 from django_inbound_smtp.smtp.handler import InboundHandler
 from django_inbound_smtp.smtp.limits import AuthThrottle, SessionLimiter
 from django_inbound_smtp.smtp.protocol import InboundSMTP
@@ -100,6 +101,9 @@ class InboundServer:
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Bind and start accepting; return the bound ``(host, port)`` (port 0 resolved)."""
         loop = asyncio.get_running_loop()
+        folders = await _bridge.message_folders()
+        self.handler.spool_directory = folders[0]
+        self.handler.free_space = FreeSpace(folders)
         self._server = await loop.create_server(self._make_protocol, host=host, port=port)
         bound = self._server.sockets[0].getsockname()
         tls_bind = get_settings().TLS_BIND

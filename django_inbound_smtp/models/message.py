@@ -1,101 +1,24 @@
-"""Recipient definitions, stored messages and the link between them.
-
-Models stay declarative and query-only: the write path is ``delivery.py``, the
-recipient policy is ``validators/``. No settings are read at class definition.
-"""
+"""Stored messages and their envelope recipients."""
 
 from __future__ import annotations
 
-import unicodedata
-from typing import IO, ClassVar
+from email.message import EmailMessage
+from typing import IO, TYPE_CHECKING, ClassVar
 
-from django.core.exceptions import ValidationError
 from django.core.files.storage import Storage, storages
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from django_inbound_smtp.conf import get_settings
-from django_inbound_smtp.envelope import address_syntax_error, split_address
-from django_inbound_smtp.managers import InboundMessageQuerySet, MailboxQuerySet
+from django_inbound_smtp.managers import InboundMessageQuerySet
+from django_inbound_smtp.models.mailbox import Mailbox
+from django_inbound_smtp.parsing import parse
 
-__all__ = ["InboundMessage", "InboundRecipient", "Mailbox", "normalize_mailbox_address"]
+if TYPE_CHECKING:
+    from django_inbound_smtp.models.attachment import Attachment
 
-CATCH_ALL_LOCAL_PART = "*"
-
-
-def normalize_mailbox_address(address: str) -> str:
-    """The canonical form a ``Mailbox`` is stored under: trimmed and lower-cased.
-
-    Mailboxes are matched case-insensitively, local part included, as Postfix does
-    for virtual mailboxes; ``*@domain`` is the catch-all for a domain.
-    """
-    return unicodedata.normalize("NFC", address.strip().lower())
-
-
-class Mailbox(models.Model):
-    """An address we accept mail for: one mailbox, or ``*@domain`` for a whole domain."""
-
-    address = models.CharField(
-        _("address"),
-        max_length=254,
-        unique=True,
-        help_text=_(
-            "user@example.org, or *@example.org to accept every address of the domain. "
-            "Matched case-insensitively."
-        ),
-    )
-    domain = models.CharField(
-        _("domain"),
-        max_length=255,
-        editable=False,
-        db_index=True,
-        help_text=_("Lower-cased domain of the address; filled in on save."),
-    )
-    is_active = models.BooleanField(
-        _("active"),
-        default=True,
-        help_text=_("Inactive mailboxes reject mail at RCPT time (550 5.1.1)."),
-    )
-    description = models.CharField(
-        _("description"), max_length=200, blank=True, help_text=_("For your own reference.")
-    )
-    handler = models.CharField(
-        _("handler"),
-        max_length=255,
-        blank=True,
-        help_text=_(
-            "Optional. Dotted path to a callable, or the name of a Celery task, run for every "
-            "message delivered to this mailbox, after the message_received signal."
-        ),
-    )
-    created_at = models.DateTimeField(_("created"), auto_now_add=True)
-
-    objects: ClassVar[MailboxQuerySet] = MailboxQuerySet.as_manager()  # type: ignore[assignment]
-
-    class Meta:
-        verbose_name = _("mailbox")
-        verbose_name_plural = _("mailboxes")
-        ordering = ("domain", "address")
-
-    def __str__(self) -> str:
-        return self.address
-
-    def save(self, *args: object, **kwargs: object) -> None:
-        self.address = normalize_mailbox_address(self.address)
-        self.domain = split_address(self.address)[1]
-        super().save(*args, **kwargs)  # type: ignore[arg-type]
-
-    def clean(self) -> None:
-        self.address = normalize_mailbox_address(self.address)
-        problem = address_syntax_error(self.address)
-        if problem:
-            raise ValidationError({"address": _("Not a usable address: %s.") % problem})
-
-    @property
-    def is_catch_all(self) -> bool:
-        """True for ``*@domain``."""
-        return self.address.startswith(CATCH_ALL_LOCAL_PART + "@")
+__all__ = ["InboundMessage", "InboundRecipient"]
 
 
 class InboundMessage(models.Model):
@@ -173,6 +96,42 @@ class InboundMessage(models.Model):
         _("From header"), blank=True, help_text=_("As written by the sender; never verified.")
     )
     date_header = models.DateTimeField(_("Date header"), null=True, blank=True)
+    # Filled in by the parse step after the 250, before message_received is sent.
+    parsed_at = models.DateTimeField(
+        _("parsed"),
+        null=True,
+        blank=True,
+        help_text=_("When headers, bodies and attachments were extracted; empty until then."),
+    )
+    parse_error = models.TextField(
+        _("parse error"),
+        blank=True,
+        help_text=_("Why the message was not parsed completely (a limit, a broken structure)."),
+    )
+    defects = models.JSONField(
+        _("defects"),
+        default=list,
+        blank=True,
+        help_text=_("Problems found while parsing (bad charsets, malformed parts)."),
+    )
+    headers = models.JSONField(
+        _("headers"),
+        default=list,
+        blank=True,
+        help_text=_("Every header in order, duplicates kept: [name, raw value, decoded value]."),
+    )
+    addresses = models.JSONField(
+        _("addresses"),
+        default=dict,
+        blank=True,
+        help_text=_('From, To, Cc and Reply-To as {"to": [[name, address], ...], ...}.'),
+    )
+    in_reply_to = models.TextField(_("In-Reply-To"), blank=True)
+    references = models.JSONField(_("References"), default=list, blank=True)
+    text = models.TextField(_("text body"), blank=True)
+    html = models.TextField(
+        _("HTML body"), blank=True, help_text=_("As sent: hostile, never render it unsanitized.")
+    )
     processed_at = models.DateTimeField(_("processed"), null=True, blank=True)
     attempts = models.PositiveIntegerField(
         _("processing attempts"), default=0, help_text=_("Times processing has started.")
@@ -247,6 +206,23 @@ class InboundMessage(models.Model):
         """The message exactly as stored: our ``Received:`` line, then the client's bytes."""
         with self.open_raw() as handle:
             return handle.read()
+
+    def as_email(self) -> EmailMessage:
+        """The stored message as a stdlib ``EmailMessage`` (``email.policy.default``)."""
+        return parse(self.raw_bytes)
+
+    def header_values(self, name: str) -> list[str]:
+        """Decoded values of every ``name`` header, in order (case-insensitive)."""
+        wanted = name.lower()
+        return [decoded for key, _raw, decoded in self.headers if key.lower() == wanted]
+
+    def address_list(self, field: str) -> list[tuple[str, str]]:
+        """``(display name, address)`` pairs of ``"from"``, ``"to"``, ``"cc"`` or ``"reply_to"``."""
+        return [(name, address) for name, address in self.addresses.get(field, [])]
+
+    def cid_map(self) -> dict[str, Attachment]:
+        """Attachments by Content-ID (without ``<>``), for inline images in ``html``."""
+        return {a.content_id: a for a in self.attachments.all() if a.content_id}
 
 
 class InboundRecipient(models.Model):

@@ -1,0 +1,166 @@
+"""Durable files in the configured storage: raw messages and attachments.
+
+Django's ``FileSystemStorage`` writes without fsync, so a power cut after our ``250``
+could lose a file it reported saved. Here every write to a local storage is followed
+by an fsync of the file and of its folder (and, once per process, of each new folder
+up to the storage root). A remote storage (S3 through django-storages, say) has no
+local path; its acknowledged write is the durability point.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+from django.core.files.base import ContentFile, File
+from django.core.files.storage import FileSystemStorage, Storage, storages
+
+from django_inbound_smtp.conf import get_settings
+
+__all__ = ["discard", "inbound_storage", "link_or_copy", "local_path", "save_durably"]
+
+logger = logging.getLogger(__name__)
+
+# Bytes per read when a spool file must be copied rather than linked.
+_COPY_CHUNK = 1024 * 1024
+# Folders whose own entry in their parent is known to be on disk (fsynced once).
+_durable_folders: set[str] = set()
+
+
+def inbound_storage() -> Storage:
+    """The storage named by ``INBOUND_SMTP["STORAGE"]``."""
+    return storages[get_settings().STORAGE]
+
+
+def local_path(storage: Storage, name: str) -> str | None:
+    """The file-system path of ``name`` in ``storage``, or ``None`` for remote storage.
+
+    Only a ``FileSystemStorage`` (or subclass) counts as local: other storages may
+    answer ``path()`` without keeping their files there (``InMemoryStorage`` does)."""
+    if not isinstance(storage, FileSystemStorage):
+        return None
+    return storage.path(name)
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_durable(storage: Storage, name: str) -> None:
+    """fsync ``name``, its folder and any new folder up to the storage root."""
+    path = local_path(storage, name)
+    if path is None:
+        return  # remote storage: its acknowledged write is the durability point
+    root = os.path.realpath(storage.path(""))
+    _fsync_path(path)
+    folder = os.path.dirname(path)
+    _fsync_path(folder)
+    while folder not in _durable_folders and os.path.realpath(folder) != root:
+        parent = os.path.dirname(folder)
+        _fsync_path(parent)
+        _durable_folders.add(folder)
+        folder = parent
+
+
+def save_durably(name: str, content: bytes, *, storage: Storage | None = None) -> str:
+    """Write ``content`` as ``name`` (or a free variant of it); return the name used.
+
+    The file is durable when this returns; on failure nothing is left behind."""
+    storage = storage or inbound_storage()
+    if isinstance(storage, FileSystemStorage):
+        name = _create_local(storage, name, _write_bytes(content))
+    else:
+        name = storage.save(name, ContentFile(content))
+    _durable_or_discarded(storage, name)
+    return name
+
+
+def _create_local(storage: FileSystemStorage, name: str, fill: Callable[[int], None]) -> str:
+    # Our own write rather than FileSystemStorage.save, which leaves a partial file
+    # behind when a write fails (ENOSPC): created exclusively, removed on any error.
+    path = storage.path(name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return _create_local(storage, storage.get_available_name(name), fill)
+    try:
+        fill(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
+    if storage.file_permissions_mode is not None:
+        os.chmod(path, storage.file_permissions_mode)
+    return name
+
+
+def _write_bytes(content: bytes) -> Callable[[int], None]:
+    def fill(fd: int) -> None:
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    return fill
+
+
+def _copy_file(source_path: str) -> Callable[[int], None]:
+    def fill(fd: int) -> None:
+        with open(source_path, "rb") as source:
+            while chunk := source.read(_COPY_CHUNK):
+                _write_bytes(chunk)(fd)
+
+    return fill
+
+
+def link_or_copy(name: str, source_path: str, *, storage: Storage | None = None) -> str:
+    """Put the (already fsynced) file at ``source_path`` into storage as ``name``.
+
+    On a local storage on the same file system this is a hard link: no byte is
+    copied, however large the message. Otherwise the file is streamed into storage.
+    Returns the name used; the file is durable when this returns."""
+    storage = storage or inbound_storage()
+    if isinstance(storage, FileSystemStorage):
+        target = storage.path(name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            os.link(source_path, target)
+        except FileExistsError:
+            name = storage.get_available_name(name)
+            return link_or_copy(name, source_path, storage=storage)
+        except OSError:
+            # Another file system, or no hard links there: copy.
+            name = _create_local(storage, name, _copy_file(source_path))
+        else:
+            if storage.file_permissions_mode is not None:
+                os.chmod(target, storage.file_permissions_mode)
+        _durable_or_discarded(storage, name)
+        return name
+    with open(source_path, "rb") as handle:
+        name = storage.save(name, File(handle, name=os.path.basename(name)))
+    _durable_or_discarded(storage, name)
+    return name
+
+
+def _durable_or_discarded(storage: Storage, name: str) -> None:
+    try:
+        make_durable(storage, name)
+    except BaseException:
+        discard(name, storage=storage)
+        raise
+
+
+def discard(name: str, *, storage: Storage | None = None) -> None:
+    """Delete ``name`` from storage, logging (not raising) a failure."""
+    storage = storage or inbound_storage()
+    try:
+        storage.delete(name)
+    except Exception:
+        # Harmless: no row points at it. Logged; the orphan sweeper retries.
+        logger.exception("could not delete orphaned file %s", name)

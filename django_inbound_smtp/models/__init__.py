@@ -1,0 +1,24 @@
+"""Recipient definitions, stored messages, their recipients and attachments.
+
+Models stay declarative and query-only: the write path is ``delivery.py``, the
+recipient policy is ``validators/``. No settings are read at class definition.
+"""
+
+from __future__ import annotations
+
+from django_inbound_smtp.models.attachment import Attachment
+from django_inbound_smtp.models.mailbox import (
+    CATCH_ALL_LOCAL_PART,
+    Mailbox,
+    normalize_mailbox_address,
+)
+from django_inbound_smtp.models.message import InboundMessage, InboundRecipient
+
+__all__ = [
+    "CATCH_ALL_LOCAL_PART",
+    "Attachment",
+    "InboundMessage",
+    "InboundRecipient",
+    "Mailbox",
+    "normalize_mailbox_address",
+]

@@ -1,0 +1,116 @@
+"""Tier 2: the orphan sweeper removes files no row points at, and only old ones."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.test import override_settings
+
+from django_inbound_smtp import delivery, orphans
+from django_inbound_smtp.envelope import ReceivedEnvelope, ResolvedRecipient
+from django_inbound_smtp.models import Attachment, InboundMessage
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def media(tmp_path: Path):
+    storages = {
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        }
+    }
+    with override_settings(STORAGES=storages, INBOUND_SMTP={"HOSTNAME": "mx.test"}):
+        yield tmp_path
+
+
+def _age(path: Path, seconds: float = 2 * 3600) -> Path:
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+    return path
+
+
+def _stored_message() -> InboundMessage:
+    envelope = ReceivedEnvelope(
+        queue_id="QKEPT",
+        mail_from="a@example.org",
+        recipients=(ResolvedRecipient(address="user@our.test"),),
+        peer_host="127.0.0.1",
+        peer_port=1,
+        helo="c.test",
+        tls=False,
+        esmtp=True,
+        received_at=datetime.now(UTC),
+    )
+    pk = delivery.deliver(envelope, b"Subject: kept\r\n\r\nbody\r\n")
+    return InboundMessage.objects.get(pk=pk)
+
+
+def test_old_orphans_go_and_everything_else_stays(media: Path) -> None:
+    kept = _stored_message()
+    _age(media / kept.raw_file)
+    attachment = Attachment.objects.create(
+        message=kept,
+        position=0,
+        filename="a.txt",
+        file=kept.raw_file.replace(".eml", ".att"),
+        content_type="text/plain",
+        size=1,
+        sha256="0" * 64,
+    )
+    _age(_write(media / attachment.file))
+    day_folder = (media / kept.raw_file).parent
+    old_raw = _age(_write(day_folder / "CRASHED.eml"))
+    young_raw = _write(day_folder / "INFLIGHT.eml")
+    spool = Path(delivery.spool_directory())
+    old_spool = _age(_write(spool / "tmpold.spool"))
+    young_spool = _write(spool / "tmpyoung.spool")
+    not_ours = _age(_write(spool / "README"))
+
+    removed = orphans.remove_orphans(force=True)
+
+    assert sorted(removed) == sorted(
+        [str(old_spool), f"{kept.raw_file.rsplit('/', 1)[0]}/CRASHED.eml"]
+    )
+    assert not old_raw.exists()
+    assert not old_spool.exists()
+    for path in (media / kept.raw_file, media / attachment.file, young_raw, young_spool, not_ours):
+        assert path.exists(), path
+
+
+def test_the_command_lists_then_removes(media: Path) -> None:
+    kept = _stored_message()
+    orphan = _age(_write((media / kept.raw_file).parent / "CRASHED.eml"))
+    out = io.StringIO()
+    call_command("inbound_cleanup", "--dry-run", stdout=out)
+    assert "Would remove 1 orphaned file(s)." in out.getvalue()
+    assert orphan.exists()
+    out = io.StringIO()
+    call_command("inbound_cleanup", stdout=out)
+    assert "Removed 1 orphaned file(s)." in out.getvalue()
+    assert not orphan.exists()
+    assert (media / kept.raw_file).exists()
+
+
+def test_the_server_sweep_runs_at_most_every_ten_minutes(media: Path) -> None:
+    kept = _stored_message()
+    folder = (media / kept.raw_file).parent
+    orphans.remove_orphans(force=True)
+    first = _age(_write(folder / "ONE.eml"))
+    assert orphans.remove_orphans() == []  # ran just now: skipped
+    assert first.exists()
+    assert orphans.remove_orphans(force=True)
+    assert not first.exists()
+
+
+def _write(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return path
