@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import threading
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, cast
 
@@ -24,10 +26,15 @@ from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.models import Attachment, InboundMessage
 from django_inbound_smtp.parsing.mime import ParsedMessage, ParseLimits, parse_message
 
-__all__ = ["attachment_file_name", "extract"]
+__all__ = ["LARGE_MESSAGE", "attachment_file_name", "extract"]
 
 logger = logging.getLogger(__name__)
 
+# The stdlib parser holds a whole message tree, two to three times the message in
+# memory. Messages above this size are parsed one at a time per process, so inline
+# processing in smtpd does not multiply that by PROCESSING_CONCURRENCY.
+LARGE_MESSAGE = 1024 * 1024
+_one_large_parse = threading.Lock()
 # PostgreSQL text and jsonb cannot hold NUL, and no database takes lone surrogates.
 _NOT_STORABLE = re.compile("[\x00\ud800-\udfff]")
 
@@ -89,8 +96,13 @@ def extract(message: InboundMessage) -> bool:
     attachment files written so far are removed), so processing is retried."""
     if message.parsed_at is not None:
         return False
-    with message.open_raw() as handle:
-        parsed = parse_message(cast(BinaryIO, handle), limits=_limits())
+    with _one_large_parse if message.size > LARGE_MESSAGE else nullcontext():
+        with message.open_raw() as handle:
+            parsed = parse_message(cast(BinaryIO, handle), limits=_limits())
+        return _store(message, parsed)
+
+
+def _store(message: InboundMessage, parsed: ParsedMessage) -> bool:
     written: list[str] = []
     try:
         rows = []
