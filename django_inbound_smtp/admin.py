@@ -44,32 +44,29 @@ class MailboxAdmin(admin.ModelAdmin):
         return int(getattr(mailbox, "message_count", 0))
 
 
-class RecipientInline(admin.TabularInline):
+class _ReadOnlyInline(admin.TabularInline):
+    """Received data: shown, never added or edited (it goes with its message)."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RecipientInline(_ReadOnlyInline):
     model = InboundRecipient
     fields = ("address", "mailbox", "tag")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
-class AttachmentInline(admin.TabularInline):
+class AttachmentInline(_ReadOnlyInline):
     model = Attachment
     fields = ("filename", "content_type", "size", "inline", "content_id", "sha256", "download")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description=_("file"))
     def download(self, attachment: Attachment) -> str:

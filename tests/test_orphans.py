@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,8 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from django_inbound_smtp import delivery, orphans
-from django_inbound_smtp.envelope import ReceivedEnvelope, ResolvedRecipient
-from django_inbound_smtp.models import Attachment, InboundMessage
+from django_inbound_smtp.models import Attachment, InboundMessage, Mailbox
+from django_inbound_smtp.testing import deliver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,19 +37,8 @@ def _age(path: Path, seconds: float = 2 * 3600) -> Path:
 
 
 def _stored_message() -> InboundMessage:
-    envelope = ReceivedEnvelope(
-        queue_id="QKEPT",
-        mail_from="a@example.org",
-        recipients=(ResolvedRecipient(address="user@our.test"),),
-        peer_host="127.0.0.1",
-        peer_port=1,
-        helo="c.test",
-        tls=False,
-        esmtp=True,
-        received_at=datetime.now(UTC),
-    )
-    pk = delivery.deliver(envelope, b"Subject: kept\r\n\r\nbody\r\n")
-    return InboundMessage.objects.get(pk=pk)
+    Mailbox.objects.get_or_create(address="user@our.test")
+    return deliver(b"Subject: kept\r\n\r\nbody\r\n", to=["user@our.test"], process=False)
 
 
 def test_old_orphans_go_and_everything_else_stays(media: Path) -> None:
