@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse
@@ -151,37 +152,13 @@ class InboundMessageAdmin(admin.ModelAdmin):
             {"fields": ("attempts", "processed_at", "claimed_by", "duplicate_of", "error")},
         ),
     )
-    readonly_fields = (
-        "queue_id",
-        "status",
-        "received_at",
-        "envelope_from_display",
-        "peer_ip",
-        "peer_port",
-        "helo",
-        "tls",
-        "size",
-        "raw_download",
-        "message_id",
-        "subject",
-        "from_header",
-        "date_header",
-        "in_reply_to",
-        "header_table",
-        "text_body",
-        "html_preview",
-        "parsed_at",
-        "parse_error",
-        "defects",
-        "attempts",
-        "processed_at",
-        "claimed_by",
-        "duplicate_of",
-        "error",
-    )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # Everything shown is read-only: received data is never edited.
+        return flatten_fieldsets(self.fieldsets)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
