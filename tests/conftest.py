@@ -11,6 +11,7 @@ import pytest
 import trustme
 
 from django_inbound_smtp.models import Mailbox
+from tests.dnsserver import DnsServer
 from tests.helpers import Certs, GuardedSMTP
 
 if TYPE_CHECKING:
@@ -59,3 +60,13 @@ def certs(tmp_path: Path) -> Certs:
     made = Certs(trustme.CA(), tmp_path / "cert.pem", tmp_path / "key.pem")
     made.issue()
     return made
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DnsServer]:
+    """A real DNS server on 127.0.0.1 (UDP and TCP, ephemeral port); load zones per test."""
+    server = DnsServer()
+    try:
+        yield server
+    finally:
+        server.stop()
