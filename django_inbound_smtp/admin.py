@@ -21,7 +21,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from django_inbound_smtp import dispatch, parsing
-from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
+from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox, SenderCheck
 
 # The admin detail parses the stored message on demand. Bigger messages are shown
 # without their body: parsing hostile MIME in a web request has no time limit yet.
@@ -58,6 +58,36 @@ class RecipientInline(admin.TabularInline):
         return False
 
 
+class SenderCheckInline(admin.StackedInline):
+    """The sender-check verdicts of a message, read-only (see README, *Sender checks*)."""
+
+    model = SenderCheck
+    fields = (
+        ("sender_verified", "from_domain"),
+        ("dnsbl_result", "dnsbl_reason"),
+        ("iprev_result", "iprev_reason"),
+        ("sender_domain_result", "sender_domain_reason"),
+        ("spf_result", "spf_reason"),
+        ("spf_helo_result", "spf_helo_reason"),
+        ("dkim_result", "dkim_reason"),
+        ("dmarc_result", "dmarc_policy", "dmarc_reason"),
+        ("arc_result", "arc_reason"),
+        "details",
+        "authentication_results",
+    )
+    readonly_fields = tuple(
+        name for row in fields for name in (row if isinstance(row, tuple) else (row,))
+    )
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(InboundMessage)
 class InboundMessageAdmin(admin.ModelAdmin):
     list_display = (
@@ -67,15 +97,22 @@ class InboundMessageAdmin(admin.ModelAdmin):
         "subject",
         "size",
         "status",
+        "sender_verified",
     )
     list_filter = (
         "status",
         ("recipients__mailbox", admin.RelatedOnlyFieldListFilter),
         "received_at",
+        "sender_check__sender_verified",
+        "sender_check__spf_result",
+        "sender_check__dkim_result",
+        "sender_check__dmarc_result",
+        "sender_check__iprev_result",
+        "sender_check__dnsbl_result",
     )
     search_fields = ("subject", "envelope_from", "recipients__address", "message_id", "queue_id")
     date_hierarchy = "received_at"
-    inlines = (RecipientInline,)
+    inlines = (RecipientInline, SenderCheckInline)
     actions = ("reprocess",)
     fieldsets = (
         (
@@ -135,7 +172,8 @@ class InboundMessageAdmin(admin.ModelAdmin):
         return False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[InboundMessage]:
-        return super().get_queryset(request).prefetch_related("recipients")
+        queryset = super().get_queryset(request).select_related("sender_check")
+        return queryset.prefetch_related("recipients")
 
     def has_reprocess_permission(self, request: HttpRequest) -> bool:
         """Re-running receivers has side effects: it takes the change permission, which
@@ -173,6 +211,12 @@ class InboundMessageAdmin(admin.ModelAdmin):
     @admin.display(description=_("envelope sender"), ordering="envelope_from")
     def envelope_from_display(self, message: InboundMessage) -> str:
         return message.envelope_from or "<>"
+
+    @admin.display(description=_("sender verified"), boolean=True)
+    def sender_verified(self, message: InboundMessage) -> bool | None:
+        """``None`` (unknown) when the message has no sender checks."""
+        check = getattr(message, "sender_check", None)
+        return None if check is None else check.sender_verified
 
     @admin.display(description=_("recipients"))
     def recipient_list(self, message: InboundMessage) -> str:
@@ -234,4 +278,4 @@ class InboundMessageAdmin(admin.ModelAdmin):
         return response
 
 
-__all__ = ["InboundMessageAdmin", "MailboxAdmin"]
+__all__ = ["InboundMessageAdmin", "MailboxAdmin", "SenderCheckInline"]
