@@ -25,7 +25,7 @@ from django_inbound_smtp.envelope import (
     utf8_error,
 )
 from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
-from django_inbound_smtp.smtp import _bridge
+from django_inbound_smtp.smtp import _bridge, _checks
 from django_inbound_smtp.smtp._trace import new_queue_id, received_header, sanitize_helo
 from django_inbound_smtp.smtp.protocol import InboundEnvelope, InboundSMTP
 
@@ -157,6 +157,7 @@ class InboundHandler:
         if helo_syntax_error(hostname):
             return [str(replies.BAD_HELO)]  # host_name stays unset: MAIL needs a new EHLO
         session.host_name = hostname
+        _checks.start(session, _peer(session)[0])
         # We send RFC 3463 codes on every reply, so say so (RFC 2034); pipelined commands
         # are answered in order (RFC 2920; our DATA reader hands back what follows the
         # end of data). An MX offers no AUTH: drop aiosmtpd's AUTH line when it lists no
@@ -173,6 +174,7 @@ class InboundHandler:
         if helo_syntax_error(hostname):
             return str(replies.BAD_HELO)
         session.host_name = hostname
+        _checks.start(session, _peer(session)[0])
         return f"250 {self.hostname}"
 
     async def handle_MAIL(
@@ -186,6 +188,15 @@ class InboundHandler:
                 return encoding_reply
             if address != NULL_SENDER and address_syntax_error(address):
                 return str(replies.BAD_SENDER_SYNTAX)
+            refusal = await _checks.at_mail(
+                session,
+                envelope,
+                mail_from="" if address == NULL_SENDER else address,
+                helo=sanitize_helo(session.host_name or ""),
+                peer=_peer(session)[0],
+            )
+            if refusal is not None:
+                return str(refusal)
             envelope.mail_from = address
             envelope.mail_options.extend(options)
             return str(replies.SENDER_OK)
@@ -242,6 +253,16 @@ class InboundHandler:
             helo = sanitize_helo(session.host_name or "")
             tls, tls_version, tls_cipher = _tls(session)
             auth_user = str(session.auth_data) if session.authenticated else ""
+            content, auth_header, checks, refusal = await _checks.at_data(
+                envelope,
+                content,
+                authserv_id=get_settings().AUTHSERV_ID or self.hostname,
+                mail_from=_sender(envelope),
+                helo=helo,
+                peer=peer_host or "",
+            )
+            if refusal is not None:
+                return str(refusal)
             received = ReceivedEnvelope(
                 queue_id=queue_id,
                 mail_from=_sender(envelope),
@@ -257,8 +278,9 @@ class InboundHandler:
                 tls_cipher=tls_cipher,
                 auth_user=auth_user,
                 bare_newlines=bool(envelope.bare_newlines),
+                sender_checks=checks,
             )
-            trace = received_header(
+            trace = auth_header + received_header(
                 helo=helo,
                 peer_host=peer_host,
                 hostname=self.hostname,
