@@ -41,15 +41,9 @@ class DnsServer:
         self.questions: list[tuple[str, str]] = []
         self.ttl = 300
         self._lock = threading.Lock()
-        self._udp = _UDPServer(("127.0.0.1", 0), _UDPHandler)
-        self._udp.dns = self
+        self._udp, self._tcp = self._bind()
+        self._udp.dns = self._tcp.dns = self
         port = self._udp.server_address[1]
-        try:
-            self._tcp = _TCPServer(("127.0.0.1", port), _TCPHandler)
-        except OSError:
-            self._udp.server_close()
-            raise
-        self._tcp.dns = self
         self.port = port
         self._threads = [
             threading.Thread(
@@ -59,6 +53,18 @@ class DnsServer:
         ]
         for thread in self._threads:
             thread.start()
+
+    @staticmethod
+    def _bind(attempts: int = 50) -> tuple[_UDPServer, _TCPServer]:
+        # UDP and TCP on the same ephemeral port: the kernel picks the UDP one, which
+        # may be taken for TCP by another process; then pick again.
+        for _ in range(attempts):
+            udp = _UDPServer(("127.0.0.1", 0), _UDPHandler)
+            try:
+                return udp, _TCPServer(("127.0.0.1", udp.server_address[1]), _TCPHandler)
+            except OSError:
+                udp.server_close()
+        raise OSError("no port free for both UDP and TCP on 127.0.0.1")
 
     @property
     def address(self) -> str:
