@@ -26,7 +26,13 @@ def resolver(dns_server) -> Resolver:
     return Resolver(nameservers=[dns_server.address], timeout=0.5, cache_size=0)
 
 
-async def _spf(resolver, domain="s.test", ip="192.0.2.1", sender=None, helo="h.test"):
+async def _spf(
+    resolver: Resolver,
+    domain: str = "s.test",
+    ip: str = "192.0.2.1",
+    sender: str | None = None,
+    helo: str = "h.test",
+) -> spf.SpfResult:
     return await spf.check_host(
         resolver, ip=ip, domain=domain, sender=sender or f"user@{domain}", helo=helo
     )
