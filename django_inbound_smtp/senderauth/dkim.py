@@ -97,13 +97,15 @@ def verify_sync(message: bytes, dnsfunc: DnsFunc) -> DkimOutcome:
     """Every DKIM signature (up to :data:`MAX_SIGNATURES`) and the ARC chain; blocking."""
     if _dkim is None:
         return DkimOutcome("none", "dkimpy is not installed (extra 'auth')")
+    end = message.find(b"\r\n\r\n")
+    head = (message if end < 0 else message[:end]).lower()
+    if b"dkim-signature" not in head and b"arc-seal" not in head:
+        return DkimOutcome("none", "message not signed")  # no parsing, no lookups
     count = sum(
         1 for name, _value in _dkim.DKIM(message).headers if name.lower() == b"dkim-signature"
     )
     signatures = tuple(_one(message, index, dnsfunc) for index in range(min(count, MAX_SIGNATURES)))
-    arc, arc_reason = (
-        _arc(message, dnsfunc) if b"arc-seal" in message[:65536].lower() else ("none", "")
-    )
+    arc, arc_reason = _arc(message, dnsfunc) if b"arc-seal" in head else ("none", "")
     if not signatures:
         return DkimOutcome("none", "message not signed", (), arc, arc_reason)
     best = min(signatures, key=lambda s: _ORDER.index(s.result))
@@ -111,9 +113,10 @@ def verify_sync(message: bytes, dnsfunc: DnsFunc) -> DkimOutcome:
     return DkimOutcome(best.result, reason, signatures, arc, arc_reason)
 
 
-async def verify(resolver: Resolver, message: bytes, *, lookup_timeout: float) -> DkimOutcome:
-    """:func:`verify_sync` in a worker thread; its key lookups run on this loop."""
-    loop = asyncio.get_running_loop()
+def bridged_dnsfunc(
+    resolver: Resolver, loop: asyncio.AbstractEventLoop, lookup_timeout: float
+) -> DnsFunc:
+    """A dkimpy ``dnsfunc`` for a worker thread: each TXT lookup runs on ``loop``."""
 
     def dnsfunc(name: bytes, timeout: float = lookup_timeout) -> bytes | None:
         text = name.decode("ascii", "replace")
@@ -125,4 +128,10 @@ async def verify(resolver: Resolver, message: bytes, *, lookup_timeout: float) -
             raise TemporaryDnsError(f"TXT {text}: no answer in time") from error
         return answer.records[0].encode("utf-8") if answer.records else None
 
+    return dnsfunc
+
+
+async def verify(resolver: Resolver, message: bytes, *, lookup_timeout: float) -> DkimOutcome:
+    """:func:`verify_sync` in a worker thread; its key lookups run on this loop."""
+    dnsfunc = bridged_dnsfunc(resolver, asyncio.get_running_loop(), lookup_timeout)
     return await asyncio.to_thread(verify_sync, message, dnsfunc)

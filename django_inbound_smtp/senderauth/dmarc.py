@@ -48,6 +48,11 @@ def warm_up() -> None:
     _psl()
 
 
+def loaded() -> bool:
+    """Whether :func:`warm_up` has run (later calls cost nothing)."""
+    return bool(_psl.cache_info().currsize)
+
+
 def organizational_domain(domain: str) -> str:
     """RFC 7489 §3.2: the registered domain (``a.b.example.co.uk`` → ``example.co.uk``)."""
     domain = domain.lower().rstrip(".")

@@ -137,9 +137,14 @@ async def _nothing() -> dict[str, Verdict]:
     return {}
 
 
-def _scan(content: bytes, authserv_id: str) -> tuple[bytes, str]:
+def _scan(
+    content: bytes, authserv_id: str, dnsfunc: dkim.DnsFunc | None
+) -> tuple[bytes, str, dkim.DkimOutcome | None]:
+    # One worker-thread hop for all the CPU work on the message: DKIM verification (its
+    # key lookups come back to the loop), the From domain, forged-field renaming.
+    outcome = dkim.verify_sync(content, dnsfunc) if dnsfunc is not None else None
     renamed, _count = rename_forged(content, authserv_id)
-    return renamed, from_domain(content)
+    return renamed, from_domain(content), outcome
 
 
 async def at_data(
@@ -153,21 +158,20 @@ async def at_data(
     budget = get_settings().SENDER_CHECKS_TIMEOUT
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget
-    scan = asyncio.to_thread(_scan, content, authserv_id)
+    dnsfunc = None
     if policy.enabled("dkim") or policy.enabled("dmarc"):
-        checked = dkim.verify(resolver(), content, lookup_timeout=get_settings().DNS.timeout)
-        try:
-            (stored, author), outcome = await asyncio.wait_for(
-                asyncio.gather(scan, checked), timeout=budget
-            )
-        except TimeoutError:
-            stored, author = await asyncio.to_thread(_scan, content, authserv_id)
-            outcome = dkim.DkimOutcome("temperror", "time budget exceeded")
+        dnsfunc = dkim.bridged_dnsfunc(resolver(), loop, get_settings().DNS.timeout)
+    try:
+        stored, author, outcome = await asyncio.wait_for(
+            asyncio.to_thread(_scan, content, authserv_id, dnsfunc), timeout=budget
+        )
+    except TimeoutError:
+        stored, author, _none = await asyncio.to_thread(_scan, content, authserv_id, None)
+        outcome = dkim.DkimOutcome("temperror", "time budget exceeded")
+    if dnsfunc is not None and outcome is not None:
         verdicts.values["dkim"] = Verdict(outcome.result, outcome.reason)
         verdicts.values["arc"] = Verdict(outcome.arc, outcome.arc_reason)
         verdicts.dkim_signatures = [asdict(signature) for signature in outcome.signatures]
-    else:
-        stored, author = await scan
     verdicts.from_domain = author
     await _dmarc(verdicts, author, mail_from or f"postmaster@{helo}", deadline - loop.time())
     header = authentication_results(
@@ -191,7 +195,8 @@ async def _dmarc(verdicts: Verdicts, author: str, sender: str, remaining: float)
     spf_result = spf_verdict.result if spf_verdict else "none"
     spf_domain = sender.rpartition("@")[2]
     if author:
-        await asyncio.to_thread(dmarc.warm_up)
+        if not dmarc.loaded():
+            await asyncio.to_thread(dmarc.warm_up)
         # Without a DMARC lookup: relaxed alignment of a passing DKIM or SPF identity.
         verdicts.sender_verified = any(dmarc.aligned(d, author, strict=False) for d in passed) or (
             spf_result == "pass" and dmarc.aligned(spf_domain, author, strict=False)
