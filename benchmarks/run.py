@@ -53,7 +53,11 @@ RESULTS_DIR = BENCH_DIR / "results"
 PYTHON = sys.executable
 MIB = 1024 * 1024
 CLIENT_NAME = "client.bench"
-SERVERS = ("ours", "bare")
+SERVERS: tuple[str, ...] = ("ours", "bare")
+# --sender-checks adds "checks": ours with every sender check in tag mode, against a DNS
+# server on loopback that answers after DNS_DELAY seconds (see start_dns()).
+CHECKS = "checks"
+DNS_DELAY = 0.001
 
 # --------------------------------------------------------------------------- loads
 
@@ -344,6 +348,7 @@ class Server:
 
     BANNERS = {
         "ours": re.compile(r"Inbound SMTP server listening on (?:\[[^\]]+\]|[^\s:]+):(\d+)"),
+        CHECKS: re.compile(r"Inbound SMTP server listening on (?:\[[^\]]+\]|[^\s:]+):(\d+)"),
         "bare": re.compile(r"listening on [^\s:]+:(\d+)"),
     }
 
@@ -534,6 +539,8 @@ class Runner:
     smtp_source: str
     seq: int = 0
     run_id: str = ""
+    #: (the loopback DNS server, INBOUND_SMTP overrides) with --sender-checks.
+    dns: tuple[Any, dict[str, Any]] | None = None
 
     def say(self, text: str) -> None:
         print(text, flush=True)
@@ -541,11 +548,16 @@ class Runner:
     def new_server(self, kind: str) -> Server:
         self.seq += 1
         log_path = self.workdir / f"server-{self.seq:03d}-{kind}.log"
-        if kind == "ours":
+        env = self.store.env
+        if kind in ("ours", CHECKS):
             cmd = [PYTHON, str(BENCH_DIR / "manage.py"), "smtpd", "127.0.0.1:0"]
         else:
             cmd = [PYTHON, str(BENCH_DIR / "bare_server.py"), "--host", "127.0.0.1", "--port", "0"]
-        return Server(kind, cmd, self.store.env, log_path)
+        if kind == CHECKS:
+            assert self.dns is not None
+            overrides = {**json.loads(env.get("BENCH_INBOUND_SMTP") or "{}"), **self.dns[1]}
+            env = {**env, "BENCH_INBOUND_SMTP": json.dumps(overrides)}
+        return Server(kind, cmd, env, log_path)
 
     @contextlib.contextmanager
     def server(self, kind: str) -> Iterator[Server]:
@@ -580,7 +592,7 @@ class Runner:
             recipient,
             f"127.0.0.1:{server.port}",
         ]
-        before = self.store.counts() if server.kind == "ours" else None
+        before = self.store.counts() if server.kind in ("ours", CHECKS) else None
         sampler = RssSampler(server.pid)
         baseline = idle_rss_kib(server.pid)
         account = CpuAccount(
@@ -636,7 +648,7 @@ class Runner:
             "--size", "1024",
             "--tag", tag,
         ]  # fmt: skip
-        before = self.store.counts() if server.kind == "ours" else None
+        before = self.store.counts() if server.kind in ("ours", CHECKS) else None
         sampler = RssSampler(server.pid)
         baseline = idle_rss_kib(server.pid)
         account = CpuAccount(
@@ -766,6 +778,7 @@ def summarize(raw: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict[str,
                 "ours": ours,
                 "bare": bare,
                 "ratio": ratio,
+                CHECKS: values.get(CHECKS),
             }
         )
     return rows
@@ -827,22 +840,38 @@ def render(rows: list[dict[str, Any]], checks: list[dict[str, Any]], meta: dict[
         f"host: {host['cpus']} CPUs, load average before {host['loadavg_before'][0]:.2f}, "
         f"after {host['loadavg_after'][0]:.2f}",
         "",
-        f"{'metric':42} {'unit':6} {'ours':>12} {'bare':>12} {'ours/bare':>10}",
-        f"{'-' * 42} {'-' * 6} {'-' * 12} {'-' * 12} {'-' * 10}",
+        f"{'metric':42} {'unit':6} {'ours':>12} {'bare':>12} {'ours/bare':>10}"
+        + (f" {'ours+checks':>12} {'with/without':>12}" if CHECKS in SERVERS else ""),
+        f"{'-' * 42} {'-' * 6} {'-' * 12} {'-' * 12} {'-' * 10}"
+        + (f" {'-' * 12} {'-' * 12}" if CHECKS in SERVERS else ""),
     ]
     if meta["inbound_smtp_overrides"]:
         lines.insert(3, f"INBOUND_SMTP overrides for ours: {meta['inbound_smtp_overrides']}")
     for row in rows:
         ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "-"
-        lines.append(
+        line = (
             f"{row['metric']:42} {row['unit']:6} {fmt(row['ours'], row['digits']):>12} "
             f"{fmt(row['bare'], row['digits']):>12} {ratio:>10}"
         )
+        if CHECKS in SERVERS:
+            with_checks = row.get(CHECKS)
+            relative = (
+                with_checks / row["ours"] if with_checks is not None and row["ours"] else None
+            )
+            line += f" {fmt(with_checks, row['digits']):>12} {fmt(relative, 2):>12}"
+        lines.append(line)
     if meta.get("noisy_loads"):
         lines += [
             "",
             "WARNING: other processes used > 20% of a core during: "
             + ", ".join(meta["noisy_loads"]),
+        ]
+    if CHECKS in SERVERS:
+        lines += [
+            "",
+            f"ours+checks: every sender check in tag mode (DNSBL zone, iprev, sender domain, SPF "
+            f"and HELO SPF, DKIM, DMARC), DNS server on loopback answering after "
+            f"{DNS_DELAY * 1000:.0f} ms, resolver cache {meta.get('dns_cache', 0)}.",
         ]
     if checks:
         lines += ["", "targets (ours):"]
@@ -952,6 +981,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="override an INBOUND_SMTP key of ours (VALUE as JSON, else a string); repeatable",
     )
+    parser.add_argument(
+        "--sender-checks",
+        action="store_true",
+        help="also run ours with every sender check in tag mode against a loopback DNS server",
+    )
+    parser.add_argument(
+        "--dns-cache", type=int, default=0, help="resolver cache size with --sender-checks"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder and database")
     parser.add_argument("--output", type=Path, help="JSON path (default results/<timestamp>.json)")
     args = parser.parse_args(argv)
@@ -972,6 +1009,39 @@ def _setting(text: str) -> tuple[str, Any]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
+
+
+def start_dns(cache_size: int) -> tuple[Any, dict[str, Any]]:
+    """The tests' loopback DNS server, answering after DNS_DELAY, loaded with what the
+    checks of a smtp-source message ask: client 127.0.0.1 (PTR client.bench), sender
+    domain client.bench (MX, SPF pass, DMARC p=none), a DNSBL zone that lists nothing."""
+    global SERVERS, _DNS_SERVER
+    sys.path.insert(0, str(REPO_DIR))
+    from tests.dnsserver import DnsServer
+
+    server = DnsServer(delay=DNS_DELAY)
+    _DNS_SERVER = server
+    server.load(
+        {
+            "1.0.0.127.in-addr.arpa": [("PTR", "client.bench.")],
+            CLIENT_NAME: [
+                ("A", "127.0.0.1"),
+                ("MX", f"10 {CLIENT_NAME}."),
+                ("TXT", '"v=spf1 ip4:127.0.0.1 -all"'),
+            ],
+            f"_dmarc.{CLIENT_NAME}": [("TXT", '"v=DMARC1; p=none"')],
+        }
+    )
+    SERVERS = ("ours", "bare", CHECKS)
+    checks = dict.fromkeys(("DNSBL", "IPREV", "SENDER_DOMAIN", "SPF", "DKIM", "DMARC"), "tag")
+    return server, {
+        "SENDER_CHECKS": checks,
+        "DNSBL_ZONES": ["bl.bench"],
+        "DNS": {"NAMESERVERS": [server.address], "TIMEOUT": 2.0, "CACHE_SIZE": cache_size},
+    }
+
+
+_DNS_SERVER: Any = None
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -997,6 +1067,8 @@ def main(argv: list[str] | None = None) -> int:
         db_info = store.create()
         runner = Runner(args, store, workdir, smtp_source)
         runner.run_id = format(int(time.time()) % 0xFFFFFF, "x")
+        if args.sender_checks:
+            runner.dns = start_dns(args.dns_cache)
         t0 = time.monotonic()
         load_before = os.getloadavg()
         raw = runner.run()
@@ -1022,6 +1094,7 @@ def main(argv: list[str] | None = None) -> int:
             "smtp_source": smtp_source,
             "final_status_counts": store.status_counts(),
             "noisy_loads": noisy_loads(raw),
+            "dns_cache": args.dns_cache,
         }
         table = render(rows, checks, meta)
         print()
@@ -1048,6 +1121,8 @@ def main(argv: list[str] | None = None) -> int:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             stop_all_children()
+            if runner_dns := globals().get("_DNS_SERVER"):
+                runner_dns.stop()
             if not args.keep:
                 if store is not None:
                     with contextlib.suppress(Exception):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import flatten_fieldsets
+from django.contrib.admin.utils import flatten, flatten_fieldsets
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse
@@ -22,7 +22,13 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from django_inbound_smtp import dispatch, parsing
-from django_inbound_smtp.models import Attachment, InboundMessage, InboundRecipient, Mailbox
+from django_inbound_smtp.models import (
+    Attachment,
+    InboundMessage,
+    InboundRecipient,
+    Mailbox,
+    SenderCheck,
+)
 
 # The admin detail parses the stored message on demand. Bigger messages are shown
 # without their body: parsing hostile MIME in a web request has no time limit yet.
@@ -45,8 +51,9 @@ class MailboxAdmin(admin.ModelAdmin):
         return int(getattr(mailbox, "message_count", 0))
 
 
-class _ReadOnlyInline(admin.TabularInline):
-    """Received data: shown, never added or edited (it goes with its message)."""
+class _ReadOnly:
+    """For inlines of received data: shown, never added or edited (it goes with its
+    message)."""
 
     extra = 0
     can_delete = False
@@ -58,13 +65,13 @@ class _ReadOnlyInline(admin.TabularInline):
         return False
 
 
-class RecipientInline(_ReadOnlyInline):
+class RecipientInline(_ReadOnly, admin.TabularInline):
     model = InboundRecipient
     fields = ("address", "mailbox", "tag")
     readonly_fields = fields
 
 
-class AttachmentInline(_ReadOnlyInline):
+class AttachmentInline(_ReadOnly, admin.TabularInline):
     model = Attachment
     fields = ("filename", "content_type", "size", "inline", "content_id", "sha256", "download")
     readonly_fields = fields
@@ -85,6 +92,26 @@ def _download(handle: Any, *, filename: str, content_type: str) -> FileResponse:
     return response
 
 
+class SenderCheckInline(_ReadOnly, admin.StackedInline):
+    """The sender-check verdicts of a message, read-only (see README, *Sender checks*)."""
+
+    model = SenderCheck
+    fields = (
+        ("sender_verified", "from_domain"),
+        ("dnsbl_result", "dnsbl_reason"),
+        ("iprev_result", "iprev_reason"),
+        ("sender_domain_result", "sender_domain_reason"),
+        ("spf_result", "spf_reason"),
+        ("spf_helo_result", "spf_helo_reason"),
+        ("dkim_result", "dkim_reason"),
+        ("dmarc_result", "dmarc_policy", "dmarc_reason"),
+        ("arc_result", "arc_reason"),
+        "details",
+        "authentication_results",
+    )
+    readonly_fields = tuple(flatten(fields))
+
+
 @admin.register(InboundMessage)
 class InboundMessageAdmin(admin.ModelAdmin):
     list_display = (
@@ -94,12 +121,19 @@ class InboundMessageAdmin(admin.ModelAdmin):
         "subject",
         "size",
         "status",
+        "sender_verified",
     )
     list_filter = (
         "status",
         ("recipients__mailbox", admin.RelatedOnlyFieldListFilter),
         "received_at",
         ("parse_error", admin.EmptyFieldListFilter),
+        "sender_check__sender_verified",
+        "sender_check__spf_result",
+        "sender_check__dkim_result",
+        "sender_check__dmarc_result",
+        "sender_check__iprev_result",
+        "sender_check__dnsbl_result",
     )
     search_fields = (
         "subject",
@@ -111,7 +145,7 @@ class InboundMessageAdmin(admin.ModelAdmin):
         "attachments__filename",
     )
     date_hierarchy = "received_at"
-    inlines = (RecipientInline, AttachmentInline)
+    inlines = (RecipientInline, AttachmentInline, SenderCheckInline)
     actions = ("reprocess",)
     fieldsets = (
         (
@@ -164,7 +198,8 @@ class InboundMessageAdmin(admin.ModelAdmin):
         return False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[InboundMessage]:
-        return super().get_queryset(request).prefetch_related("recipients")
+        queryset = super().get_queryset(request).select_related("sender_check")
+        return queryset.prefetch_related("recipients")
 
     def has_reprocess_permission(self, request: HttpRequest) -> bool:
         """Re-running receivers has side effects: it takes the change permission, which
@@ -202,6 +237,12 @@ class InboundMessageAdmin(admin.ModelAdmin):
     @admin.display(description=_("envelope sender"), ordering="envelope_from")
     def envelope_from_display(self, message: InboundMessage) -> str:
         return message.envelope_from or "<>"
+
+    @admin.display(description=_("sender verified"), boolean=True)
+    def sender_verified(self, message: InboundMessage) -> bool | None:
+        """``None`` (unknown) when the message has no sender checks."""
+        check = getattr(message, "sender_check", None)
+        return None if check is None else check.sender_verified
 
     @admin.display(description=_("recipients"))
     def recipient_list(self, message: InboundMessage) -> str:
@@ -312,4 +353,4 @@ class InboundMessageAdmin(admin.ModelAdmin):
         return response
 
 
-__all__ = ["AttachmentInline", "InboundMessageAdmin", "MailboxAdmin"]
+__all__ = ["AttachmentInline", "InboundMessageAdmin", "MailboxAdmin", "SenderCheckInline"]

@@ -5,6 +5,7 @@ Ids are never reused; a retired id stays reserved. The catalogue is in the READM
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import re
@@ -17,6 +18,8 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from django_inbound_smtp.conf import DEFAULTS, SETTINGS_NAME, load_callable
 from django_inbound_smtp.exceptions import ConfigurationError
+from django_inbound_smtp.senderauth.network import parse_zone
+from django_inbound_smtp.senderauth.resolver import parse_nameserver
 from django_inbound_smtp.tls import server_context
 
 _POSITIVE_INTS = (
@@ -167,6 +170,69 @@ def _tls_errors(raw: dict[str, Any]) -> list[CheckMessage]:
     return []
 
 
+def _sender_check_errors(raw: dict[str, Any]) -> list[CheckMessage]:
+    """SENDER_CHECKS, DNSBL_ZONES, DNSBL_THRESHOLD, DNS, SENDER_CHECKS_TIMEOUT, AUTHSERV_ID."""
+    errors: list[CheckMessage] = []
+    checks = raw.get("SENDER_CHECKS", {})
+    known = DEFAULTS["SENDER_CHECKS"]
+    if not isinstance(checks, dict) or any(
+        key not in known or value not in ("off", "tag", "tempfail", "reject")
+        for key, value in checks.items()
+    ):
+        hint = f"Keys: {', '.join(known)}; values: 'off', 'tag', 'tempfail', 'reject'."
+        errors.append(_key_error("SENDER_CHECKS", "must map check names to policies", hint, "E017"))
+        checks = {}
+    zones = raw.get("DNSBL_ZONES", [])
+    try:
+        if isinstance(zones, str) or not isinstance(zones, list | tuple):
+            raise ValueError(f"got {zones!r}")
+        for zone in zones:
+            parse_zone(str(zone))
+    except ValueError as error:
+        errors.append(_key_error("DNSBL_ZONES", "must be a list of zones", str(error), "E018"))
+    for key, floor in (("DNSBL_THRESHOLD", 1), ("SENDER_CHECKS_TIMEOUT", 1e-9)):
+        value = raw.get(key, DEFAULTS[key])
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < floor:
+            errors.append(_key_error(key, "must be a positive number", f"Got {value!r}.", "E002"))
+    dns = raw.get("DNS", {})
+    try:
+        if not isinstance(dns, dict) or set(dns) - set(DEFAULTS["DNS"]):
+            raise ValueError(f"keys are {', '.join(DEFAULTS['DNS'])}")
+        for server in dns.get("NAMESERVERS") or []:
+            parse_nameserver(str(server))
+        if not float(dns.get("TIMEOUT", 1)) > 0 or int(dns.get("CACHE_SIZE", 0)) < 0:
+            raise ValueError("TIMEOUT must be positive, CACHE_SIZE not negative")
+    except (TypeError, ValueError) as error:
+        errors.append(
+            _key_error("DNS", "is not a valid resolver configuration", str(error), "E019")
+        )
+    authserv_id = raw.get("AUTHSERV_ID")
+    if authserv_id is not None and not (
+        isinstance(authserv_id, str) and re.fullmatch(r"[A-Za-z0-9_.-]{1,253}", authserv_id)
+    ):
+        errors.append(
+            _key_error(
+                "AUTHSERV_ID", "must be None or a host name", f"Got {authserv_id!r}.", "E020"
+            )
+        )
+    errors += _missing_extra(checks)
+    return errors
+
+
+def _missing_extra(checks: dict[str, Any]) -> list[CheckMessage]:
+    needs = {"DKIM": "dkim", "DMARC": "publicsuffixlist"}
+    return [
+        Warning(
+            f"{SETTINGS_NAME}['SENDER_CHECKS'][{key!r}] is {checks[key]!r} but {module} is "
+            "not installed.",
+            hint="Install django-inbound-smtp[auth], or set the check to 'tag' or 'off'.",
+            id="inbound_smtp.W003",
+        )
+        for key, module in needs.items()
+        if checks.get(key) in ("tempfail", "reject") and importlib.util.find_spec(module) is None
+    ]
+
+
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Validate the type and range of every ``INBOUND_SMTP`` key."""
@@ -259,6 +325,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         value = raw.get(key)
         if value is not None and (not isinstance(value, str) or not _BIND.match(value)):
             errors.append(_key_error(key, "must be 'HOST:PORT'", f"Got {value!r}.", "E006"))
+    errors += _sender_check_errors(raw)
     bind = raw.get("BIND", DEFAULTS["BIND"])
     if not isinstance(bind, str) or not _BIND.match(bind):
         errors.append(_key_error("BIND", "must be 'HOST:PORT'", f"Got {bind!r}.", "E006"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings as django_settings
 from django.core.signals import setting_changed
@@ -17,9 +17,18 @@ from django.utils.module_loading import import_string
 
 from django_inbound_smtp.exceptions import ConfigurationError
 
-__all__ = ["DEFAULTS", "InboundSmtpSettings", "get_settings", "load_callable"]
+__all__ = ["DEFAULTS", "DnsOptions", "InboundSmtpSettings", "get_settings", "load_callable"]
 
 SETTINGS_NAME = "INBOUND_SMTP"
+
+
+class DnsOptions(NamedTuple):
+    """``INBOUND_SMTP["DNS"]`` merged over its defaults."""
+
+    nameservers: tuple[str, ...]
+    timeout: float
+    cache_size: int
+
 
 DEFAULTS: Mapping[str, Any] = {
     # Where `manage.py smtpd` listens when no address is given. Loopback by default:
@@ -147,6 +156,33 @@ DEFAULTS: Mapping[str, Any] = {
     "SWEEP_INTERVAL": 60,
     # Seconds a stopping server waits for transfers and commits in flight.
     "SHUTDOWN_GRACE": 30,
+    # Sender checks and what a failure does: "off" (not checked), "tag" (checked and
+    # recorded, never refused), "tempfail" (451 4.7.x: the sender retries) or "reject"
+    # (550 5.7.x). A DNS timeout or SERVFAIL is never a reject. Missing keys keep
+    # their default. DNSBL and IPREV are looked up from EHLO and applied at MAIL;
+    # SENDER_DOMAIN and SPF at MAIL; DKIM (with ARC) and DMARC after DATA.
+    "SENDER_CHECKS": {
+        "DNSBL": "tag",
+        "IPREV": "tag",
+        "SENDER_DOMAIN": "tag",
+        "SPF": "tag",
+        "DKIM": "tag",
+        "DMARC": "tag",
+    },
+    # DNS block/allow lists in postscreen's syntax, "zone[=127.0.0.x[;...]]*weight"
+    # (weight < 0 for an allowlist such as list.dnswl.org). Empty: no DNSBL lookups.
+    "DNSBL_ZONES": [],
+    # Summed weight at which a client counts as listed (postscreen_dnsbl_threshold).
+    "DNSBL_THRESHOLD": 1,
+    # The resolver: "NAMESERVERS" ("host[:port]" strings; empty: /etc/resolv.conf),
+    # "TIMEOUT" seconds per lookup, "CACHE_SIZE" answers kept (TTL-aware; 0: none).
+    "DNS": {"NAMESERVERS": [], "TIMEOUT": 3.0, "CACHE_SIZE": 5000},
+    # Seconds all checks of one SMTP phase may take together; past it, the unfinished
+    # ones are recorded as temperror.
+    "SENDER_CHECKS_TIMEOUT": 10,
+    # authserv-id of our Authentication-Results field (RFC 8601 §2.5). None: HOSTNAME.
+    # Incoming fields claiming it are renamed X-Original-Authentication-Results.
+    "AUTHSERV_ID": None,
 }
 
 
@@ -386,6 +422,42 @@ class InboundSmtpSettings:
     def SHUTDOWN_GRACE(self) -> float:
         """Seconds a stopping server waits for work in flight."""
         return float(self._get("SHUTDOWN_GRACE"))
+
+    @property
+    def SENDER_CHECKS(self) -> Mapping[str, str]:
+        """Policy per sender check (``"off"``, ``"tag"``, ``"tempfail"``, ``"reject"``)."""
+        return {**DEFAULTS["SENDER_CHECKS"], **(self._get("SENDER_CHECKS") or {})}
+
+    @property
+    def DNSBL_ZONES(self) -> tuple[str, ...]:
+        """DNSBL/DNSWL zones, postscreen syntax."""
+        return tuple(str(zone) for zone in self._get("DNSBL_ZONES") or ())
+
+    @property
+    def DNSBL_THRESHOLD(self) -> int:
+        """Summed DNSBL weight at which a client is listed."""
+        return int(self._get("DNSBL_THRESHOLD"))
+
+    @property
+    def DNS(self) -> DnsOptions:
+        """Resolver options: nameservers, per-lookup timeout, cache size."""
+        options = {**DEFAULTS["DNS"], **(self._get("DNS") or {})}
+        return DnsOptions(
+            nameservers=tuple(str(server) for server in options["NAMESERVERS"] or ()),
+            timeout=float(options["TIMEOUT"]),
+            cache_size=int(options["CACHE_SIZE"]),
+        )
+
+    @property
+    def SENDER_CHECKS_TIMEOUT(self) -> float:
+        """Seconds the checks of one SMTP phase may take together."""
+        return float(self._get("SENDER_CHECKS_TIMEOUT"))
+
+    @property
+    def AUTHSERV_ID(self) -> str | None:
+        """Our authserv-id, or ``None`` for the server's host name."""
+        value = self._get("AUTHSERV_ID")
+        return None if value is None else str(value)
 
 
 def user_settings() -> Mapping[str, Any]:

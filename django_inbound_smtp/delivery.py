@@ -28,7 +28,7 @@ from django_inbound_smtp import _storage, dispatch
 from django_inbound_smtp._db import unit_of_work
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.envelope import ReceivedEnvelope
-from django_inbound_smtp.models import InboundMessage, InboundRecipient
+from django_inbound_smtp.models import InboundMessage, InboundRecipient, SenderCheck
 from django_inbound_smtp.parsing import (
     MAX_HEADER_BLOCK,
     HeaderSummary,
@@ -135,6 +135,8 @@ def _row(envelope: ReceivedEnvelope, summary: HeaderSummary, **fields: Any) -> I
         )
         for recipient in envelope.recipients
     )
+    if envelope.sender_checks is not None:
+        SenderCheck.objects.create(message=message, **envelope.sender_checks)
     return message
 
 

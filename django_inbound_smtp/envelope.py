@@ -7,8 +7,10 @@ path stores them.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 __all__ = [
     "MAX_ADDRESS_LENGTH",
@@ -139,6 +141,9 @@ class ReceivedEnvelope:
     auth_user: str = ""
     #: DATA held CR or LF outside a CRLF (stored normalized, kept or refused by policy).
     bare_newlines: bool = False
+    #: Sender-check verdicts to store with the message (``SenderCheck`` field values), or
+    #: ``None`` when every check is off.
+    sender_checks: Mapping[str, Any] | None = None
 
     @property
     def rcpt_tos(self) -> tuple[str, ...]:

@@ -200,3 +200,57 @@ AUTH_NOT_OFFERED = Reply(ReplyCode.NOT_IMPLEMENTED, "5.5.1", "Error: authenticat
 DATA_TOO_SLOW = Reply(ReplyCode.SERVICE_UNAVAILABLE, "4.4.2", "Error: DATA took too long")
 # RFC 3463 X.4.2: bad connection (timeout).
 TIMEOUT = Reply(ReplyCode.SERVICE_UNAVAILABLE, "4.4.2", "Error: timeout exceeded")
+
+# Sender checks (INBOUND_SMTP["SENDER_CHECKS"] set to "reject" or "tempfail"). RFC 7372
+# registers the X.7.20-X.7.27 codes; the 4xx twins keep the detail of the 5xx ones.
+__all__ += [
+    "DMARC_REJECT",
+    "DMARC_TEMPFAIL",
+    "DKIM_REJECT",
+    "DKIM_TEMPFAIL",
+    "DNSBL_REJECT",
+    "DNSBL_TEMPFAIL",
+    "IPREV_REJECT",
+    "IPREV_TEMPFAIL",
+    "NULL_MX_REJECT",
+    "SENDER_DOMAIN_REJECT",
+    "SENDER_DOMAIN_TEMPFAIL",
+    "SPF_REJECT",
+    "SPF_TEMPFAIL",
+    "TEMPORARY_DNS_FAILURE",
+]
+# RFC 3463 X.7.1: delivery not authorized (a DNS blocklist lists the client).
+DNSBL_REJECT = Reply(ReplyCode.MAILBOX_UNAVAILABLE, "5.7.1", "Service unavailable; client listed")
+DNSBL_TEMPFAIL = Reply(ReplyCode.LOCAL_ERROR, "4.7.1", "Service unavailable; client listed")
+# RFC 7372 X.7.25: reverse DNS validation failed.
+IPREV_REJECT = Reply(
+    ReplyCode.MAILBOX_UNAVAILABLE, "5.7.25", "Reverse DNS validation failed for your address"
+)
+IPREV_TEMPFAIL = Reply(ReplyCode.LOCAL_ERROR, "4.7.25", "Reverse DNS validation failed")
+# RFC 3463 X.1.8: bad sender's system address; RFC 7505 §4.2 / RFC 7372 X.7.27: the
+# sender domain publishes a null MX, so it cannot receive the bounces it would get.
+SENDER_DOMAIN_REJECT = Reply(
+    ReplyCode.MAILBOX_UNAVAILABLE, "5.1.8", "Sender address rejected: Domain cannot receive mail"
+)
+SENDER_DOMAIN_TEMPFAIL = Reply(
+    ReplyCode.LOCAL_ERROR, "4.1.8", "Sender address rejected: Domain cannot receive mail"
+)
+NULL_MX_REJECT = Reply(ReplyCode.MAILBOX_UNAVAILABLE, "5.7.27", "Sender address has null MX")
+# RFC 7372 X.7.23: SPF validation failed (RFC 7208 §8.4: "fail" may be refused).
+SPF_REJECT = Reply(ReplyCode.MAILBOX_UNAVAILABLE, "5.7.23", "SPF validation failed")
+SPF_TEMPFAIL = Reply(ReplyCode.LOCAL_ERROR, "4.7.23", "SPF validation failed")
+# RFC 7372 X.7.20: no passing DKIM signature found.
+DKIM_REJECT = Reply(ReplyCode.MAILBOX_UNAVAILABLE, "5.7.20", "No passing DKIM signature found")
+DKIM_TEMPFAIL = Reply(ReplyCode.LOCAL_ERROR, "4.7.20", "No passing DKIM signature found")
+# RFC 7372 X.7.26: multiple authentication checks failed (DMARC, as Gmail answers).
+DMARC_REJECT = Reply(
+    ReplyCode.MAILBOX_UNAVAILABLE, "5.7.26", "Unauthenticated mail refused by the DMARC policy"
+)
+DMARC_TEMPFAIL = Reply(
+    ReplyCode.LOCAL_ERROR, "4.7.26", "Unauthenticated mail refused by the DMARC policy"
+)
+# RFC 3463 X.4.3: directory server failure. A lookup a refusing check needs did not
+# answer: never a permanent refusal (RFC 7208 §2.6.6).
+TEMPORARY_DNS_FAILURE = Reply(
+    ReplyCode.LOCAL_ERROR, "4.4.3", "Temporary DNS failure, try again later"
+)

@@ -121,6 +121,51 @@ class Spool:
             raise RuntimeError("the message is in a spool file; read it from there")
         return self.prefix + bytes(self._buffer)
 
+    def content(self) -> bytes:
+        """The client's content (without the prefix), read whole; after :meth:`finish`.
+
+        Blocking for a spool file: call it from a worker thread."""
+        if self.path is None:
+            return bytes(self._buffer)
+        with open(self.path, "rb") as handle:
+            handle.seek(len(self.prefix))
+            return handle.read()
+
+    def rewrite(self, *, prefix: bytes, head_length: int, head: bytes) -> None:
+        """Replace the prefix, and the first ``head_length`` content bytes by ``head``.
+
+        For header fields that can only be written after the end of data (our
+        Authentication-Results, a forged one renamed). ``size`` and ``head`` follow;
+        ``digest`` stays that of the content as received. A spool file is copied once
+        into a new fsynced one: blocking, call it from a worker thread."""
+        if self.path is None:
+            self._buffer[:head_length] = head
+        else:
+            self._copy_with(prefix, head_length, head)
+        self.prefix = prefix
+        self.size += len(head) - head_length
+        self._head[:head_length] = head
+        del self._head[self.head_limit :]
+
+    def _copy_with(self, prefix: bytes, head_length: int, head: bytes) -> None:
+        assert self.path is not None
+        assert self.directory is not None
+        fd, new_path = tempfile.mkstemp(suffix=SPOOL_SUFFIX, dir=self.directory)
+        try:
+            _write_fd(fd, prefix + head)
+            with open(self.path, "rb") as source:
+                source.seek(len(self.prefix) + head_length)
+                while chunk := source.read(1024 * 1024):
+                    _write_fd(fd, chunk)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(new_path)
+            raise
+        os.close(fd)
+        os.unlink(self.path)
+        self.path = new_path
+
     def discard(self) -> None:
         """Drop the buffer and delete the spool file, if any. Idempotent; never raises."""
         self._buffer = bytearray()
@@ -147,13 +192,16 @@ class Spool:
 
     def _write_all(self, data: bytes | bytearray) -> None:
         assert self._fd is not None
-        view = memoryview(data)
-        try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
-        finally:
-            view.release()
+        _write_fd(self._fd, data)
+
+
+def _write_fd(fd: int, data: bytes | bytearray) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        view.release()
 
 
 def is_disk_full(error: BaseException) -> bool:

@@ -9,8 +9,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 import trustme
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from django_inbound_smtp.models import Mailbox
+from tests.dnsserver import DnsServer
 from tests.helpers import Certs, GuardedSMTP
 
 if TYPE_CHECKING:
@@ -59,3 +62,28 @@ def certs(tmp_path: Path) -> Certs:
     made = Certs(trustme.CA(), tmp_path / "cert.pem", tmp_path / "key.pem")
     made.issue()
     return made
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DnsServer]:
+    """A real DNS server on 127.0.0.1 (UDP and TCP, ephemeral port); load zones per test."""
+    server = DnsServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@receiver(setting_changed)
+def _sender_checks_stay_off_the_network(*, setting: str, value: object, **kwargs: object) -> None:
+    """Tests replace INBOUND_SMTP wholesale (override_settings(INBOUND_SMTP={...})). A
+    dict without SENDER_CHECKS would turn the checks on in tag mode (the product's
+    default) and DNS to the machine's resolver: tests must never ask real DNS. So a
+    replacement that does not name them keeps the test settings' choice: checks off,
+    DNS at a closed loopback port. A test that wants the checks sets both."""
+    if setting != "INBOUND_SMTP" or not isinstance(value, dict):
+        return
+    from tests import settings as test_settings
+
+    for key in ("SENDER_CHECKS", "DNS"):
+        value.setdefault(key, test_settings.INBOUND_SMTP[key])

@@ -93,6 +93,18 @@ INBOUND_SMTP = {
     # The Celery worker tests start workers with a short lease (env), so a killed
     # worker's claim expires within the test.
     "PROCESSING_LEASE": float(os.environ.get("INBOUND_TEST_LEASE", "60")),
+    # Sender checks are off unless a test turns them on with the loopback DNS server
+    # (tests/dnsserver.py). Tests never ask the machine's resolver: the nameserver
+    # below is a closed loopback port, so a stray lookup fails fast.
+    "SENDER_CHECKS": {
+        "DNSBL": "off",
+        "IPREV": "off",
+        "SENDER_DOMAIN": "off",
+        "SPF": "off",
+        "DKIM": "off",
+        "DMARC": "off",
+    },
+    "DNS": {"NAMESERVERS": ["127.0.0.1:9"], "TIMEOUT": 1.0},
 }
 
 LOGGING = {

@@ -65,3 +65,16 @@ def test_changelog_has_a_pending_section_on_top() -> None:
     assert first_section is not None
     assert first_section.group(1) == "Pending"
     assert django_inbound_smtp.__version__
+
+
+def test_tests_never_turn_sender_checks_on_by_replacing_the_settings() -> None:
+    # conftest keeps SENDER_CHECKS and DNS from the test settings when a test replaces
+    # INBOUND_SMTP without naming them: otherwise the checks would be on (the product's
+    # default) and would ask the machine's resolver.
+    from django.test import override_settings
+
+    from django_inbound_smtp.conf import get_settings
+
+    with override_settings(INBOUND_SMTP={"HOSTNAME": "mx.test"}):
+        assert get_settings().DNS.nameservers == ("127.0.0.1:9",)
+        assert all(v == "off" for v in get_settings().SENDER_CHECKS.values())

@@ -13,6 +13,7 @@ from django_inbound_smtp.models.mailbox import (
     normalize_mailbox_address,
 )
 from django_inbound_smtp.models.message import InboundMessage, InboundRecipient
+from django_inbound_smtp.models.sender_check import SenderCheck
 
 __all__ = [
     "CATCH_ALL_LOCAL_PART",
@@ -20,5 +21,6 @@ __all__ = [
     "InboundMessage",
     "InboundRecipient",
     "Mailbox",
+    "SenderCheck",
     "normalize_mailbox_address",
 ]

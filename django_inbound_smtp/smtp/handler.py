@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import logging
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from aiosmtpd.proxy_protocol import V2_CMD
@@ -26,7 +27,7 @@ from django_inbound_smtp.envelope import (
 )
 from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
 from django_inbound_smtp.parsing import MAX_HEADER_BLOCK
-from django_inbound_smtp.smtp import _bridge
+from django_inbound_smtp.smtp import _bridge, _checks
 from django_inbound_smtp.smtp._diskspace import FreeSpace, declared_size
 from django_inbound_smtp.smtp._intake import discard_spool
 from django_inbound_smtp.smtp._trace import new_queue_id, received_header, sanitize_helo
@@ -172,6 +173,7 @@ class InboundHandler:
         if helo_syntax_error(hostname):
             return [str(replies.BAD_HELO)]  # host_name stays unset: MAIL needs a new EHLO
         session.host_name = hostname
+        _checks.start(session, _peer(session)[0])
         # We send RFC 3463 codes on every reply, so say so (RFC 2034); pipelined commands
         # are answered in order (RFC 2920; our DATA reader hands back what follows the
         # end of data). An MX offers no AUTH: drop aiosmtpd's AUTH line when it lists no
@@ -188,6 +190,7 @@ class InboundHandler:
         if helo_syntax_error(hostname):
             return str(replies.BAD_HELO)
         session.host_name = hostname
+        _checks.start(session, _peer(session)[0])
         return f"250 {self.hostname}"
 
     async def handle_MAIL(
@@ -207,6 +210,15 @@ class InboundHandler:
                 # RFC 5321 §4.5.3.1.10 / RFC 1870: temporary, the client retries later.
                 logger.warning("refusing MAIL: free disk space is below MIN_FREE_SPACE")
                 return str(replies.INSUFFICIENT_STORAGE)
+            refusal = await _checks.at_mail(
+                session,
+                envelope,
+                mail_from="" if address == NULL_SENDER else address,
+                helo=sanitize_helo(session.host_name or ""),
+                peer=_peer(session)[0],
+            )
+            if refusal is not None:
+                return str(refusal)
             envelope.mail_from = address
             envelope.mail_options.extend(options)
             return str(replies.SENDER_OK)
@@ -293,6 +305,9 @@ class InboundHandler:
             assert spool is not None  # the protocol sets it before calling this hook
             peer_host, peer_port = _peer(session)
             tls, tls_version, tls_cipher = _tls(session)
+            checks, refusal = await self._check_data(envelope, spool, session=session)
+            if refusal is not None:
+                return str(refusal)
             received = ReceivedEnvelope(
                 queue_id=queue_id,
                 mail_from=_sender(envelope),
@@ -308,6 +323,7 @@ class InboundHandler:
                 tls_cipher=tls_cipher,
                 auth_user=str(session.auth_data) if session.authenticated else "",
                 bare_newlines=bool(envelope.bare_newlines),
+                sender_checks=checks,
             )
             pk = await self._deliver(received, spool)
         except Exception as error:
@@ -323,6 +339,30 @@ class InboundHandler:
             extra={"queue_id": queue_id, "message_pk": pk, "peer": peer_host},
         )
         return str(replies.queued(queue_id))
+
+    async def _check_data(
+        self, envelope: InboundEnvelope, spool: Spool, *, session: Any
+    ) -> tuple[dict[str, Any] | None, replies.Reply | None]:
+        """The DATA-phase sender checks; our Authentication-Results goes on top of the
+        stored message and a forged one is renamed (RFC 8601 §5)."""
+        rewrite, header, record, refusal = await _checks.at_data(
+            envelope,
+            spool,
+            authserv_id=get_settings().AUTHSERV_ID or self.hostname,
+            mail_from=_sender(envelope),
+            helo=sanitize_helo(session.host_name or ""),
+            peer=_peer(session)[0] or "",
+        )
+        if refusal is None and (header or rewrite):
+            head_length, head = rewrite or (0, b"")
+            step = partial(
+                spool.rewrite, prefix=header + spool.prefix, head_length=head_length, head=head
+            )
+            if spool.on_disk:
+                await asyncio.to_thread(step)  # copies the spool file once
+            else:
+                step()
+        return record, refusal
 
     async def _deliver(self, received: ReceivedEnvelope, spool: Spool) -> int:
         # Shielded: if the client hangs up mid-commit, the commit still finishes (and is

@@ -111,7 +111,15 @@ INBOUND_SMTP = {
     #   REDISPATCH_AFTER        300 seconds before the sweeper schedules a waiting message again
     #   SWEEP_INTERVAL          60 seconds between the sweeps smtpd runs by itself
     #   SHUTDOWN_GRACE          30 seconds
+    #   SENDER_CHECKS           every check "tag": SPF, DKIM, DMARC, reverse DNS and the
+    #                           sender's MX are checked and recorded, never refused
 }
+# The sender checks ask DNS. EXAMPLE_SENDER_CHECKS=off turns them off (the test suite
+# does: its machine must not ask real DNS).
+if os.environ.get("EXAMPLE_SENDER_CHECKS") == "off":
+    INBOUND_SMTP["SENDER_CHECKS"] = dict.fromkeys(
+        ("DNSBL", "IPREV", "SENDER_DOMAIN", "SPF", "DKIM", "DMARC"), "off"
+    )
 
 # Celery (example_project/celery.py reads every CELERY_* setting). Optional: without a
 # broker URL, `make run` needs no broker and DISPATCH "auto" processes mail inline in
