@@ -19,9 +19,11 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
+from django.core.files.storage import Storage
 from django.db import IntegrityError, router, transaction
 
 from django_inbound_smtp import _storage, dispatch
@@ -81,6 +83,14 @@ def message_folders() -> list[str]:
     return [spool_directory()] + ([root] if root is not None else [])
 
 
+def place_raw(envelope: ReceivedEnvelope, spool: Spool, *, storage: Storage) -> str:
+    """Put the raw message into ``storage`` without fsync (for a group commit); return
+    the name used."""
+    if spool.path is None:
+        return _storage.place(raw_file_name(envelope), storage=storage, content=spool.memory())
+    return _storage.place(raw_file_name(envelope), storage=storage, source_path=spool.path)
+
+
 def _write_raw(envelope: ReceivedEnvelope, spool: Spool) -> str:
     name = raw_file_name(envelope)
     if spool.path is None:
@@ -106,8 +116,11 @@ def dedupe_key(envelope: ReceivedEnvelope, content_sha256: str, message_id: str)
     return digest.hexdigest()
 
 
-def _row(envelope: ReceivedEnvelope, summary: HeaderSummary, **fields: Any) -> InboundMessage:
-    message = InboundMessage.objects.create(
+def message_row(
+    envelope: ReceivedEnvelope, summary: HeaderSummary, **fields: Any
+) -> InboundMessage:
+    """The (unsaved) message row for ``envelope``; ``fields`` adds the storage fields."""
+    return InboundMessage(
         queue_id=envelope.queue_id,
         envelope_from=envelope.mail_from,
         peer_ip=_peer_ip(envelope),
@@ -126,7 +139,11 @@ def _row(envelope: ReceivedEnvelope, summary: HeaderSummary, **fields: Any) -> I
         date_header=summary.date,
         **fields,
     )
-    InboundRecipient.objects.bulk_create(
+
+
+def recipient_rows(envelope: ReceivedEnvelope, message: InboundMessage) -> list[InboundRecipient]:
+    """The (unsaved) recipient rows of ``message``, one per accepted RCPT."""
+    return [
         InboundRecipient(
             message=message,
             mailbox_id=recipient.mailbox_id,
@@ -134,9 +151,21 @@ def _row(envelope: ReceivedEnvelope, summary: HeaderSummary, **fields: Any) -> I
             tag=clean_text(recipient.tag, limit=64),
         )
         for recipient in envelope.recipients
-    )
-    if envelope.sender_checks is not None:
-        SenderCheck.objects.create(message=message, **envelope.sender_checks)
+    ]
+
+
+def sender_check_rows(envelope: ReceivedEnvelope, message: InboundMessage) -> list[SenderCheck]:
+    """The (unsaved) sender-check row of ``message``, if the checks ran."""
+    if envelope.sender_checks is None:
+        return []
+    return [SenderCheck(message=message, **envelope.sender_checks)]
+
+
+def _row(envelope: ReceivedEnvelope, summary: HeaderSummary, **fields: Any) -> InboundMessage:
+    message = message_row(envelope, summary, **fields)
+    message.save(force_insert=True)
+    InboundRecipient.objects.bulk_create(recipient_rows(envelope, message))
+    SenderCheck.objects.bulk_create(sender_check_rows(envelope, message))
     return message
 
 
@@ -158,6 +187,12 @@ def _store_duplicate(
         )
     logger.info("%s is a duplicate of %s", envelope.queue_id, original.queue_id)
     return message.pk
+
+
+def originals(keys: Iterable[str]) -> dict[str, InboundMessage]:
+    """Stored originals by dedupe key, for any of ``keys``: one query."""
+    found = InboundMessage.objects.filter(dedupe_key__in=set(keys), duplicate_of__isnull=True)
+    return {m.dedupe_key: m for m in found.only("pk", "queue_id", "raw_file", "size", "dedupe_key")}
 
 
 def _original(key: str) -> InboundMessage | None:

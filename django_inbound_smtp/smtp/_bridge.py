@@ -3,7 +3,8 @@
 Every ORM-touching call from a coroutine goes through :func:`run_sync`, which runs it
 with ``sync_to_async`` in thread-sensitive mode: all database work of the server is
 serialized on one thread with one connection per database. That is correct and
-simple; it is also the throughput ceiling the storage issue will lift.
+simple; messages that finish DATA together are stored in one hop and one transaction
+(``smtp/_group.py``), so that thread commits per group, not per message.
 """
 
 from __future__ import annotations
@@ -13,11 +14,18 @@ from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 
-from django_inbound_smtp import _db, accounts, delivery, dispatch, orphans, validators
+from django_inbound_smtp import _db, accounts, delivery, dispatch, group_commit, orphans, validators
 from django_inbound_smtp.envelope import ReceivedEnvelope, RecipientContext, ResolvedRecipient
 from django_inbound_smtp.spool import Spool
 
-__all__ = ["close_connections", "deliver", "drain_processing", "run_sync", "validate_recipient"]
+__all__ = [
+    "close_connections",
+    "deliver",
+    "deliver_batch",
+    "drain_processing",
+    "run_sync",
+    "validate_recipient",
+]
 
 T = TypeVar("T")
 
@@ -35,6 +43,12 @@ async def validate_recipient(address: str, context: RecipientContext) -> Resolve
 async def deliver(envelope: ReceivedEnvelope, spool: Spool) -> int:
     """Store one spooled message durably (``delivery.deliver_spool``); returns its pk."""
     return await run_sync(delivery.deliver_spool, envelope, spool)
+
+
+async def deliver_batch(batch: list[tuple[ReceivedEnvelope, Spool]]) -> list[int | Exception]:
+    """Store messages that finished together in one transaction (``group_commit``);
+    one pk or exception per message, in order."""
+    return await run_sync(group_commit.deliver_batch, batch)
 
 
 async def message_folders() -> list[str]:

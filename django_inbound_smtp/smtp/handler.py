@@ -29,6 +29,7 @@ from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
 from django_inbound_smtp.parsing import MAX_HEADER_BLOCK
 from django_inbound_smtp.smtp import _bridge, _checks
 from django_inbound_smtp.smtp._diskspace import FreeSpace, declared_size
+from django_inbound_smtp.smtp._group import GroupCommitter
 from django_inbound_smtp.smtp._intake import discard_spool
 from django_inbound_smtp.smtp._trace import new_queue_id, received_header, sanitize_helo
 from django_inbound_smtp.smtp.protocol import InboundEnvelope, InboundSMTP
@@ -89,9 +90,9 @@ def _sender(envelope: InboundEnvelope) -> str:
     return "" if mail_from == NULL_SENDER else str(mail_from)
 
 
-async def _store(received: ReceivedEnvelope, spool: Spool) -> int:
+async def _store(committer: GroupCommitter, received: ReceivedEnvelope, spool: Spool) -> int:
     try:
-        return await _bridge.deliver(received, spool)
+        return await committer.deliver(received, spool)
     finally:
         await discard_spool(spool)
 
@@ -108,6 +109,7 @@ class InboundHandler:
         #: Set by a stopping server: no new transaction starts (RFC 5321 §3.8).
         self.draining = False
         self._deliveries: set[asyncio.Task[int]] = set()
+        self._committer = GroupCommitter()
 
     async def wait_for_deliveries(self, grace: float) -> bool:
         """Wait for commits in flight, new ones included (shutdown); ``True`` if none is left."""
@@ -369,7 +371,7 @@ class InboundHandler:
         # awaited at shutdown) rather than being abandoned half-way. The task owns the
         # spool from here: the session must not discard it while it is being stored.
         spool.taken = True
-        task = asyncio.ensure_future(_store(received, spool))
+        task = asyncio.ensure_future(_store(self._committer, received, spool))
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
         return await asyncio.shield(task)
