@@ -16,6 +16,7 @@ import errno
 import hashlib
 import os
 import tempfile
+import threading
 
 __all__ = ["SPOOL_SUFFIX", "Spool", "is_disk_full"]
 
@@ -29,7 +30,10 @@ class Spool:
 
     ``size`` and ``digest`` (SHA-256 hex) cover the content only; ``head`` keeps its
     first ``head_limit`` bytes (the header block, for the summary taken before ``250``).
-    Not thread-safe: one caller at a time, as the DATA reader is.
+    The DATA reader calls it from one task, running :meth:`flush`, :meth:`finish` and
+    :meth:`rewrite` in worker threads and waiting for them even when cancelled. A lock
+    makes that a guarantee: :meth:`discard` waits for a step in progress, so it never
+    closes or deletes a file a thread is still writing.
     """
 
     def __init__(
@@ -54,6 +58,7 @@ class Spool:
         self._hash = hashlib.sha256()
         self._digest: str | None = None
         self._fd: int | None = None
+        self._lock = threading.Lock()
 
     # -- on the event loop: memory only --------------------------------------------
 
@@ -83,6 +88,10 @@ class Spool:
 
         Raises ``OSError`` (``ENOSPC`` included) from the file system; the caller then
         discards the spool."""
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
         self._hash_buffer()
         if self._fd is None:
             if self.directory is None:
@@ -95,8 +104,12 @@ class Spool:
 
     def finish(self) -> None:
         """Complete the digest and, if spilled, write the rest and fsync the spool file."""
+        with self._lock:
+            self._finish()
+
+    def _finish(self) -> None:
         if self._fd is not None:
-            self.flush()
+            self._flush()
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
@@ -138,6 +151,10 @@ class Spool:
         Authentication-Results, a forged one renamed). ``size`` and ``head`` follow;
         ``digest`` stays that of the content as received. A spool file is copied once
         into a new fsynced one: blocking, call it from a worker thread."""
+        with self._lock:
+            self._rewrite(prefix, head_length, head)
+
+    def _rewrite(self, prefix: bytes, head_length: int, head: bytes) -> None:
         if self.path is None:
             self._buffer[:head_length] = head
         else:
@@ -167,7 +184,13 @@ class Spool:
         self.path = new_path
 
     def discard(self) -> None:
-        """Drop the buffer and delete the spool file, if any. Idempotent; never raises."""
+        """Drop the buffer and delete the spool file, if any. Idempotent; never raises.
+
+        Waits for a :meth:`flush`, :meth:`finish` or :meth:`rewrite` in progress."""
+        with self._lock:
+            self._discard()
+
+    def _discard(self) -> None:
         self._buffer = bytearray()
         if self._fd is not None:
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -298,3 +299,56 @@ def test_a_client_hanging_up_after_the_final_dot_never_leaves_a_truncated_messag
     message = InboundMessage.objects.get()
     assert message.raw_bytes.endswith(content)
     assert list(tmp_path.glob("*.spool")) == []
+
+
+def test_a_reset_during_a_spool_write_never_discards_under_the_writing_thread(
+    mailbox, tmp_path, monkeypatch
+) -> None:
+    # Mocked fault: a slow disk write cannot be produced for real here, so the spool's
+    # write step is held on an event while the client resets the connection. The
+    # session is cancelled meanwhile; the spool must not be discarded (its file closed,
+    # its descriptor reused by another file) until the thread's write has ended.
+    from django_inbound_smtp.spool import Spool
+
+    gate, events = threading.Event(), []
+    real_flush, real_discard = Spool._flush, Spool._discard
+
+    def held_flush(self: Spool) -> None:
+        events.append("write starts")
+        gate.wait(10)
+        real_flush(self)
+        events.append("write ends")
+
+    def logged_discard(self: Spool) -> None:
+        events.append("discard")
+        real_discard(self)
+
+    monkeypatch.setattr(Spool, "_flush", held_flush)
+    monkeypatch.setattr(Spool, "_discard", logged_discard)
+    settings = {"HOSTNAME": "mx.test", "SPOOL_DIR": str(tmp_path), "SPOOL_MEMORY_LIMIT": 64 * 1024}
+    with override_settings(INBOUND_SMTP=settings), running_server() as server:
+        sock = socket.create_connection((server.host, server.port), timeout=10)
+        stream = start_data(sock)
+        # Just past the memory limit: the first 64 KiB chunk goes to the held write, the
+        # rest sits in the reader's buffer, and the transport keeps reading, so it sees
+        # the reset at once and the session is cancelled mid-write.
+        stream.write(_message(64 * 1024 + 500))
+        stream.flush()
+        _wait_for(lambda: "write starts" in events)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        stream.close()  # the file object holds the socket open until it is closed too
+        sock.close()  # RST: the session is cancelled while the write is in progress
+        time.sleep(0.5)
+        assert "discard" not in events
+        gate.set()
+        _wait_for(lambda: "discard" in events)
+    assert events.index("discard") > events.index("write ends")
+    assert list(tmp_path.glob("*.spool")) == []
+    assert InboundMessage.objects.count() == 0
+
+
+def _wait_for(condition, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)

@@ -15,12 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 from django_inbound_smtp import replies
 from django_inbound_smtp.smtp._data import BareNewlines, DotDecoder, longest_line
 from django_inbound_smtp.spool import Spool, is_disk_full
 
-__all__ = ["DRAIN_FACTOR", "DrainExceeded", "Intake", "discard_spool"]
+__all__ = ["DRAIN_FACTOR", "DrainExceeded", "Intake", "discard_spool", "run_to_the_end"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -126,15 +129,34 @@ class Intake:
 async def discard_spool(spool: Spool) -> None:
     """Discard ``spool``; deleting its file (if any) happens in a worker thread."""
     if spool.on_disk:
-        await asyncio.get_running_loop().run_in_executor(None, spool.discard)
+        await run_to_the_end(spool.discard)
     else:
         spool.discard()
 
 
-async def _in_thread(step: Callable[[], None]) -> OSError | None:
-    """Run a spool step in a worker thread; an ``OSError`` is returned, not raised."""
+async def run_to_the_end(step: Callable[[], T]) -> T:
+    """Run ``step`` in a worker thread and return its result.
+
+    If the session is cancelled meanwhile (the client hung up), the cancellation waits
+    for the step to end before it propagates: a thread cannot be stopped, and whoever
+    cleans up next (discarding the spool, closing its file) must not race a thread
+    still writing to it."""
+    future = asyncio.get_running_loop().run_in_executor(None, step)
     try:
-        await asyncio.get_running_loop().run_in_executor(None, step)
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():
+            try:
+                await asyncio.wait([future])
+            except asyncio.CancelledError:
+                continue
+        raise
+
+
+async def _in_thread(step: Callable[[], None]) -> OSError | None:
+    """:func:`run_to_the_end` for a spool step; an ``OSError`` is returned, not raised."""
+    try:
+        await run_to_the_end(step)
     except OSError as error:
         return error
     return None

@@ -30,7 +30,7 @@ from django_inbound_smtp.parsing import MAX_HEADER_BLOCK
 from django_inbound_smtp.smtp import _bridge, _checks
 from django_inbound_smtp.smtp._diskspace import FreeSpace, declared_size
 from django_inbound_smtp.smtp._group import GroupCommitter
-from django_inbound_smtp.smtp._intake import discard_spool
+from django_inbound_smtp.smtp._intake import discard_spool, run_to_the_end
 from django_inbound_smtp.smtp._trace import new_queue_id, received_header, sanitize_helo
 from django_inbound_smtp.smtp.protocol import InboundEnvelope, InboundSMTP
 from django_inbound_smtp.spool import Spool, is_disk_full
@@ -361,7 +361,7 @@ class InboundHandler:
                 spool.rewrite, prefix=header + spool.prefix, head_length=head_length, head=head
             )
             if spool.on_disk:
-                await asyncio.to_thread(step)  # copies the spool file once
+                await run_to_the_end(step)  # copies the spool file once
             else:
                 step()
         return record, refusal
