@@ -35,6 +35,7 @@ from django_inbound_smtp.parsing import (
     MAX_HEADER_BLOCK,
     HeaderSummary,
     clean_text,
+    storable,
     summarize_headers,
 )
 from django_inbound_smtp.spool import Spool
@@ -158,7 +159,8 @@ def sender_check_rows(envelope: ReceivedEnvelope, message: InboundMessage) -> li
     """The (unsaved) sender-check row of ``message``, if the checks ran."""
     if envelope.sender_checks is None:
         return []
-    return [SenderCheck(message=message, **envelope.sender_checks)]
+    # Reasons, the From domain and DKIM details quote what the sender wrote.
+    return [SenderCheck(message=message, **storable(envelope.sender_checks))]
 
 
 def _row(envelope: ReceivedEnvelope, summary: HeaderSummary, **fields: Any) -> InboundMessage:

@@ -11,7 +11,6 @@ processing goes on, with whatever could be read.
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import threading
 from contextlib import nullcontext
@@ -24,6 +23,7 @@ from django.utils import timezone
 from django_inbound_smtp import _storage
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.models import Attachment, InboundMessage
+from django_inbound_smtp.parsing import storable
 from django_inbound_smtp.parsing.mime import ParsedMessage, ParseLimits, parse_message
 
 __all__ = ["LARGE_MESSAGE", "attachment_file_name", "extract"]
@@ -35,8 +35,6 @@ logger = logging.getLogger(__name__)
 # processing in smtpd does not multiply that by PROCESSING_CONCURRENCY.
 LARGE_MESSAGE = 1024 * 1024
 _one_large_parse = threading.Lock()
-# PostgreSQL text and jsonb cannot hold NUL, and no database takes lone surrogates.
-_NOT_STORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def attachment_file_name() -> str:
@@ -58,23 +56,12 @@ def _limits() -> ParseLimits:
     )
 
 
-def _storable(value: Any) -> Any:
-    """``value`` with NUL and surrogates replaced, in strings, lists and dicts."""
-    if isinstance(value, str):
-        return _NOT_STORABLE.sub("\ufffd", value)
-    if isinstance(value, list | tuple):
-        return [_storable(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _storable(item) for key, item in value.items()}
-    return value
-
-
 def _fields(parsed: ParsedMessage) -> dict[str, Any]:
     return {
-        "parse_error": _storable(parsed.error),
-        "defects": _storable(parsed.defects),
-        "headers": _storable(parsed.headers),
-        "addresses": _storable(
+        "parse_error": storable(parsed.error),
+        "defects": storable(parsed.defects),
+        "headers": storable(parsed.headers),
+        "addresses": storable(
             {
                 "from": parsed.from_,
                 "to": parsed.to,
@@ -82,10 +69,10 @@ def _fields(parsed: ParsedMessage) -> dict[str, Any]:
                 "reply_to": parsed.reply_to,
             }
         ),
-        "in_reply_to": _storable(parsed.in_reply_to),
-        "references": _storable(parsed.references),
-        "text": _storable(parsed.text),
-        "html": _storable(parsed.html),
+        "in_reply_to": storable(parsed.in_reply_to),
+        "references": storable(parsed.references),
+        "text": storable(parsed.text),
+        "html": storable(parsed.html),
     }
 
 
@@ -113,12 +100,12 @@ def _store(message: InboundMessage, parsed: ParsedMessage) -> bool:
                 Attachment(
                     message=message,
                     position=position,
-                    filename=_storable(part.filename)[:255],
+                    filename=storable(part.filename)[:255],
                     file=name,
-                    content_type=_storable(part.content_type)[:255],
+                    content_type=storable(part.content_type)[:255],
                     size=part.size,
                     sha256=part.sha256,
-                    content_id=_storable(part.content_id)[:255],
+                    content_id=storable(part.content_id)[:255],
                     inline=part.inline,
                 )
             )

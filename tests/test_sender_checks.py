@@ -11,9 +11,9 @@ import smtplib
 import pytest
 from django.conf import settings as django_settings
 
-from django_inbound_smtp.models import InboundMessage
+from django_inbound_smtp.models import InboundMessage, SenderCheck
 from django_inbound_smtp.testing import running_server
-from tests.authkit import checks_settings, load_sender_zone, message, sign, txt
+from tests.authkit import checks_settings, dkim_key, load_sender_zone, message, sign, txt
 from tests.helpers import GuardedSMTP
 
 pytestmark = [pytest.mark.integration]
@@ -167,6 +167,38 @@ def test_dkim_body_tampered_key_missing_and_key_revoked(checks, smtp_server, dns
     # DKIM failed, SPF passed and is aligned: DMARC passes, the sender is verified.
     assert check.dmarc_result == "pass"
     assert check.sender_verified
+
+
+def test_malformed_signed_mail_and_key_records_are_permanent_never_451(
+    checks, smtp_server, dns_server
+):
+    # In tag mode nothing about the content may turn into a 4xx: a 451 would be
+    # retried for days and then bounced, for a message that can never verify.
+    signed = sign(message(body="broken header\r\n"))
+    end = signed.index(b"\r\n\r\n")
+    broken = signed[:end] + b"\r\nthis line has no colon" + signed[end:]
+    assert _send(smtp_server, broken)[1][0] == 250
+    assert InboundMessage.objects.order_by("-pk")[0].sender_check.dkim_result == "permerror"
+    _private, public = dkim_key()
+    record = txt(f"v=DKIM1; k=rsa; p={public}; junk")
+    dns_server.load({"typo._domainkey.sender.test": [("TXT", record)]})
+    assert _send(smtp_server, sign(message(body="typo\r\n"), selector="typo"))[1][0] == 250
+    check = InboundMessage.objects.order_by("-pk")[0].sender_check
+    assert check.dkim_result == "permerror"
+    assert "key record" in check.dkim_reason
+
+
+def test_nul_in_sender_controlled_fields_is_stored_cleaned(checks, smtp_server):
+    # PostgreSQL text and jsonb refuse NUL: a From domain or a DKIM s= with one must
+    # not turn into a 451 on every retry.
+    content = message().replace(b"alice@sender.test>", b"alice@send\x00er.test>", 1)
+    assert _send(smtp_server, content)[1][0] == 250
+    bad_selector = sign(message(body="selector\r\n")).replace(b"s=sel;", b"s=se\x00l;", 1)
+    assert _send(smtp_server, bad_selector)[1][0] == 250
+    for check in SenderCheck.objects.all():
+        assert "\x00" not in check.from_domain
+        assert "\x00" not in str(check.details)
+        assert "\x00" not in check.dkim_reason
 
 
 def test_dkim_reject_refuses_a_broken_signature(checks, smtp_server):

@@ -18,10 +18,12 @@ from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser, BytesParser
 from email.policy import compat32
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 __all__ = [
     "HeaderSummary",
     "clean_text",
+    "storable",
     "header_block",
     "parse",
     "summarize_headers",
@@ -54,6 +56,22 @@ def clean_text(value: str, *, limit: int = MAX_FIELD_LENGTH) -> str:
     value = _UNSAFE.sub("", value)
     value = _WHITESPACE_RUN.sub(" ", unicodedata.normalize("NFC", value))
     return value.strip()[:limit].rstrip()
+
+
+# PostgreSQL text and jsonb cannot hold NUL, and no database takes lone surrogates.
+_NOT_STORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(value: Any) -> Any:
+    """``value`` with NUL and lone surrogates replaced by U+FFFD, in strings and in the
+    lists, tuples (as lists) and dicts holding them; for any text or JSON column."""
+    if isinstance(value, str):
+        return _NOT_STORABLE.sub("\ufffd", value)
+    if isinstance(value, list | tuple):
+        return [storable(item) for item in value]
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    return value
 
 
 def header_block(raw: bytes, *, limit: int = MAX_HEADER_BLOCK) -> bytes:

@@ -8,6 +8,7 @@ Django. dkimpy is the optional ``auth`` extra: without it the result is ``none``
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -64,7 +65,11 @@ def _one(message: bytes, index: int, dnsfunc: DnsFunc) -> DkimSignature:
         return DkimSignature(domain, selector, "temperror", f"key lookup failed: {error}")
     if not record:
         return DkimSignature(domain, selector, "permerror", "no key published for the selector")
-    tags = _dkim.util.parse_tag_value(record) if b"p=" in record else {}
+    try:
+        tags = _dkim.util.parse_tag_value(record) if b"p=" in record else {}
+    except _dkim.util.InvalidTagValueList as error:
+        # A typo in the sender's DNS is permanent for this message, not our fault.
+        return DkimSignature(domain, selector, "permerror", f"unusable key record: {error}")
     if not tags.get(b"p"):
         return DkimSignature(domain, selector, "permerror", "key revoked (empty p=)")
     try:
@@ -88,7 +93,7 @@ def _arc(message: bytes, dnsfunc: DnsFunc) -> tuple[str, str]:
         cv, _results, comment = _dkim.arc_verify(message, dnsfunc=dnsfunc, minkey=1024)
     except TemporaryDnsError as error:
         return "temperror", str(error)
-    except _dkim.DKIMException as error:
+    except (_dkim.DKIMException, _dkim.util.InvalidTagValueList, IndexError) as error:
         return "fail", str(error)[:200]
     return cv.decode("ascii", "replace").lower(), str(comment)[:200]
 
@@ -101,9 +106,14 @@ def verify_sync(message: bytes, dnsfunc: DnsFunc) -> DkimOutcome:
     head = (message if end < 0 else message[:end]).lower()
     if b"dkim-signature" not in head and b"arc-seal" not in head:
         return DkimOutcome("none", "message not signed")  # no parsing, no lookups
-    count = sum(
-        1 for name, _value in _dkim.DKIM(message).headers if name.lower() == b"dkim-signature"
-    )
+    try:
+        count = sum(
+            1 for name, _value in _dkim.DKIM(message).headers if name.lower() == b"dkim-signature"
+        )
+    except (_dkim.DKIMException, IndexError) as error:
+        # dkimpy cannot even split the header (a line without a colon, a folded first
+        # line): no signature can verify. Permanent, and never a reason for a 4xx.
+        return DkimOutcome("permerror", f"malformed header: {str(error)[:150]}")
     signatures = tuple(_one(message, index, dnsfunc) for index in range(min(count, MAX_SIGNATURES)))
     arc, arc_reason = _arc(message, dnsfunc) if b"arc-seal" in head else ("none", "")
     if not signatures:
@@ -114,12 +124,24 @@ def verify_sync(message: bytes, dnsfunc: DnsFunc) -> DkimOutcome:
 
 
 def bridged_dnsfunc(
-    resolver: Resolver, loop: asyncio.AbstractEventLoop, lookup_timeout: float
+    resolver: Resolver,
+    loop: asyncio.AbstractEventLoop,
+    lookup_timeout: float,
+    *,
+    deadline: float | None = None,
 ) -> DnsFunc:
-    """A dkimpy ``dnsfunc`` for a worker thread: each TXT lookup runs on ``loop``."""
+    """A dkimpy ``dnsfunc`` for a worker thread: each TXT lookup runs on ``loop``.
+
+    ``deadline`` (``time.monotonic()``) ends the whole verification: past it every
+    lookup fails at once, so five signatures and an ARC chain on names that never
+    answer cost the phase's budget, not five times a lookup timeout."""
 
     def dnsfunc(name: bytes, timeout: float = lookup_timeout) -> bytes | None:
         text = name.decode("ascii", "replace")
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                raise TemporaryDnsError(f"TXT {text}: the time budget is spent")
         future = asyncio.run_coroutine_threadsafe(resolver.lookup(text, "TXT"), loop)
         try:
             answer = future.result(timeout=timeout)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
@@ -41,6 +43,10 @@ logger = logging.getLogger(__name__)
 _CONNECT = "_inbound_connect_checks"  # on the aiosmtpd Session: (peer, task)
 _VERDICTS = "_inbound_verdicts"  # on the Envelope: this transaction's Verdicts
 _resolvers: dict[DnsOptions, Resolver] = {}
+# DKIM verification threads, apart from the loop's default executor (spool writes,
+# statvfs): hostile signatures must not hold up other sessions' file I/O. Bounded:
+# more messages to verify at once wait their turn (within their phase budget).
+_scanners = ThreadPoolExecutor(max_workers=2, thread_name_prefix="inbound-dkim")
 
 
 def resolver() -> Resolver:
@@ -141,20 +147,31 @@ async def _nothing() -> dict[str, Verdict]:
 def _scan(
     spool: Spool, authserv_id: str, dnsfunc: dkim.DnsFunc | None
 ) -> tuple[tuple[int, bytes] | None, str, dkim.DkimOutcome | None]:
-    # One worker-thread hop for all the CPU and file work on the message: DKIM (its key
+    # One worker-thread hop for the CPU and file work on the message: DKIM (its key
     # lookups come back to the loop; the body is read only for signed mail), the From
     # domain, forged fields. Headers come from the spool's head, never the whole file.
-    end = spool.head.find(b"\r\n\r\n")
-    block = spool.head if end < 0 else spool.head[: end + 2]
+    block = _header_block(spool)
     outcome = None
     if dnsfunc is not None:
-        signed = b"dkim-signature" in block.lower() or b"arc-seal" in block.lower()
-        if signed:
-            outcome = dkim.verify_sync(spool.content(), dnsfunc)
+        if b"dkim-signature" in block.lower() or b"arc-seal" in block.lower():
+            try:
+                outcome = dkim.verify_sync(spool.content(), dnsfunc)
+            except Exception as error:  # a verifier bug must not refuse the message
+                logger.exception("DKIM verification failed unexpectedly")
+                outcome = dkim.DkimOutcome("temperror", f"verifier error: {type(error).__name__}")
         else:
             outcome = dkim.DkimOutcome("none", "message not signed")
+    return (*_headers_only(block, authserv_id), outcome)
+
+
+def _header_block(spool: Spool) -> bytes:
+    end = spool.head.find(b"\r\n\r\n")
+    return spool.head if end < 0 else spool.head[: end + 2]
+
+
+def _headers_only(block: bytes, authserv_id: str) -> tuple[tuple[int, bytes] | None, str]:
     renamed, count = rename_forged(block, authserv_id)
-    return ((len(block), renamed) if count else None), from_domain(block), outcome
+    return ((len(block), renamed) if count else None), from_domain(block)
 
 
 async def at_data(
@@ -171,13 +188,16 @@ async def at_data(
     deadline = loop.time() + budget
     dnsfunc = None
     if policy.enabled("dkim") or policy.enabled("dmarc"):
-        dnsfunc = dkim.bridged_dnsfunc(resolver(), loop, get_settings().DNS.timeout)
-    try:
-        rewrite, author, outcome = await asyncio.wait_for(
-            asyncio.to_thread(_scan, spool, authserv_id, dnsfunc), timeout=budget
+        dnsfunc = dkim.bridged_dnsfunc(
+            resolver(), loop, get_settings().DNS.timeout, deadline=time.monotonic() + budget
         )
+    scan = loop.run_in_executor(_scanners, _scan, spool, authserv_id, dnsfunc)
+    try:
+        rewrite, author, outcome = await asyncio.wait_for(asyncio.shield(scan), timeout=budget)
     except TimeoutError:
-        rewrite, author, _none = await asyncio.to_thread(_scan, spool, authserv_id, None)
+        # The verifier ends soon (its lookups fail past the deadline); the header
+        # fields are cheap to read here (at most MAX_HEADER_BLOCK bytes).
+        rewrite, author = _headers_only(_header_block(spool), authserv_id)
         outcome = dkim.DkimOutcome("temperror", "time budget exceeded")
     if dnsfunc is not None and outcome is not None:
         verdicts.values["dkim"] = Verdict(outcome.result, outcome.reason)
