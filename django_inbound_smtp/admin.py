@@ -20,6 +20,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from django_inbound_smtp import dispatch, parsing
 from django_inbound_smtp.models import (
@@ -308,7 +309,9 @@ class InboundMessageAdmin(admin.ModelAdmin):
         )
         html = path(
             "<int:pk>/html/",
-            self.admin_site.admin_view(self.html_view),
+            # Framed by our own change page: SAMEORIGIN, where Django's clickjacking
+            # middleware would send DENY and the preview would not show.
+            self.admin_site.admin_view(xframe_options_sameorigin(self.html_view)),
             name="inbound_smtp_inboundmessage_html",
         )
         attachment = path(
@@ -346,7 +349,8 @@ class InboundMessageAdmin(admin.ModelAdmin):
         message = self._viewable(request, pk)
         response = HttpResponse(message.html, content_type="text/html; charset=utf-8")
         response["Content-Security-Policy"] = (
-            "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+            "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+            "frame-ancestors 'self'"
         )
         response["X-Content-Type-Options"] = "nosniff"
         response["Referrer-Policy"] = "no-referrer"

@@ -192,6 +192,8 @@ def test_html_body_is_previewed_in_a_sandbox_that_fetches_nothing(
     assert "script-src" not in csp
     assert "https:" not in csp
     assert frame["X-Content-Type-Options"] == "nosniff"
+    assert frame["X-Frame-Options"] == "SAMEORIGIN"  # framed by our own page only
+    assert "frame-ancestors 'self'" in csp
     assert b"<script>alert(4)</script>" in frame.content  # inert inside the sandbox
 
 
