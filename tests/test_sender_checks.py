@@ -7,6 +7,8 @@ loopback DNS server through ``INBOUND_SMTP["DNS"]``.
 from __future__ import annotations
 
 import smtplib
+import threading
+import time
 
 import pytest
 from django.conf import settings as django_settings
@@ -274,3 +276,51 @@ def test_dns_failure_is_a_tempfail_never_a_reject(checks, smtp_server, dns_serve
     assert data[0] == 250, data
     check = _stored().sender_check
     assert (check.spf_result, check.sender_domain_result, check.dkim_result) == ("temperror",) * 3
+
+
+def _hostile_signatures() -> bytes:
+    # Five signatures whose keys live in a zone that never answers.
+    signatures = b"".join(
+        b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=d%d.slow.test; s=s;"
+        b" h=from:to; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=AAAA\r\n" % index
+        for index in range(5)
+    )
+    return signatures + message()
+
+
+def _timed_send(server, content: bytes, out: dict, key: str) -> None:
+    start = time.monotonic()
+    code = _send(server, content)[1][0]
+    out[key] = (code, time.monotonic() - start)
+
+
+def test_hostile_signatures_cost_the_phase_budget_and_stall_no_one_else(
+    checks, smtp_server, dns_server, settings
+):
+    dns_server.never_answer("slow.test")
+    settings.INBOUND_SMTP = {
+        **settings.INBOUND_SMTP,
+        "DNS": {**settings.INBOUND_SMTP["DNS"], "TIMEOUT": 1.0},
+        "SENDER_CHECKS_TIMEOUT": 1,
+    }
+    big = message(body="x" * 78 + "\r\n") + b"y" * 78 * 4000 + b"\r\n"  # spooled: file I/O
+    out: dict = {}
+    _timed_send(smtp_server, big, out, "baseline")
+    hostile = [
+        threading.Thread(
+            target=_timed_send, args=(smtp_server, _hostile_signatures(), out, f"h{n}")
+        )
+        for n in range(6)
+    ]
+    for thread in hostile:
+        thread.start()
+    time.sleep(0.8)  # their DATA is in, their verifications wait on DNS
+    _timed_send(smtp_server, big, out, "victim")
+    for thread in hostile:
+        thread.join()
+    assert all(out[f"h{n}"][0] == 250 for n in range(6)), out  # tag mode: accepted
+    # Each hostile message costs about the one-second budget (five lookups would be 5 s);
+    # two verifier threads serve six messages, so the last ones wait up to ~3 budgets.
+    assert max(out[f"h{n}"][1] for n in range(6)) < 4.5, out
+    assert out["victim"][1] < out["baseline"][1] + 2.0, out
+    assert InboundMessage.objects.filter(sender_check__dkim_result="temperror").count() == 6
