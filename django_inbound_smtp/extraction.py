@@ -30,9 +30,11 @@ __all__ = ["LARGE_MESSAGE", "attachment_file_name", "extract"]
 
 logger = logging.getLogger(__name__)
 
-# The stdlib parser holds a whole message tree, two to three times the message in
-# memory. Messages above this size are parsed one at a time per process, so inline
-# processing in smtpd does not multiply that by PROCESSING_CONCURRENCY.
+# Parsing holds about one copy of the largest attachment (bodies stream into bytes
+# sinks), but some shapes still cost more (an attached message/rfc822: about three
+# times its size; uuencode more). Messages above this size are parsed one at a time
+# per process, so inline processing in smtpd does not multiply that by
+# PROCESSING_CONCURRENCY.
 LARGE_MESSAGE = 1024 * 1024
 _one_large_parse = threading.Lock()
 

@@ -288,7 +288,7 @@ def _hostile_signatures() -> bytes:
     return signatures + message()
 
 
-def _timed_send(server, content: bytes, out: dict, key: str) -> None:
+def _timed_send(server, content: bytes, out: dict[str, tuple[int, float]], key: str) -> None:
     start = time.monotonic()
     code = _send(server, content)[1][0]
     out[key] = (code, time.monotonic() - start)
@@ -304,7 +304,7 @@ def test_hostile_signatures_cost_the_phase_budget_and_stall_no_one_else(
         "SENDER_CHECKS_TIMEOUT": 1,
     }
     big = message(body="x" * 78 + "\r\n") + b"y" * 78 * 4000 + b"\r\n"  # spooled: file I/O
-    out: dict = {}
+    out: dict[str, tuple[int, float]] = {}
     _timed_send(smtp_server, big, out, "baseline")
     hostile = [
         threading.Thread(

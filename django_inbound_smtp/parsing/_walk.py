@@ -13,6 +13,7 @@ from email.message import Message
 from typing import NamedTuple
 
 from django_inbound_smtp.parsing import MAX_RAW_VALUE, _decode, clean_text
+from django_inbound_smtp.parsing._bodies import BodySlots
 from django_inbound_smtp.parsing._bounded import serialize_body
 from django_inbound_smtp.parsing._charsets import decode_text
 from django_inbound_smtp.parsing.attachments import AttachmentPart, sanitize_filename
@@ -72,12 +73,14 @@ class _Visit(NamedTuple):
 class Walker:
     """Collects ``text``, ``html``, ``attachments`` and ``defects`` from one tree."""
 
-    def __init__(self) -> None:
+    def __init__(self, slots: BodySlots | None = None) -> None:
         self.text = ""
         self.html = ""
         self.attachments: list[AttachmentPart] = []
         self.defects: list[str] = []
-        self._found: set[str] = set()
+        # The parse that made the tree decided the bodies of the leaves it read (and
+        # kept only the start of those); this walk decides for the others.
+        self._slots = slots or BodySlots()
         self._dropped = 0
 
     def walk(self, root: Message) -> None:
@@ -135,11 +138,11 @@ class Walker:
         data = part.get_payload(decode=True)
         payload = data if isinstance(data, bytes) else b""
         content_type = _content_type(part)
-        slot = {"text/plain": "text", "text/html": "html"}.get(content_type)
-        named = part.get_filename() is not None
-        disposition = part.get_content_disposition()
-        if slot and slot not in self._found and not named and disposition != "attachment":
-            self._found.add(slot)
+        if getattr(part, "classified", False):
+            slot = getattr(part, "body_slot", None)
+        else:
+            slot = self._slots.claim(part)
+        if slot:
             setattr(self, slot, self._body(part, payload, visit.number))
             return
         self._attach(visit, content_type, payload, default="attachment")

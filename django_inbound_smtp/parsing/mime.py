@@ -4,9 +4,11 @@ Pure (stdlib ``email`` only), runs in a worker after the raw bytes are stored, n
 the event loop. The tree is built by the stdlib feed parser with ``compat32`` (raw
 header strings, no structured header objects: ``policy.default`` parses some headers
 in quadratic time, CPython gh-136063), under the limits of ``ParseLimits`` enforced
-while it parses (see ``_bounded``). Header values are then decoded here, each cut
-before decoding. Received mail is hostile input (hostile-inputs §3 E): nothing in a
-``ParsedMessage`` is trusted, and every text field is cleaned of controls and bounded.
+while it parses (see ``_bounded``); the bodies the walker reads bypass its lines and
+are decoded as they are read (``_bodies``), with the stdlib's results. Header values
+are then decoded here, each cut before decoding. Received mail is hostile input
+(hostile-inputs §3 E): nothing in a ``ParsedMessage`` is trusted, and every text field
+is cleaned of controls and bounded.
 """
 
 from __future__ import annotations
@@ -14,14 +16,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.feedparser import BytesFeedParser
 from email.message import Message
 from email.utils import getaddresses
 from typing import BinaryIO
 
 from django_inbound_smtp.parsing import _date, clean_text
-from django_inbound_smtp.parsing._bounded import LimitBroken, Limiter, Lines
-from django_inbound_smtp.parsing._walk import Walker, decoded, recover
+from django_inbound_smtp.parsing._bounded import LimitBroken, Limiter, new_parser
+from django_inbound_smtp.parsing._walk import MAX_TEXT, Walker, decoded, recover
 from django_inbound_smtp.parsing.attachments import AttachmentPart
 
 __all__ = ["ParseLimits", "ParsedMessage", "parse_message"]
@@ -107,13 +108,18 @@ def parse_message(
     Synchronous and CPU-bound: call it off the event loop. Never raises, whatever the
     input (a failure to read ``source`` included): what went wrong is in ``.error``
     and ``.defects``. Time and memory are linear in the input size, with factors
-    bounded by ``limits``; parsing stops at the first limit broken.
+    bounded by ``limits``; parsing stops at the first limit broken. Memory is mostly
+    the decoded attachments: a text body keeps at most 4 MiB, the input is read in
+    64 KiB pieces (parts inside an attached message are still held as text, and
+    serialized whole).
     """
     result = ParsedMessage()
     limiter = Limiter(
         max_depth=limits.max_depth,
         max_parts=limits.max_parts,
         max_header_bytes=limits.max_header_bytes,
+        # A body is decoded up to 4 * MAX_TEXT bytes; one more says it was longer.
+        text_cap=4 * MAX_TEXT + 1,
     )
     root: Message | None = None
     try:
@@ -128,7 +134,7 @@ def parse_message(
         if top is not None:
             _read_headers(top, result)
         if root is not None:
-            walker = Walker()
+            walker = Walker(limiter.slots)
             walker.walk(root)
             result.text, result.html = walker.text, walker.html
             result.attachments = walker.attachments
@@ -140,17 +146,14 @@ def parse_message(
 
 
 def _feed(source: bytes | BinaryIO, limiter: Limiter) -> Message:
-    parser = BytesFeedParser(limiter.new_part, policy=limiter.policy)
-    # Our line reader in place of the stdlib's (see _bounded.Lines); an undocumented
-    # attribute, so a Python that renamed it would just parse more slowly.
-    setattr(parser, "_input", Lines(limiter.separators))  # noqa: B010
+    parser = new_parser(limiter)
     limiter.start()
-    # Chunks for bytes too: peak memory stays near the input size (the parser decodes
-    # what it is fed to str in one piece), and both inputs give the same result.
+    # Chunks for bytes too: both inputs give the same result, and the reader's buffer
+    # holds at most a chunk and the line it ends in.
     if isinstance(source, bytes | bytearray | memoryview):
         view = memoryview(source)
         for offset in range(0, len(view), _CHUNK):
-            parser.feed(view[offset : offset + _CHUNK].tobytes())
+            parser.feed(view[offset : offset + _CHUNK])
     else:
         while chunk := source.read(_CHUNK):
             parser.feed(chunk)
