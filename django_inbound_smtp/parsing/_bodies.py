@@ -2,7 +2,7 @@
 
 Private to ``parsing.mime``. The stdlib parser keeps a body as one ``str`` per line
 (25 MiB of short lines cost over 100 MiB) and decodes it from one joined copy more.
-``_bounded.Lines`` hands the body of each leaf part to one of these sinks instead, in
+``_lines.Lines`` hands the body of each leaf part to one of these sinks instead, in
 pieces of bytes; what ``get_payload(decode=True)`` then returns (bytes and defects)
 is what the stdlib's ``Message.get_payload`` returns for the same body:
 
