@@ -9,9 +9,12 @@ import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import trustme
+
+from django_inbound_smtp.envelope import ReceivedEnvelope
 
 
 class GuardedSMTP(smtplib.SMTP):
@@ -95,3 +98,31 @@ def receiver_connected(receiver: Callable[..., object]) -> Iterator[None]:
         yield
     finally:
         message_received.disconnect(receiver)
+
+
+def local_storages(location: object) -> dict[str, dict[str, object]]:
+    """``STORAGES`` with the default alias a ``FileSystemStorage`` at ``location``."""
+    return {
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(location)},
+        }
+    }
+
+
+def received_envelope(queue_id: str = "QTEST", **fields: object) -> ReceivedEnvelope:
+    """A ``ReceivedEnvelope`` as the listener builds one; ``fields`` override the defaults
+    (sender a@x.test, no recipients, a loopback client that said EHLO c.test)."""
+    values: dict[str, object] = {
+        "queue_id": queue_id,
+        "mail_from": "a@x.test",
+        "recipients": (),
+        "peer_host": "127.0.0.1",
+        "peer_port": 1025,
+        "helo": "c.test",
+        "tls": False,
+        "esmtp": True,
+        "received_at": datetime.now(UTC),
+    }
+    values.update(fields)
+    return ReceivedEnvelope(**values)  # type: ignore[arg-type]

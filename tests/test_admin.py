@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
 
 from django_inbound_smtp import delivery
-from django_inbound_smtp.envelope import ReceivedEnvelope, ResolvedRecipient
+from django_inbound_smtp.envelope import ResolvedRecipient
 from django_inbound_smtp.models import InboundMessage, Mailbox
+from tests.helpers import received_envelope
 
 HOSTILE = (
     b"From: =?utf-8?b?QWRtaW4gPGFkbWluQGJhbmsuY29tPg==?= <evil@x.test>\r\n"
@@ -26,8 +25,8 @@ HOSTILE = (
 def _store(
     raw: bytes, *, queue_id: str, to: tuple[str, ...], mailbox: Mailbox | None
 ) -> InboundMessage:
-    envelope = ReceivedEnvelope(
-        queue_id=queue_id,
+    envelope = received_envelope(
+        queue_id,
         mail_from="sender@x.test",
         recipients=tuple(
             ResolvedRecipient(address=a, mailbox_id=mailbox.pk if mailbox else None) for a in to
@@ -35,9 +34,6 @@ def _store(
         peer_host="192.0.2.7",
         peer_port=40000,
         helo="client.test",
-        tls=False,
-        esmtp=True,
-        received_at=datetime.now(UTC),
     )
     return InboundMessage.objects.get(pk=delivery.deliver(envelope, raw))
 

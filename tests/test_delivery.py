@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from django.core.files.storage import storages
 from django_inbound_smtp import _storage, delivery, dispatch
 from django_inbound_smtp.envelope import ReceivedEnvelope, ResolvedRecipient
 from django_inbound_smtp.models import InboundMessage, Mailbox
+from tests.helpers import received_envelope
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,16 +20,9 @@ CONTENT = b"Subject: once\r\nMessage-ID: <once@x.test>\r\n\r\nbody\r\n"
 
 def _envelope(queue_id: str, *, to: tuple[str, ...] = ("user@our.test",)) -> ReceivedEnvelope:
     mailbox = Mailbox.objects.get_or_create(address="user@our.test")[0]
-    return ReceivedEnvelope(
-        queue_id=queue_id,
-        mail_from="a@x.test",
+    return received_envelope(
+        queue_id,
         recipients=tuple(ResolvedRecipient(address=a, mailbox_id=mailbox.pk) for a in to),
-        peer_host="127.0.0.1",
-        peer_port=1025,
-        helo="c.test",
-        tls=False,
-        esmtp=True,
-        received_at=datetime.now(UTC),
     )
 
 

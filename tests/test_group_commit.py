@@ -23,7 +23,7 @@ from django.test import override_settings
 
 from django_inbound_smtp.models import InboundMessage, Mailbox
 from django_inbound_smtp.testing import RunningServer, running_server
-from tests.helpers import GuardedSMTP
+from tests.helpers import GuardedSMTP, local_storages, received_envelope
 from tests.test_streaming import tiny_disk  # noqa: F401 - the real ENOSPC fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -114,12 +114,7 @@ def mailboxes(db: None) -> list[Mailbox]:
 
 @pytest.fixture
 def media(tmp_path: Path) -> Iterator[Path]:
-    storages = {
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "media")},
-        }
-    }
+    storages = local_storages(tmp_path / "media")
     with override_settings(STORAGES=storages, INBOUND_SMTP={"HOSTNAME": "mx.test"}):
         yield tmp_path / "media"
 
@@ -208,12 +203,7 @@ def _delete_mailbox(address: str) -> None:
 def test_a_full_disk_fails_only_the_message_that_does_not_fit(mailboxes, tiny_disk) -> None:  # noqa: F811
     filler = tiny_disk / "filler"
     filler.write_bytes(b"x" * (1024 * 1024 - 100 * 1024))  # about 100 KiB left
-    storages = {
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tiny_disk)},
-        }
-    }
+    storages = local_storages(tiny_disk)
     settings = {"HOSTNAME": "mx.test", "MIN_FREE_SPACE": 0}
     with override_settings(STORAGES=storages, INBOUND_SMTP=settings), running_server() as server:
         sessions = [
@@ -233,10 +223,9 @@ def test_a_full_disk_fails_only_the_message_that_does_not_fit(mailboxes, tiny_di
 def test_a_group_stores_each_message_s_sender_checks() -> None:
     # The verdicts of the sender checks are stored with their message in the group's
     # one transaction, like its recipients.
-    from datetime import UTC, datetime
 
     from django_inbound_smtp import group_commit
-    from django_inbound_smtp.envelope import ReceivedEnvelope, ResolvedRecipient
+    from django_inbound_smtp.envelope import ResolvedRecipient
     from django_inbound_smtp.models import SenderCheck
     from django_inbound_smtp.parsing import MAX_HEADER_BLOCK
     from django_inbound_smtp.spool import Spool
@@ -247,16 +236,10 @@ def test_a_group_stores_each_message_s_sender_checks() -> None:
         spool = Spool(None, memory_limit=1 << 20, head_limit=MAX_HEADER_BLOCK, prefix=b"")
         spool.add(_message(tag))
         spool.finish()
-        envelope = ReceivedEnvelope(
-            queue_id=f"Q{tag.upper()}",
+        envelope = received_envelope(
+            f"Q{tag.upper()}",
             mail_from=FROM,
             recipients=(ResolvedRecipient(address="user@our.test", mailbox_id=mailbox.pk),),
-            peer_host="127.0.0.1",
-            peer_port=1,
-            helo="c.test",
-            tls=False,
-            esmtp=True,
-            received_at=datetime.now(UTC),
             sender_checks={
                 "sender_verified": verified,
                 "spf_result": "pass" if verified else "fail",

@@ -14,18 +14,14 @@ from django.test import override_settings
 from django_inbound_smtp import delivery, orphans
 from django_inbound_smtp.models import Attachment, InboundMessage, Mailbox
 from django_inbound_smtp.testing import deliver
+from tests.helpers import local_storages
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def media(tmp_path: Path):
-    storages = {
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path)},
-        }
-    }
+    storages = local_storages(tmp_path)
     with override_settings(STORAGES=storages, INBOUND_SMTP={"HOSTNAME": "mx.test"}):
         yield tmp_path
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from django.urls import reverse
 
 from django_inbound_smtp import delivery
-from django_inbound_smtp.envelope import ReceivedEnvelope
 from django_inbound_smtp.models import InboundMessage
 from django_inbound_smtp.senderauth.results import Verdict, Verdicts
+from tests.helpers import received_envelope
 
 pytestmark = pytest.mark.django_db
 
@@ -24,16 +22,12 @@ def _store(queue_id: str, *, verified: bool) -> InboundMessage:
         from_domain="sender.test",
         sender_verified=verified,
     )
-    envelope = ReceivedEnvelope(
-        queue_id=queue_id,
+    envelope = received_envelope(
+        queue_id,
         mail_from="a@sender.test",
-        recipients=(),
         peer_host="192.0.2.7",
         peer_port=40000,
         helo="client.test",
-        tls=False,
-        esmtp=True,
-        received_at=datetime.now(UTC),
         sender_checks=verdicts.record("Authentication-Results: mx.test; spf=pass"),
     )
     pk = delivery.deliver(envelope, f"Subject: {queue_id}\r\n\r\nbody\r\n".encode())
@@ -49,17 +43,7 @@ def test_verdicts_are_stored_with_the_message() -> None:
 
 
 def test_messages_without_checks_have_no_row() -> None:
-    envelope = ReceivedEnvelope(
-        queue_id="Q0",
-        mail_from="",
-        recipients=(),
-        peer_host=None,
-        peer_port=None,
-        helo="",
-        tls=False,
-        esmtp=True,
-        received_at=datetime.now(UTC),
-    )
+    envelope = received_envelope("Q0", mail_from="", peer_host=None, peer_port=None, helo="")
     pk = delivery.deliver(envelope, b"Subject: x\r\n\r\nbody\r\n")
     assert not hasattr(InboundMessage.objects.get(pk=pk), "sender_check")
 

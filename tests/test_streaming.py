@@ -24,7 +24,7 @@ from django.test import override_settings
 from django_inbound_smtp import delivery
 from django_inbound_smtp.models import InboundMessage, Mailbox
 from django_inbound_smtp.testing import running_server
-from tests.helpers import GuardedSMTP, start_data
+from tests.helpers import GuardedSMTP, local_storages, start_data
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -151,12 +151,7 @@ def test_disk_full_while_spooling_is_452_and_the_session_goes_on(mailbox, tiny_d
 def test_disk_full_in_storage_is_452_with_nothing_half_stored(mailbox, tiny_disk) -> None:
     filler = tiny_disk / "filler"
     filler.write_bytes(b"x" * (1024 * 1024 - 40 * 1024))
-    storages = {
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tiny_disk)},
-        }
-    }
+    storages = local_storages(tiny_disk)
     settings = {"HOSTNAME": "mx.test", "MIN_FREE_SPACE": 0}
     with override_settings(STORAGES=storages, INBOUND_SMTP=settings), running_server() as server:
         code, text = _send(server, _message(100 * 1024))
@@ -189,12 +184,7 @@ def test_a_declared_size_larger_than_the_free_space_is_refused_at_mail(mailbox, 
 def test_a_commit_that_fails_is_451_and_leaves_no_file(mailbox, tmp_path) -> None:
     # A real commit failure: the mailbox is deleted between RCPT and the end of DATA,
     # so the recipient row's foreign key (deferred to COMMIT by Django) fails there.
-    storages = {
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "media")},
-        }
-    }
+    storages = local_storages(tmp_path / "media")
     settings = {"HOSTNAME": "mx.test"}
     with override_settings(STORAGES=storages, INBOUND_SMTP=settings), running_server() as server:
         with GuardedSMTP(server.host, server.port, local_hostname="c.test", timeout=10) as client:
@@ -226,12 +216,7 @@ def _delete_mailboxes() -> None:
 
 
 def test_spool_directory_defaults_beside_the_raw_messages(tmp_path) -> None:
-    storages = {
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path)},
-        }
-    }
+    storages = local_storages(tmp_path)
     with override_settings(STORAGES=storages, INBOUND_SMTP={}):
         assert delivery.spool_directory() == os.path.join(tmp_path, "inbound_smtp", "spool")
         assert delivery.message_folders()[1] == os.path.join(tmp_path, "inbound_smtp")
@@ -259,12 +244,7 @@ def test_a_remote_storage_gets_spooled_messages_streamed_in(mailbox, tmp_path) -
 
 def test_a_spool_on_another_file_system_is_copied_into_storage(mailbox, tiny_disk, tmp_path):
     # A hard link cannot cross file systems (EXDEV): the spool file is copied instead.
-    storages = {
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "media")},
-        }
-    }
+    storages = local_storages(tmp_path / "media")
     settings = {
         "HOSTNAME": "mx.test",
         "SPOOL_DIR": str(tiny_disk),
