@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import smtplib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -87,3 +88,12 @@ def _sender_checks_stay_off_the_network(*, setting: str, value: object, **kwargs
 
     for key in ("SENDER_CHECKS", "DNS"):
         value.setdefault(key, test_settings.INBOUND_SMTP[key])
+
+
+@pytest.fixture(autouse=True)
+def _leaks_surface_in_the_test_that_made_them() -> Iterator[None]:
+    """Collect garbage after each test, so a socket or file a test forgot to close warns
+    (and fails, warnings being errors) in that test, not in whichever test the garbage
+    collector happens to run next (which differs between Python versions)."""
+    yield
+    gc.collect()
