@@ -22,7 +22,6 @@ from django_inbound_smtp.conf import get_settings
 __all__ = [
     "discard",
     "inbound_storage",
-    "link_or_copy",
     "local_path",
     "make_durable_many",
     "place",
@@ -126,12 +125,17 @@ def _pool() -> ThreadPoolExecutor:
     return _fsync_pool
 
 
-def save_durably(name: str, content: bytes, *, storage: Storage | None = None) -> str:
-    """Write ``content`` as ``name`` (or a free variant of it); return the name used.
-
-    The file is durable when this returns; on failure nothing is left behind."""
+def save_durably(
+    name: str,
+    *,
+    content: bytes | None = None,
+    source_path: str | None = None,
+    storage: Storage | None = None,
+) -> str:
+    """:func:`place` ``content`` (or the file at ``source_path``), then make it durable;
+    return the name used. On failure nothing is left behind."""
     storage = storage or inbound_storage()
-    name = place(name, storage=storage, content=content)
+    name = place(name, storage=storage, content=content, source_path=source_path)
     _durable_or_discarded(storage, name)
     return name
 
@@ -195,19 +199,9 @@ def _copy_file(source_path: str) -> Callable[[int], None]:
     return fill
 
 
-def link_or_copy(name: str, source_path: str, *, storage: Storage | None = None) -> str:
-    """Put the (already fsynced) file at ``source_path`` into storage as ``name``.
-
-    On a local storage on the same file system this is a hard link: no byte is
-    copied, however large the message. Otherwise the file is streamed into storage.
-    Returns the name used; the file is durable when this returns."""
-    storage = storage or inbound_storage()
-    name = _link_or_copy(name, source_path, storage=storage)
-    _durable_or_discarded(storage, name)
-    return name
-
-
 def _link_or_copy(name: str, source_path: str, *, storage: Storage) -> str:
+    # On a local storage on the same file system a hard link: no byte is copied,
+    # however large the message. Otherwise the file is streamed into storage.
     if isinstance(storage, FileSystemStorage):
         target = storage.path(name)
         os.makedirs(os.path.dirname(target), exist_ok=True)

@@ -87,16 +87,18 @@ def message_folders() -> list[str]:
 def place_raw(envelope: ReceivedEnvelope, spool: Spool, *, storage: Storage) -> str:
     """Put the raw message into ``storage`` without fsync (for a group commit); return
     the name used."""
-    if spool.path is None:
-        return _storage.place(raw_file_name(envelope), storage=storage, content=spool.memory())
-    return _storage.place(raw_file_name(envelope), storage=storage, source_path=spool.path)
+    return _storage.place(raw_file_name(envelope), storage=storage, **_raw_source(spool))
 
 
 def _write_raw(envelope: ReceivedEnvelope, spool: Spool) -> str:
-    name = raw_file_name(envelope)
+    return _storage.save_durably(raw_file_name(envelope), **_raw_source(spool))
+
+
+def _raw_source(spool: Spool) -> dict[str, Any]:
+    # A spooled message is linked in from its file; a small one is written from memory.
     if spool.path is None:
-        return _storage.save_durably(name, spool.memory())
-    return _storage.link_or_copy(name, spool.path)
+        return {"content": spool.memory()}
+    return {"source_path": spool.path}
 
 
 def _peer_ip(envelope: ReceivedEnvelope) -> str | None:

@@ -96,7 +96,7 @@ def _store(message: InboundMessage, parsed: ParsedMessage) -> bool:
     try:
         rows = []
         for position, part in enumerate(parsed.attachments):
-            name = _storage.save_durably(attachment_file_name(), part.payload)
+            name = _storage.save_durably(attachment_file_name(), content=part.payload)
             written.append(name)
             rows.append(
                 Attachment(
