@@ -321,6 +321,19 @@ class RssSampler(threading.Thread):
             self.peak_kib = max(self.peak_kib, value)
 
 
+@dataclass
+class Observed:
+    """One client run against a server, with what was measured around it."""
+
+    rc: int
+    out: str
+    err: str
+    elapsed: float
+    baseline_kib: int
+    sampler: RssSampler
+    cpu: dict[str, float]
+
+
 def idle_rss_kib(pid: int) -> int:
     values = []
     for _ in range(6):
@@ -593,17 +606,9 @@ class Runner:
             f"127.0.0.1:{server.port}",
         ]
         before = self.store.counts() if server.kind in ("ours", CHECKS) else None
-        sampler = RssSampler(server.pid)
-        baseline = idle_rss_kib(server.pid)
-        account = CpuAccount(
-            server.pid, self.store.pg_name if self.store.db == "postgres" else None
-        )
-        sampler.start()
-        t0 = time.perf_counter()
-        rc, out, err = run_child(cmd, timeout=self.args.load_timeout)
-        elapsed = time.perf_counter() - t0
-        sampler.stop()
-        cpu = account.finish()
+        run = self.observed(server, cmd, timeout=self.args.load_timeout)
+        rc, err, elapsed, cpu = run.rc, run.err, run.elapsed, run.cpu
+        baseline, sampler = run.baseline_kib, run.sampler
         if rc != 0 or "fatal" in err or "error" in err.lower():
             raise BenchError(
                 f"smtp-source failed against {server.kind} ({load.name}, rc={rc}):\n{err.strip()}\n"
@@ -624,6 +629,21 @@ class Runner:
         if before is not None and check:
             result["stored"] = self.check_stored(server, before, load.messages, load.name)
         return result
+
+    def observed(self, server: Server, cmd: list[str], *, timeout: float) -> Observed:
+        """Run the client ``cmd`` against ``server``, sampling the server's RSS and the
+        CPU used meanwhile."""
+        sampler = RssSampler(server.pid)
+        baseline = idle_rss_kib(server.pid)
+        account = CpuAccount(
+            server.pid, self.store.pg_name if self.store.db == "postgres" else None
+        )
+        sampler.start()
+        t0 = time.perf_counter()
+        rc, out, err = run_child(cmd, timeout=timeout)
+        elapsed = time.perf_counter() - t0
+        sampler.stop()
+        return Observed(rc, out, err, elapsed, baseline, sampler, account.finish())
 
     def check_stored(
         self, server: Server, before: dict[str, int], accepted: int, what: str
@@ -649,15 +669,9 @@ class Runner:
             "--tag", tag,
         ]  # fmt: skip
         before = self.store.counts() if server.kind in ("ours", CHECKS) else None
-        sampler = RssSampler(server.pid)
-        baseline = idle_rss_kib(server.pid)
-        account = CpuAccount(
-            server.pid, self.store.pg_name if self.store.db == "postgres" else None
-        )
-        sampler.start()
-        rc, out, err = run_child(cmd, timeout=self.args.latency_duration + 120)
-        sampler.stop()
-        cpu = account.finish()
+        run = self.observed(server, cmd, timeout=self.args.latency_duration + 120)
+        rc, out, err, cpu = run.rc, run.out, run.err, run.cpu
+        baseline, sampler = run.baseline_kib, run.sampler
         if rc != 0:
             raise BenchError(f"latency client failed against {server.kind} (rc={rc}):\n{err}")
         result = json.loads(out)
