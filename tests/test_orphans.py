@@ -98,3 +98,23 @@ def _write(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"x")
     return path
+
+
+def test_the_listener_s_own_sweeper_removes_orphans(media: Path, monkeypatch) -> None:
+    # smtpd sweeps by itself (SWEEP_INTERVAL); orphans are looked for at most every ten
+    # minutes per process, counted from the last look: make the last look long ago.
+    import math
+
+    from django.test import override_settings
+
+    from django_inbound_smtp.testing import running_server
+
+    monkeypatch.setattr(orphans, "_last_run", -math.inf)
+    spool = Path(delivery.spool_directory())
+    old_spool = _age(_write(spool / "crashed.spool"))
+    with override_settings(INBOUND_SMTP={"HOSTNAME": "mx.test", "SWEEP_INTERVAL": 0.2}):
+        with running_server():
+            deadline = time.monotonic() + 10
+            while old_spool.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+    assert not old_spool.exists()
