@@ -22,7 +22,8 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
-from django_inbound_smtp import dispatch, parsing
+from django_inbound_smtp import parsing
+from django_inbound_smtp.lifecycle import schedule
 from django_inbound_smtp.models import (
     Attachment,
     InboundMessage,
@@ -211,7 +212,7 @@ class InboundMessageAdmin(admin.ModelAdmin):
     @admin.action(description=_("Run processing again"), permissions=["reprocess"])
     def reprocess(self, request: HttpRequest, queryset: QuerySet[InboundMessage]) -> None:
         """Send ``message_received`` (and run handlers) again for finished messages."""
-        count = dispatch.reprocess(list(queryset.values_list("pk", flat=True)))
+        count = schedule.reprocess(list(queryset.values_list("pk", flat=True)))
         skipped = queryset.count() - count
         self.message_user(
             request,

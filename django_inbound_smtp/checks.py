@@ -13,8 +13,10 @@ import ssl
 from collections.abc import Sequence
 from typing import Any
 
+import django
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.utils.module_loading import import_string
 
 from django_inbound_smtp.conf import DEFAULTS, SETTINGS_NAME, load_callable
 from django_inbound_smtp.exceptions import ConfigurationError
@@ -94,16 +96,48 @@ def _validator_errors(paths: Any) -> list[CheckMessage]:
 
 _CHOICES = {
     # key: (allowed values, check id)
-    "DISPATCH": (("auto", "inline", "celery"), "E007"),
+    "DISPATCH": (("auto", "inline", "celery", "tasks", "memory"), "E007"),
     "BARE_NEWLINES": (("normalize", "keep", "reject"), "E012"),
     "EARLY_TALKERS": (("allow", "reject"), "E014"),
 }
+
+
+def _dispatch_errors(value: Any) -> list[CheckMessage]:
+    """``DISPATCH``: ``tasks`` needs Django's task framework (6.0+); a dotted path must
+    name a ``Dispatcher`` subclass."""
+    if value == "tasks" and django.VERSION < (6, 0):
+        return [
+            _key_error(
+                "DISPATCH",
+                "is 'tasks', which needs Django 6.0 or later (django.tasks)",
+                f"This is Django {django.get_version()}; use 'inline' or 'celery'.",
+                "E025",
+            )
+        ]
+    if not isinstance(value, str) or "." not in value:
+        return []
+    from django_inbound_smtp.lifecycle.backends import Dispatcher
+
+    try:
+        target = import_string(value)
+    except ImportError as error:
+        target, reason = None, f"It cannot be imported: {error}."
+    else:
+        reason = f"{value!r} is not a subclass of {Dispatcher.__module__}.Dispatcher."
+    if isinstance(target, type) and issubclass(target, Dispatcher):
+        return []
+    return [_key_error("DISPATCH", "names an unusable dispatcher", reason, "E026")]
 
 
 def _choice_errors(raw: dict[str, Any]) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     for key, (allowed, check_id) in _CHOICES.items():
         value = raw.get(key, DEFAULTS[key])
+        if key == "DISPATCH" and isinstance(value, str) and "." in value:
+            errors += _dispatch_errors(value)
+            continue
+        if key == "DISPATCH" and value in allowed:
+            errors += _dispatch_errors(value)
         if value not in allowed:
             errors.append(
                 _key_error(

@@ -7,12 +7,14 @@ path stores them.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 __all__ = [
+    "address_key",
     "MAX_ADDRESS_LENGTH",
     "MAX_DOMAIN_LENGTH",
     "MAX_LOCAL_PART_LENGTH",
@@ -34,6 +36,18 @@ MAX_ADDRESS_LENGTH = 254
 # Characters that must never reach a lookup, a log line or a database column from an
 # envelope address: NUL (PostgreSQL rejects it), CR and LF (header and log injection).
 _FORBIDDEN = frozenset("\x00\r\n")
+
+
+def address_key(address: str) -> str:
+    """The form under which two addresses are the same mailbox: trimmed, lower-cased,
+    NFC-normalized (RFC 6531 §3.3: canonically equal spellings match).
+
+    The one place address equality is decided: mailbox storage and lookup, duplicate
+    ``RCPT`` detection and the dedupe key all use it. The local part is folded too, as
+    Postfix does for virtual mailboxes; no NFKC folding, which would map a look-alike
+    (fullwidth "ｕser") onto a real user.
+    """
+    return unicodedata.normalize("NFC", address.strip().lower())
 
 
 def split_address(address: str) -> tuple[str, str]:

@@ -13,17 +13,18 @@ from celery import shared_task
 from celery.exceptions import MaxRetriesExceededError
 from django.db import DatabaseError
 
-from django_inbound_smtp import dispatch
 from django_inbound_smtp.conf import get_settings
-from django_inbound_smtp.processing import Outcome
-from django_inbound_smtp.processing import process_message as process
+from django_inbound_smtp.lifecycle import schedule
+from django_inbound_smtp.lifecycle.backends import PROCESS_TASK
+from django_inbound_smtp.lifecycle.process import Outcome
+from django_inbound_smtp.lifecycle.process import process_message as process
 
 __all__ = ["process_message", "sweep"]
 
 
 @shared_task(
     bind=True,
-    name=dispatch.PROCESS_TASK,
+    name=PROCESS_TASK,
     # Acknowledge after the work, and put the message back if the worker process dies:
     # a killed worker never loses a message (hostile-inputs §7).
     acks_late=True,
@@ -58,4 +59,4 @@ def process_message(self: Any, pk: int) -> str:
 @shared_task(name="django_inbound_smtp.tasks.sweep", ignore_result=True)
 def sweep() -> int:
     """Schedule messages that are waiting too long, abandoned, or due for a retry."""
-    return dispatch.sweep()
+    return schedule.sweep()

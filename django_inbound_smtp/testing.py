@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from asgiref.sync import async_to_sync, sync_to_async
 
-from django_inbound_smtp import delivery, dispatch, processing, validators
+from django_inbound_smtp import store, validators
 from django_inbound_smtp.envelope import ReceivedEnvelope, RecipientContext
+from django_inbound_smtp.lifecycle import process as processing
+from django_inbound_smtp.lifecycle import schedule
 from django_inbound_smtp.signals import message_received
 from django_inbound_smtp.smtp._bridge import run_sync
 from django_inbound_smtp.smtp._trace import new_queue_id, received_header
@@ -124,8 +126,8 @@ def deliver(
         tls=False,
         when=envelope.received_at,
     )
-    with dispatch.held():
-        pk = delivery.deliver(envelope, content, trace=trace)
+    # No after-commit hook: the kit processes right here, in the caller's thread.
+    pk = store.store_message(envelope, content, trace=trace)
     if process:
         processing.process_message(pk, owner="testing")
     return InboundMessage.objects.get(pk=pk)
@@ -141,12 +143,8 @@ async def adeliver(message: MessageLike, **options: Any) -> InboundMessage:
 def captured_tasks() -> Iterator[list[tuple[str, list[int]]]]:
     """Record the Celery-task mailbox handlers processing would send, instead of sending
     them (no broker needed): a list of ``(task name, [message pk, mailbox pk])``."""
-    sent: list[tuple[str, list[int]]] = []
-    token = processing.task_recorder.set(lambda name, args: sent.append((name, args)))
-    try:
-        yield sent
-    finally:
-        processing.task_recorder.reset(token)
+    with schedule.recording() as recorder:
+        yield recorder.tasks
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import trustme
 
@@ -126,3 +127,18 @@ def received_envelope(queue_id: str = "QTEST", **fields: object) -> ReceivedEnve
     }
     values.update(fields)
     return ReceivedEnvelope(**values)  # type: ignore[arg-type]
+
+
+def store_and_schedule(envelope: Any, content: bytes, *, trace: bytes = b"") -> int:
+    """Store one message the way ``smtpd`` does (the lifecycle's scheduler as the
+    store's after-commit hook); its pk."""
+    from django_inbound_smtp import store
+    from django_inbound_smtp.lifecycle import schedule
+
+    return store.store_message(
+        envelope,
+        content,
+        trace=trace,
+        on_commit=schedule.schedule,
+        queued_by=schedule.queue_owner(),
+    )

@@ -7,7 +7,7 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
 
-from django_inbound_smtp import delivery
+from django_inbound_smtp import store
 from django_inbound_smtp.envelope import ResolvedRecipient
 from django_inbound_smtp.models import InboundMessage, Mailbox
 from tests.helpers import received_envelope
@@ -35,7 +35,7 @@ def _store(
         peer_port=40000,
         helo="client.test",
     )
-    return InboundMessage.objects.get(pk=delivery.deliver(envelope, raw))
+    return InboundMessage.objects.get(pk=store.store_message(envelope, raw))
 
 
 @pytest.fixture

@@ -125,7 +125,8 @@ from django.core.files.storage import storages
 from django.db import models
 from django.test import override_settings
 
-from django_inbound_smtp import dispatch, parsing
+from django_inbound_smtp import parsing
+from django_inbound_smtp.lifecycle import schedule as dispatch
 from django_inbound_smtp.models import InboundMessage, InboundRecipient
 from django_inbound_smtp.testing import RunningServer, captured_messages, running_server
 from tests.helpers import GuardedSMTP

@@ -21,7 +21,7 @@ import pytest
 from celery import Celery
 from django.test import override_settings
 
-from django_inbound_smtp import dispatch
+from django_inbound_smtp.lifecycle import schedule as dispatch
 from django_inbound_smtp.models import InboundMessage, Mailbox
 from django_inbound_smtp.testing import running_server
 from tests import celery_app

@@ -38,9 +38,9 @@ import pytest
 from django.db.models import Count
 
 from django_inbound_smtp.conf import get_settings
-from django_inbound_smtp.delivery import spool_directory
 from django_inbound_smtp.models import InboundMessage, Mailbox
-from django_inbound_smtp.orphans import remove_orphans
+from django_inbound_smtp.store.files import spool_directory
+from django_inbound_smtp.store.orphans import remove_orphans
 from tests.helpers import GuardedSMTP, subprocess_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 from django.core.files.storage import storages
 
-from django_inbound_smtp import _storage, delivery, dispatch
+from django_inbound_smtp import store
 from django_inbound_smtp.envelope import ReceivedEnvelope, ResolvedRecipient
+from django_inbound_smtp.lifecycle import schedule
 from django_inbound_smtp.models import InboundMessage, Mailbox
-from tests.helpers import received_envelope
+from django_inbound_smtp.store import files, rows
+from tests.helpers import received_envelope, store_and_schedule
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,36 +33,36 @@ def _files() -> set[Path]:
 
 
 def test_stored_bytes_are_trace_then_content() -> None:
-    pk = delivery.deliver(_envelope("QTRACE"), CONTENT, trace=b"Received: x\r\n")
-    assert dispatch.drain(10)
+    pk = store_and_schedule(_envelope("QTRACE"), CONTENT, trace=b"Received: x\r\n")
+    assert schedule.drain(10)
     message = InboundMessage.objects.get(pk=pk)
     assert message.raw_bytes == b"Received: x\r\n" + CONTENT
     assert message.size == len(message.raw_bytes)
     digest = hashlib.sha256(CONTENT).hexdigest()
-    assert message.dedupe_key == delivery.dedupe_key(_envelope("QTRACE"), digest, "<once@x.test>")
+    assert message.dedupe_key == rows.dedupe_key(_envelope("QTRACE"), digest, "<once@x.test>")
 
 
-def test_a_failure_after_commit_still_counts_as_stored(monkeypatch) -> None:
-    # Mocked fault: scheduling cannot be made to fail for real here (it fails when the
-    # interpreter is shutting down). After the commit the message must stay stored,
-    # file included, and deliver() must return normally so the client gets 250.
-    def broken(pk: int) -> None:
+def test_a_failure_after_commit_still_counts_as_stored() -> None:
+    # The store runs the after-commit hook it is given: here one that fails, as
+    # scheduling does when the interpreter is shutting down. After the commit the
+    # message must stay stored, file included, and the store must return its pk
+    # normally so the client gets 250.
+    def broken(pks: list[int]) -> None:
         raise RuntimeError("cannot schedule new futures after shutdown")
 
-    monkeypatch.setattr(dispatch, "message_committed", broken)
     before = _files()
-    pk = delivery.deliver(_envelope("QAFTER"), CONTENT)
+    pk = store.store_message(_envelope("QAFTER"), CONTENT, on_commit=broken)
     message = InboundMessage.objects.get(pk=pk)
     assert message.status == InboundMessage.Status.RECEIVED  # the sweeper will pick it up
     assert _files() - before == {Path(storages["default"].path(message.raw_file))}
 
 
 def test_a_repeat_delivery_is_a_duplicate_without_file_or_processing() -> None:
-    first = delivery.deliver(_envelope("QFIRST"), CONTENT, trace=b"Received: 1\r\n")
-    assert dispatch.drain(10)
+    first = store_and_schedule(_envelope("QFIRST"), CONTENT, trace=b"Received: 1\r\n")
+    assert schedule.drain(10)
     files = _files()
-    second = delivery.deliver(_envelope("QSECOND"), CONTENT, trace=b"Received: 2\r\n")
-    assert dispatch.drain(10)
+    second = store_and_schedule(_envelope("QSECOND"), CONTENT, trace=b"Received: 2\r\n")
+    assert schedule.drain(10)
     original = InboundMessage.objects.get(pk=first)
     repeat = InboundMessage.objects.get(pk=second)
     assert original.status == InboundMessage.Status.PROCESSED
@@ -73,10 +75,10 @@ def test_a_repeat_delivery_is_a_duplicate_without_file_or_processing() -> None:
 
 
 def test_other_recipients_or_content_are_not_duplicates() -> None:
-    delivery.deliver(_envelope("QA"), CONTENT)
-    delivery.deliver(_envelope("QB", to=("user@our.test", "other@our.test")), CONTENT)
-    delivery.deliver(_envelope("QC"), CONTENT + b"more\r\n")
-    assert dispatch.drain(10)
+    store_and_schedule(_envelope("QA"), CONTENT)
+    store_and_schedule(_envelope("QB", to=("user@our.test", "other@our.test")), CONTENT)
+    store_and_schedule(_envelope("QC"), CONTENT + b"more\r\n")
+    assert schedule.drain(10)
     statuses = set(InboundMessage.objects.values_list("status", flat=True))
     assert InboundMessage.Status.DUPLICATE not in statuses
 
@@ -89,9 +91,9 @@ def test_folders_are_created_durably(settings, tmp_path) -> None:
             "OPTIONS": {"location": str(tmp_path)},
         },
     }
-    pk = delivery.deliver(_envelope("QDIR"), CONTENT)
+    pk = store_and_schedule(_envelope("QDIR"), CONTENT)
     name = InboundMessage.objects.get(pk=pk).raw_file
     assert name.startswith("inbound_smtp/")
     assert name.endswith("/QDIR.eml")
     assert (tmp_path / name).read_bytes() == CONTENT
-    assert _storage._durable_folders >= {str(tmp_path / Path(name).parent)}
+    assert files._durable_folders >= {str(tmp_path / Path(name).parent)}

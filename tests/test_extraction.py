@@ -10,7 +10,7 @@ import pytest
 from django.core.files.storage import storages
 from django.test import override_settings
 
-from django_inbound_smtp import extraction
+from django_inbound_smtp.lifecycle import extract as extraction
 from django_inbound_smtp.models import Attachment, InboundMessage, Mailbox
 from django_inbound_smtp.testing import deliver, running_server
 from tests.helpers import GuardedSMTP, receiver_connected

@@ -29,7 +29,7 @@ from tests.test_streaming import tiny_disk  # noqa: F401 - the real ENOSPC fixtu
 pytestmark = pytest.mark.django_db(transaction=True)
 
 FROM = "a@example.org"
-GROUP_LOGGER = "django_inbound_smtp.group_commit"
+GROUP_LOGGER = "django_inbound_smtp.store"
 
 
 def _message(tag: str, *, size: int = 1024) -> bytes:
@@ -128,7 +128,7 @@ def test_messages_finishing_together_share_one_transaction(mailboxes, media, cap
         ]
         replies = _in_one_group(server, sessions)
     assert [code for code, _ in replies] == [250] * 10
-    assert _groups(caplog) == [10]  # the ten, in one transaction
+    assert _groups(caplog) == [1, 10]  # the blocker alone, then the ten in one transaction
     for i, session in enumerate(sessions, start=1):
         stored = InboundMessage.objects.get(subject=f"m{i}")
         assert stored.status != InboundMessage.Status.DUPLICATE
@@ -155,7 +155,7 @@ def test_identical_messages_in_one_group_are_one_original_and_a_duplicate(
         other = _Session(server, "user2@our.test", _message("other"))
         replies = _in_one_group(server, [*same, other])
     assert [code for code, _ in replies] == [250, 250, 250]
-    assert _groups(caplog) == [3]
+    assert _groups(caplog) == [1, 3]  # the blocker alone, then the three together
     rows = InboundMessage.objects.filter(subject="same").order_by("pk")
     original, duplicate = rows
     assert original.status != InboundMessage.Status.DUPLICATE
@@ -180,7 +180,7 @@ def test_a_message_failing_at_commit_is_451_and_the_rest_of_its_group_250(
         replies = _in_one_group(server, sessions)
     assert [code for code, _ in replies] == [250, 451, 250]
     assert replies[1][1].startswith(b"4.3.0")
-    assert any("group of 3 failed" in r.getMessage() for r in caplog.records)
+    assert any("batch of 3 failed" in r.getMessage() for r in caplog.records)
     assert sorted(InboundMessage.objects.values_list("subject", flat=True)) == [
         "blocker",
         "m1",
@@ -224,7 +224,7 @@ def test_a_group_stores_each_message_s_sender_checks() -> None:
     # The verdicts of the sender checks are stored with their message in the group's
     # one transaction, like its recipients.
 
-    from django_inbound_smtp import group_commit
+    from django_inbound_smtp import store
     from django_inbound_smtp.envelope import ResolvedRecipient
     from django_inbound_smtp.models import SenderCheck
     from django_inbound_smtp.parsing import MAX_HEADER_BLOCK
@@ -246,7 +246,7 @@ def test_a_group_stores_each_message_s_sender_checks() -> None:
             },
         )
         batch.append((envelope, spool))
-    outcomes = group_commit.deliver_batch(batch)
+    outcomes = store.store_batch(batch)
     assert all(isinstance(pk, int) for pk in outcomes), outcomes
     checks = {c.message.queue_id: c for c in SenderCheck.objects.select_related("message")}
     assert (checks["QONE"].sender_verified, checks["QONE"].spf_result) == (True, "pass")

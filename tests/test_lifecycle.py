@@ -15,10 +15,11 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 from django.utils import timezone
 
-from django_inbound_smtp import dispatch, processing
 from django_inbound_smtp.exceptions import Rejected
+from django_inbound_smtp.lifecycle import process as processing
+from django_inbound_smtp.lifecycle import schedule as dispatch
+from django_inbound_smtp.lifecycle.process import Outcome
 from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
-from django_inbound_smtp.processing import Outcome
 from django_inbound_smtp.signals import message_received
 from django_inbound_smtp.testing import adeliver, captured_messages, captured_tasks, deliver
 from tests.helpers import GuardedSMTP, receiver_connected
@@ -106,11 +107,11 @@ def test_receiver_failure_is_recorded_then_reprocessing_fixes_it(mailbox) -> Non
     assert message.status == Status.FAILED
     assert "RuntimeError: receiver bug" in message.error
     assert message.attempts == 1
-    with dispatch.held() as scheduled:
+    with dispatch.recording() as recorder:
         out = StringIO()
         call_command("inbound_reprocess", "--failed", stdout=out)
     assert out.getvalue() == "Reprocessing 1 message(s).\n"
-    assert scheduled == [message.pk]
+    assert recorder.scheduled == [message.pk]
     assert processing.process_message(message.pk, owner="t") is Outcome.PROCESSED
     message.refresh_from_db()
     assert (message.status, message.error, message.attempts) == (Status.PROCESSED, "", 2)
@@ -118,10 +119,10 @@ def test_receiver_failure_is_recorded_then_reprocessing_fixes_it(mailbox) -> Non
 
 def test_reprocessing_twice_does_no_double_work(mailbox) -> None:
     message = deliver(RAW)
-    with dispatch.held() as scheduled:
+    with dispatch.recording() as recorder:
         assert dispatch.reprocess([message.pk]) == 1
         assert dispatch.reprocess([message.pk]) == 0  # already waiting
-    assert scheduled == [message.pk]
+    assert recorder.scheduled == [message.pk]
 
 
 def test_reprocess_command_needs_a_selection(db) -> None:
@@ -169,9 +170,9 @@ def test_a_slow_live_worker_keeps_its_claim_and_a_late_one_is_told_it_lost() -> 
         assert inside.wait(10)
         time.sleep(0.6)  # two leases: without renewal this claim would be stale now
         assert processing.process_message(message.pk, owner="b") is Outcome.BUSY
-        with dispatch.held() as scheduled:
+        with dispatch.recording() as recorder:
             dispatch.sweep()
-        assert scheduled == []  # the sweeper leaves a live claim alone
+        assert recorder.scheduled == []  # the sweeper leaves a live claim alone
         worker.join(10)
     assert outcomes == [Outcome.PROCESSED]
     assert InboundMessage.objects.get(pk=message.pk).attempts == 1
@@ -215,10 +216,10 @@ def test_sweeper_picks_up_lost_abandoned_and_retryable_messages(mailbox) -> None
     _age(retry, status=Status.FAILED, attempts=1, processed_at=long_ago)
     exhausted = deliver(RAW + b"exhausted\r\n", process=False)
     _age(exhausted, status=Status.FAILED, attempts=3, processed_at=long_ago)
-    with dispatch.held() as scheduled:
+    with dispatch.recording() as recorder:
         out = StringIO()
         call_command("inbound_dispatch", stdout=out)
-    assert sorted(scheduled) == sorted([lost.pk, abandoned.pk, retry.pk])
+    assert sorted(recorder.scheduled) == sorted([lost.pk, abandoned.pk, retry.pk])
     assert "Scheduled 3 message(s)" in out.getvalue()
     assert InboundMessage.objects.get(pk=fresh.pk).status == Status.RECEIVED
     assert InboundMessage.objects.get(pk=exhausted.pk).status == Status.FAILED
@@ -235,13 +236,13 @@ def test_retries_back_off_exponentially(mailbox) -> None:
         attempts=3,
         processed_at=timezone.now() - timedelta(minutes=3),
     )
-    with dispatch.held() as scheduled:
+    with dispatch.recording() as recorder:
         dispatch.sweep()
-    assert scheduled == []
+    assert recorder.scheduled == []
     _age(message, processed_at=timezone.now() - timedelta(minutes=5))
-    with dispatch.held() as scheduled:
+    with dispatch.recording() as recorder:
         dispatch.sweep()
-    assert scheduled == [message.pk]
+    assert recorder.scheduled == [message.pk]
 
 
 def test_mailbox_handlers_run_after_the_signal(mailbox) -> None:
@@ -317,9 +318,9 @@ def test_a_message_that_keeps_killing_its_worker_ends_failed(mailbox) -> None:
     message = deliver(RAW, process=False)
     long_ago = timezone.now() - timedelta(hours=1)
     _age(message, status=Status.PROCESSING, claimed_by="dead", claimed_at=long_ago, attempts=2)
-    with dispatch.held() as scheduled:
+    with dispatch.recording() as recorder:
         dispatch.sweep()
-    assert scheduled == []
+    assert recorder.scheduled == []
     message.refresh_from_db()
     assert message.status == Status.FAILED
     assert message.error == "abandoned by its worker 2 times; not retried again"
@@ -362,7 +363,7 @@ def test_the_reprocess_action_needs_the_change_permission(mailbox, client) -> No
     client.post(url, form)
     assert InboundMessage.objects.get(pk=message.pk).status == Status.PROCESSED  # unchanged
     clerk.user_permissions.add(Permission.objects.get(codename="change_inboundmessage"))
-    with dispatch.held() as scheduled:
+    with dispatch.recording() as recorder:
         response = client.post(url, form, follow=True)
-    assert scheduled == [message.pk]
+    assert recorder.scheduled == [message.pk]
     assert "1 message scheduled for processing." in response.content.decode()

@@ -11,8 +11,8 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
-from django_inbound_smtp import delivery, orphans
 from django_inbound_smtp.models import Attachment, InboundMessage, Mailbox
+from django_inbound_smtp.store import files, orphans
 from django_inbound_smtp.testing import deliver
 from tests.helpers import local_storages
 
@@ -53,7 +53,7 @@ def test_old_orphans_go_and_everything_else_stays(media: Path) -> None:
     day_folder = (media / kept.raw_file).parent
     old_raw = _age(_write(day_folder / "CRASHED.eml"))
     young_raw = _write(day_folder / "INFLIGHT.eml")
-    spool = Path(delivery.spool_directory())
+    spool = Path(files.spool_directory())
     old_spool = _age(_write(spool / "tmpold.spool"))
     young_spool = _write(spool / "tmpyoung.spool")
     not_ours = _age(_write(spool / "README"))
@@ -110,7 +110,7 @@ def test_the_listener_s_own_sweeper_removes_orphans(media: Path, monkeypatch) ->
     from django_inbound_smtp.testing import running_server
 
     monkeypatch.setattr(orphans, "_last_run", -math.inf)
-    spool = Path(delivery.spool_directory())
+    spool = Path(files.spool_directory())
     old_spool = _age(_write(spool / "crashed.spool"))
     with override_settings(INBOUND_SMTP={"HOSTNAME": "mx.test", "SWEEP_INTERVAL": 0.2}):
         with running_server():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from django_inbound_smtp import delivery
+from django_inbound_smtp import store
 from django_inbound_smtp.models import InboundMessage
 from django_inbound_smtp.senderauth.results import Verdict, Verdicts
 from tests.helpers import received_envelope
@@ -30,7 +30,7 @@ def _store(queue_id: str, *, verified: bool) -> InboundMessage:
         helo="client.test",
         sender_checks=verdicts.record("Authentication-Results: mx.test; spf=pass"),
     )
-    pk = delivery.deliver(envelope, f"Subject: {queue_id}\r\n\r\nbody\r\n".encode())
+    pk = store.store_message(envelope, f"Subject: {queue_id}\r\n\r\nbody\r\n".encode())
     return InboundMessage.objects.get(pk=pk)
 
 
@@ -44,7 +44,7 @@ def test_verdicts_are_stored_with_the_message() -> None:
 
 def test_messages_without_checks_have_no_row() -> None:
     envelope = received_envelope("Q0", mail_from="", peer_host=None, peer_port=None, helo="")
-    pk = delivery.deliver(envelope, b"Subject: x\r\n\r\nbody\r\n")
+    pk = store.store_message(envelope, b"Subject: x\r\n\r\nbody\r\n")
     assert not hasattr(InboundMessage.objects.get(pk=pk), "sender_check")
 
 

@@ -490,7 +490,7 @@ def test_message_received_is_sent_once_after_commit(make_mailbox, smtp_client) -
     with receiver_connected(receiver):
         smtp_client.sendmail("a@example.org", ["user@our.test"], SIMPLE)
         assert done.wait(10)
-        from django_inbound_smtp import dispatch
+        from django_inbound_smtp.lifecycle import schedule as dispatch
 
         assert dispatch.drain(10)
     message = InboundMessage.objects.get()
@@ -507,7 +507,7 @@ def test_failing_receiver_never_changes_the_reply(make_mailbox, smtp_client) -> 
 
     with receiver_connected(broken):
         refused = smtp_client.sendmail("a@example.org", ["user@our.test"], SIMPLE)
-        from django_inbound_smtp import dispatch
+        from django_inbound_smtp.lifecycle import schedule as dispatch
 
         assert dispatch.drain(10)
     assert refused == {}
@@ -528,7 +528,7 @@ def test_no_signal_when_the_transaction_rolls_back(make_mailbox, smtp_client) ->
             assert smtp_client.data(SIMPLE)[0] == 451
         finally:
             _rename_table("inbound_smtp_inboundrecipient_away", "inbound_smtp_inboundrecipient")
-        from django_inbound_smtp import dispatch
+        from django_inbound_smtp.lifecycle import schedule as dispatch
 
         assert dispatch.drain(10)
     finally:

@@ -21,8 +21,8 @@ import pytest
 from django.db import connections
 from django.test import override_settings
 
-from django_inbound_smtp import delivery
 from django_inbound_smtp.models import InboundMessage, Mailbox
+from django_inbound_smtp.store import files as delivery
 from django_inbound_smtp.testing import running_server
 from tests.helpers import GuardedSMTP, local_storages, start_data
 

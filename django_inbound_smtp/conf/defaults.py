@@ -112,8 +112,9 @@ DEFAULTS: Mapping[str, Any] = {
     "PARSE_MAX_PARTS": 1000,
     "PARSE_MAX_HEADER_BYTES": 100 * 1024,
     # Where processing (signal receivers, mailbox handlers) runs: "inline" (threads of
-    # the process that stored the message), "celery" (a worker), or "auto": celery when
-    # CELERY_BROKER_URL is set, inline otherwise.
+    # the process that stored the message), "celery" (a worker), "tasks" (django.tasks,
+    # Django 6+), "memory" (record only: tests), a dotted path to a Dispatcher subclass,
+    # or "auto": celery when CELERY_BROKER_URL is set, inline otherwise.
     "DISPATCH": "auto",
     # Dotted path of the project's Celery app (e.g. "proj.celery.app"). None: the one
     # Celery app the project created. Celery keeps its "current app" per thread, and

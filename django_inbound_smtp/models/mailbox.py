@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import unicodedata
 from typing import ClassVar
 
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from django_inbound_smtp.envelope import address_syntax_error, split_address
+from django_inbound_smtp.envelope import address_key, address_syntax_error, split_address
 from django_inbound_smtp.managers import MailboxQuerySet
 
 __all__ = ["CATCH_ALL_LOCAL_PART", "Mailbox", "normalize_mailbox_address"]
@@ -23,7 +22,7 @@ def normalize_mailbox_address(address: str) -> str:
     Mailboxes are matched case-insensitively, local part included, as Postfix does
     for virtual mailboxes; ``*@domain`` is the catch-all for a domain.
     """
-    return unicodedata.normalize("NFC", address.strip().lower())
+    return address_key(address)
 
 
 class Mailbox(models.Model):

@@ -55,6 +55,15 @@ class InboundMessage(models.Model):
         blank=True,
         help_text=_("MAIL FROM; empty for the null sender <> (bounces)."),
     )
+    mail_options = models.JSONField(
+        _("MAIL parameters"),
+        default=list,
+        blank=True,
+        help_text=_("ESMTP parameters the client gave with MAIL FROM (e.g. BODY=8BITMIME)."),
+    )
+    esmtp = models.BooleanField(
+        _("ESMTP"), default=True, help_text=_("The client greeted with EHLO (not HELO).")
+    )
     peer_ip = models.GenericIPAddressField(
         _("client IP"), null=True, blank=True, help_text=_("Address of the SMTP client.")
     )
@@ -149,7 +158,10 @@ class InboundMessage(models.Model):
         _("claimed by"),
         max_length=200,
         blank=True,
-        help_text=_("Worker running the processing now (a Celery task id or an inline thread)."),
+        help_text=_(
+            "Who holds the message: the smtpd process whose queue it waits in, or the "
+            "worker processing it (a Celery task id or an inline thread)."
+        ),
     )
     claimed_at = models.DateTimeField(_("claimed"), null=True, blank=True)
     dedupe_key = models.CharField(

@@ -2,28 +2,36 @@
 
 Every ORM-touching call from a coroutine goes through :func:`run_sync`, which runs it
 with ``sync_to_async`` in thread-sensitive mode: all database work of the server is
-serialized on one thread with one connection per database. That is correct and
-simple; messages that finish DATA together are stored in one hop and one transaction
-(``smtp/_group.py``), so that thread commits per group, not per message.
+serialized on one thread with one connection per database. Messages that finish DATA
+together are stored in one hop and one transaction (:class:`GroupCommitter`), so
+that thread commits per group, not per message.
+
+A message's way through here: ``handler`` → :meth:`GroupCommitter.deliver` →
+:func:`store.store_batch` (with the lifecycle's ``schedule`` as its after-commit
+hook) → ``250``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 
-from django_inbound_smtp import _db, accounts, delivery, dispatch, group_commit, orphans, validators
+from django_inbound_smtp import _db, accounts, store, validators
 from django_inbound_smtp.envelope import ReceivedEnvelope, RecipientContext, ResolvedRecipient
+from django_inbound_smtp.lifecycle import schedule
 from django_inbound_smtp.spool import Spool
+from django_inbound_smtp.store import files, orphans
 
 __all__ = [
+    "MAX_GROUP",
+    "GroupCommitter",
     "close_connections",
-    "deliver",
-    "deliver_batch",
     "drain_processing",
     "run_sync",
+    "store_batch",
     "validate_recipient",
 ]
 
@@ -40,24 +48,23 @@ async def validate_recipient(address: str, context: RecipientContext) -> Resolve
     return await validators.validate_recipient(address, context=context, run_sync=run_sync)
 
 
-async def deliver(envelope: ReceivedEnvelope, spool: Spool) -> int:
-    """Store one spooled message durably (``delivery.deliver_spool``); returns its pk."""
-    return await run_sync(delivery.deliver_spool, envelope, spool)
+def _store_and_schedule(batch: list[tuple[ReceivedEnvelope, Spool]]) -> list[store.Outcome]:
+    return store.store_batch(batch, on_commit=schedule.schedule, queued_by=schedule.queue_owner())
 
 
-async def deliver_batch(batch: list[tuple[ReceivedEnvelope, Spool]]) -> list[int | Exception]:
-    """Store messages that finished together in one transaction (``group_commit``);
-    one pk or exception per message, in order."""
-    return await run_sync(group_commit.deliver_batch, batch)
+async def store_batch(batch: list[tuple[ReceivedEnvelope, Spool]]) -> list[int | Exception]:
+    """Store messages that finished together in one transaction and schedule their
+    processing after the commit; one pk or exception per message, in order."""
+    return await run_sync(_store_and_schedule, batch)
 
 
 async def message_folders() -> list[str]:
-    """The spool folder, then the local storage folder if any (``delivery``)."""
-    return await sync_to_async(delivery.message_folders, thread_sensitive=False)()
+    """The spool folder, then the local storage folder if any."""
+    return await sync_to_async(files.message_folders, thread_sensitive=False)()
 
 
 async def sweep() -> int:
-    """One sweep for messages that need processing scheduled again (``dispatch.sweep``).
+    """One sweep for messages that need processing scheduled again (``schedule.sweep``).
 
     Not in the ORM thread: a long sweep must not hold up RCPT lookups and commits."""
     return await sync_to_async(_swept, thread_sensitive=False)()
@@ -66,7 +73,7 @@ async def sweep() -> int:
 def _swept() -> int:
     try:
         orphans.remove_orphans()
-        return dispatch.sweep()
+        return schedule.sweep()
     finally:
         _db.close_thread_connections()  # a pool thread: leave no connection behind
 
@@ -85,7 +92,70 @@ async def drain_processing(grace: float) -> bool:
     """Wait, off the loop, for scheduled processing to finish; ``True`` if it did.
 
     Work not started by then is dropped (it stays ``received`` for the sweeper)."""
-    drained = await sync_to_async(dispatch.drain, thread_sensitive=False)(grace)
+    drained = await sync_to_async(schedule.drain, thread_sensitive=False)(grace)
     if not drained:
-        dispatch.shutdown()
+        schedule.shutdown()
     return drained
+
+
+# Bounds one transaction (and how long RCPT lookups queue behind it in the ORM
+# thread); 20 sessions rarely queue more than 20.
+MAX_GROUP = 64
+
+_Waiting = tuple[ReceivedEnvelope, Spool, "asyncio.Future[int]"]
+
+
+class GroupCommitter:
+    """Queue of finished messages and the writer task that stores them in groups."""
+
+    def __init__(self, *, max_group: int = MAX_GROUP) -> None:
+        self.max_group = max_group
+        self._queue: list[_Waiting] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def deliver(self, received: ReceivedEnvelope, spool: Spool) -> int:
+        """Store one message with whatever else is waiting; its pk once committed.
+
+        Raises what storing it raised (the caller answers ``451`` / ``452``)."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.append((received, spool, future))
+        if self._writer is None:
+            self._writer = asyncio.ensure_future(self._write())
+        return await future
+
+    async def _write(self) -> None:
+        try:
+            while self._queue:
+                group = self._queue[: self.max_group]
+                del self._queue[: self.max_group]
+                try:
+                    outcomes = await store_batch([(r, s) for r, s, _ in group])
+                except BaseException as error:
+                    # The hop itself failed or the loop is going away: nobody's 250.
+                    for _, _, future in group:
+                        _settle(future, _as_exception(error))
+                    raise
+                for (_, _, future), outcome in zip(group, outcomes, strict=True):
+                    _settle(future, outcome)
+        except BaseException as error:
+            for _, _, future in self._queue:
+                _settle(future, _as_exception(error))
+            self._queue.clear()
+            raise
+        finally:
+            self._writer = None
+
+
+def _as_exception(error: BaseException) -> Exception:
+    if isinstance(error, Exception):
+        return error
+    return RuntimeError(f"group commit stopped: {type(error).__name__}")
+
+
+def _settle(future: asyncio.Future[int], outcome: int | Exception) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

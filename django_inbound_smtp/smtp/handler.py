@@ -21,6 +21,7 @@ from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.envelope import (
     ReceivedEnvelope,
     RecipientContext,
+    address_key,
     address_syntax_error,
     helo_syntax_error,
     utf8_error,
@@ -29,7 +30,6 @@ from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
 from django_inbound_smtp.parsing import MAX_HEADER_BLOCK
 from django_inbound_smtp.smtp import _bridge, _checks
 from django_inbound_smtp.smtp._diskspace import FreeSpace, declared_size
-from django_inbound_smtp.smtp._group import GroupCommitter
 from django_inbound_smtp.smtp._intake import discard_spool, run_to_the_end
 from django_inbound_smtp.smtp._trace import new_queue_id, received_header, sanitize_helo
 from django_inbound_smtp.smtp.protocol import InboundEnvelope, InboundSMTP
@@ -90,7 +90,9 @@ def _sender(envelope: InboundEnvelope) -> str:
     return "" if mail_from == NULL_SENDER else str(mail_from)
 
 
-async def _store(committer: GroupCommitter, received: ReceivedEnvelope, spool: Spool) -> int:
+async def _store(
+    committer: _bridge.GroupCommitter, received: ReceivedEnvelope, spool: Spool
+) -> int:
     try:
         return await committer.deliver(received, spool)
     finally:
@@ -109,7 +111,7 @@ class InboundHandler:
         #: Set by a stopping server: no new transaction starts (RFC 5321 §3.8).
         self.draining = False
         self._deliveries: set[asyncio.Task[int]] = set()
-        self._committer = GroupCommitter()
+        self._committer = _bridge.GroupCommitter()
 
     async def wait_for_deliveries(self, grace: float) -> bool:
         """Wait for commits in flight, new ones included (shutdown); ``True`` if none is left."""
@@ -248,7 +250,7 @@ class InboundHandler:
                 return encoding_reply
             if address_syntax_error(address) and address.lower() != "postmaster":
                 return str(replies.BAD_RECIPIENT_SYNTAX)
-            if any(r.address.lower() == address.lower() for r in envelope.resolved):
+            if any(address_key(r.address) == address_key(address) for r in envelope.resolved):
                 return str(replies.RECIPIENT_OK)  # a repeated RCPT is one recipient
             if len(envelope.resolved) >= get_settings().MAX_RECIPIENTS:
                 return str(replies.TOO_MANY_RECIPIENTS)

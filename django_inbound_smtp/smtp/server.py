@@ -134,13 +134,15 @@ class InboundServer:
 
     async def _sweep_every(self, interval: float) -> None:
         # At-least-once processing: re-schedule messages whose task was lost, whose
-        # worker died, or whose failure is due for a retry (dispatch.sweep).
+        # worker died, or whose failure is due for a retry (lifecycle.schedule.sweep).
+        # The first sweep runs at once: what a killed smtpd of this host left queued or
+        # half-processed is taken over within seconds of the restart, not a lease later.
         while True:
-            await asyncio.sleep(interval)
             try:
                 await _bridge.sweep()
             except Exception:
                 logger.exception("sweep failed; trying again in %s s", interval)
+            await asyncio.sleep(interval)
 
     def _goodbye(self, protocol: InboundSMTP) -> None:
         transport = protocol.transport

@@ -19,10 +19,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from django_inbound_smtp.dispatch import reprocess
 from django_inbound_smtp.exceptions import Rejected
+from django_inbound_smtp.lifecycle.process import Outcome, process_message
+from django_inbound_smtp.lifecycle.schedule import reprocess
 from django_inbound_smtp.models import InboundMessage, Mailbox
-from django_inbound_smtp.processing import Outcome, process_message
 from django_inbound_smtp.testing import captured_messages, deliver
 from inbox.comments import reply_text
 from inbox.models import TICKET_MAILBOX, Comment, Ticket

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from django_inbound_smtp import orphans
+from django_inbound_smtp.store import orphans
 
 
 class Command(BaseCommand):

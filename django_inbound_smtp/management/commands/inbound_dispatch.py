@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from django_inbound_smtp import dispatch
+from django_inbound_smtp.lifecycle import schedule
 
 
 class Command(BaseCommand):
@@ -17,9 +17,9 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        count = dispatch.sweep()
-        mode = dispatch.dispatch_mode()
+        count = schedule.sweep()
+        mode = schedule.dispatch_mode()
         if mode == "inline":
             # Processing runs in this process: wait for it before exiting.
-            dispatch.drain()
+            schedule.drain()
         self.stdout.write(f"Scheduled {count} message(s) for processing ({mode}).")

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from django_inbound_smtp import dispatch
+from django_inbound_smtp.lifecycle import schedule
 
 
 class Command(BaseCommand):
@@ -28,7 +28,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if not options["failed"] and not options["ids"]:
             raise CommandError("Say which messages: --failed, --id ID ..., or both.")
-        count = dispatch.reprocess(options["ids"], failed_only=options["failed"])
-        if dispatch.dispatch_mode() == "inline":
-            dispatch.drain()
+        count = schedule.reprocess(options["ids"], failed_only=options["failed"])
+        if schedule.dispatch_mode() == "inline":
+            schedule.drain()
         self.stdout.write(f"Reprocessing {count} message(s).")

@@ -13,6 +13,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
+from django_inbound_smtp import _db
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.smtp.server import InboundServer, run_server
 
@@ -63,6 +64,8 @@ class Command(BaseCommand):
         # The checks opened connections in this thread; the server does its database
         # work in another one.
         connections.close_all()
+        # A daemon: connections stay open while usable, whatever CONN_MAX_AGE says.
+        _db.keep_connections_open()
 
         if bool(options["tls_cert"]) != bool(options["tls_key"]):
             raise CommandError("--tls-cert and --tls-key go together.")

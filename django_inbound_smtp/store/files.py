@@ -1,4 +1,5 @@
-"""Durable files in the configured storage: raw messages and attachments.
+"""Durable files in the configured storage: raw messages and attachments, and where
+they go (file names, the spool folder).
 
 Django's ``FileSystemStorage`` writes without fsync, so a power cut after our ``250``
 could lose a file it reported saved. Here every write to a local storage is followed
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,14 +20,20 @@ from django.core.files.base import ContentFile, File
 from django.core.files.storage import FileSystemStorage, Storage, storages
 
 from django_inbound_smtp.conf import get_settings
+from django_inbound_smtp.envelope import ReceivedEnvelope
+from django_inbound_smtp.spool import Spool
 
 __all__ = [
     "discard",
     "inbound_storage",
     "local_path",
     "make_durable_many",
+    "message_folders",
     "place",
+    "place_raw",
+    "raw_file_name",
     "save_durably",
+    "spool_directory",
 ]
 
 logger = logging.getLogger(__name__)
@@ -240,3 +248,45 @@ def discard(name: str, *, storage: Storage | None = None) -> None:
     except Exception:
         # Harmless: no row points at it. Logged; the orphan sweeper retries.
         logger.exception("could not delete orphaned file %s", name)
+
+
+def raw_file_name(envelope: ReceivedEnvelope) -> str:
+    """Storage name of the raw message: ``<prefix>/YYYY/MM/DD/<queue id>.eml``.
+
+    Built from our own queue id only, never from anything the client sent.
+    """
+    day = envelope.received_at.strftime("%Y/%m/%d")
+    prefix = get_settings().STORAGE_PREFIX
+    return f"{prefix}/{day}/{envelope.queue_id}.eml" if prefix else f"{day}/{envelope.queue_id}.eml"
+
+
+def spool_directory() -> str:
+    """Where messages larger than ``SPOOL_MEMORY_LIMIT`` are written while they arrive.
+
+    ``SPOOL_DIR`` if set; else a ``spool`` folder beside the raw messages in a local
+    storage (the same file system, so storing a spooled message is a hard link, not a
+    copy); else, for remote storage, one in the system's temporary folder."""
+    settings = get_settings()
+    if settings.SPOOL_DIR:
+        return str(settings.SPOOL_DIR)
+    root = local_path(inbound_storage(), settings.STORAGE_PREFIX or "")
+    if root is None:
+        return os.path.join(tempfile.gettempdir(), "django-inbound-smtp-spool")
+    return os.path.join(root, "spool")
+
+
+def message_folders() -> list[str]:
+    """The spool folder, then the local storage folder (if the storage is local)."""
+    settings = get_settings()
+    root = local_path(inbound_storage(), settings.STORAGE_PREFIX or "")
+    return [spool_directory()] + ([root] if root is not None else [])
+
+
+def place_raw(envelope: ReceivedEnvelope, spool: Spool, *, storage: Storage) -> str:
+    """Put the raw message into ``storage`` without fsync; return the name used.
+
+    A spooled message is linked in from its file; a small one is written from memory."""
+    name = raw_file_name(envelope)
+    if spool.path is None:
+        return place(name, storage=storage, content=spool.memory())
+    return place(name, storage=storage, source_path=spool.path)

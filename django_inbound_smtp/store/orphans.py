@@ -17,11 +17,10 @@ from datetime import UTC, datetime, timedelta
 
 from django.core.files.storage import Storage
 
-from django_inbound_smtp import _storage
 from django_inbound_smtp.conf import get_settings
-from django_inbound_smtp.delivery import spool_directory
 from django_inbound_smtp.models import Attachment, InboundMessage
 from django_inbound_smtp.spool import SPOOL_SUFFIX
+from django_inbound_smtp.store import files
 
 __all__ = ["ORPHAN_GRACE", "remove_orphans"]
 
@@ -49,7 +48,7 @@ def remove_orphans(*, days: int = 2, dry_run: bool = False, force: bool = False)
     _last_run = now
     grace = max(ORPHAN_GRACE, 2 * get_settings().DATA_TIMEOUT)
     removed = _spool_orphans(grace, dry_run=dry_run)
-    storage = _storage.inbound_storage()
+    storage = files.inbound_storage()
     for folder in _day_folders(days):
         removed += _stored_orphans(storage, folder, grace, dry_run=dry_run)
     if removed:
@@ -58,7 +57,7 @@ def remove_orphans(*, days: int = 2, dry_run: bool = False, force: bool = False)
 
 
 def _spool_orphans(grace: float, *, dry_run: bool) -> list[str]:
-    folder = spool_directory()
+    folder = files.spool_directory()
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
@@ -88,10 +87,10 @@ def _day_folders(days: int) -> Iterator[str]:
 
 def _stored_orphans(storage: Storage, folder: str, grace: float, *, dry_run: bool) -> list[str]:
     try:
-        _, files = storage.listdir(folder)
+        _, listed = storage.listdir(folder)
     except (FileNotFoundError, NotImplementedError):
         return []
-    names = [f"{folder}/{file}" for file in files]
+    names = [f"{folder}/{file}" for file in listed]
     cutoff = datetime.now(UTC) - timedelta(seconds=grace)
     known: set[str] = set()
     for start in range(0, len(names), _BATCH):
@@ -105,7 +104,7 @@ def _stored_orphans(storage: Storage, folder: str, grace: float, *, dry_run: boo
         if name in known or _modified(storage, name) > cutoff:
             continue
         if not dry_run:
-            _storage.discard(name, storage=storage)
+            files.discard(name, storage=storage)
         removed.append(name)
     return removed
 

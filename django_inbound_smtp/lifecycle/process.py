@@ -1,0 +1,175 @@
+"""The processing step, in batches: claim stored messages, parse, notify, record.
+
+``message_received`` is sent in exactly one place, :func:`notify.notify`, called from
+:func:`process_batch` whatever the dispatcher (inline thread in ``smtpd``, Celery
+worker, ``django.tasks`` worker, test kit). Synchronous. Per batch, not per message:
+
+1. **claim**: one ``UPDATE`` moves every claimable message of the batch to
+   ``processing`` under one execution id, one ``SELECT`` reads back the rows this
+   execution got (works on every database; no ``RETURNING`` needed);
+2. **parse**: each raw file is parsed; the results and attachment rows of the whole
+   batch are written in one transaction (``extract.extract_many``);
+3. **notify**: receivers and mailbox handlers run, message by message;
+4. **record**: one ``UPDATE`` marks the processed ones, one per failed message
+   writes its traceback; only rows this execution still holds are touched.
+
+A claim is a lease: the process's :class:`~.leases.LeaseKeeper` renews it while the
+work runs, so a slow but live worker keeps it and only a dead one's claim expires
+(or is taken at once, when its process on this host is gone: see ``owners``).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import traceback
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from django.db.models import F, Q
+from django.utils import timezone
+
+from django_inbound_smtp._db import unit_of_work
+from django_inbound_smtp.conf import get_settings
+from django_inbound_smtp.lifecycle import leases, owners
+from django_inbound_smtp.lifecycle.extract import extract_many
+from django_inbound_smtp.lifecycle.notify import notify
+from django_inbound_smtp.models import InboundMessage
+
+__all__ = ["Outcome", "claim", "process_batch", "process_message"]
+
+logger = logging.getLogger(__name__)
+Status = InboundMessage.Status
+MAX_ERROR_LENGTH = 64 * 1024
+
+
+class Outcome(enum.Enum):
+    """What processing did with one message."""
+
+    PROCESSED = "processed"
+    FAILED = "failed"
+    #: Another worker holds the claim; try again later.
+    BUSY = "busy"
+    #: Nothing to do: already processed, failed, a duplicate, or gone.
+    SKIPPED = "skipped"
+    #: This execution's claim was taken over (its lease had expired): outcome not recorded.
+    LOST = "lost"
+
+
+def _claimable() -> Q:
+    settings = get_settings()
+    expired = timezone.now() - timedelta(seconds=settings.PROCESSING_LEASE)
+    return Q(status=Status.RECEIVED) | Q(
+        status=Status.PROCESSING, claimed_at__lt=expired, attempts__lt=settings.MAX_ATTEMPTS
+    )
+
+
+def claim_many(pks: Sequence[int], *, execution: str) -> list[InboundMessage]:
+    """Take every claimable message of ``pks`` for ``execution``; the rows it got.
+
+    A ``received`` message can be taken; so can a ``processing`` one whose lease ran
+    out (its worker stopped renewing it: it died), unless it used up ``MAX_ATTEMPTS``.
+    """
+    taken = (
+        InboundMessage.objects.filter(pk__in=list(pks))
+        .filter(_claimable())
+        .update(
+            status=Status.PROCESSING,
+            claimed_by=execution,
+            claimed_at=timezone.now(),
+            attempts=F("attempts") + 1,
+        )
+    )
+    if not taken:
+        return []
+    return list(InboundMessage.objects.filter(pk__in=list(pks), claimed_by=execution))
+
+
+def claim(pk: int, *, owner: str) -> bool:
+    """Take message ``pk`` for ``owner`` (as it is); ``True`` if it got it."""
+    return bool(claim_many([pk], execution=owner))
+
+
+def _error_text(errors: list[BaseException]) -> str:
+    text = "\n".join("".join(traceback.format_exception(e)) for e in errors)
+    # A traceback quotes whatever the receiver raised: no NUL (PostgreSQL refuses it),
+    # bounded, so recording the failure can never itself fail.
+    return text.replace("\x00", "\\x00")[:MAX_ERROR_LENGTH]
+
+
+def process_batch(pks: Sequence[int], *, owner: str) -> dict[int, Outcome]:
+    """Process the messages ``pks`` once, on behalf of ``owner`` (a worker identity).
+
+    Receiver and handler exceptions are caught, logged and stored: that message
+    becomes ``failed`` with their tracebacks (the sweeper retries it per policy).
+    Database errors propagate, leaving the claims to expire for a retry."""
+    execution = owners.execution_of(owner, uuid.uuid4().hex[:12])
+    outcomes: dict[int, Outcome] = {}
+    with unit_of_work():
+        messages = claim_many(pks, execution=execution)
+        with leases.keeper().holding(execution):
+            # Receivers find the parsed fields and attachments (or parse_error) in place.
+            extraction = extract_many(messages)
+            errors: dict[int, list[BaseException]] = {
+                message.pk: [extraction.failures[message.pk]]
+                if message.pk in extraction.failures
+                else notify(message)
+                for message in messages
+            }
+        now = timezone.now()
+        recorded = _record(execution, errors, now)
+        unclaimed = [pk for pk in pks if pk not in errors]
+        busy = set(
+            InboundMessage.objects.filter(pk__in=unclaimed, status=Status.PROCESSING).values_list(
+                "pk", flat=True
+            )
+            if unclaimed
+            else []
+        )
+    for message in messages:
+        pk = message.pk
+        if pk not in recorded:
+            logger.warning("processing of %s outlived its lease; another worker took over", pk)
+            outcomes[pk] = Outcome.LOST
+            continue
+        outcomes[pk] = Outcome.FAILED if errors[pk] else Outcome.PROCESSED
+        logger.info(
+            "processed %s: %s",
+            message.queue_id,
+            outcomes[pk].value,
+            extra={"queue_id": message.queue_id},
+        )
+    for pk in unclaimed:
+        outcomes[pk] = Outcome.BUSY if pk in busy else Outcome.SKIPPED
+    return outcomes
+
+
+def _record(execution: str, errors: dict[int, list[BaseException]], now: datetime) -> set[int]:
+    """Write the outcomes this execution still holds; the pks written."""
+    mine = InboundMessage.objects.filter(claimed_by=execution, status=Status.PROCESSING)
+    done = [pk for pk, found in errors.items() if not found]
+    recorded: set[int] = set()
+    if done:
+        count = mine.filter(pk__in=done).update(
+            status=Status.PROCESSED, processed_at=now, claimed_by="", error=""
+        )
+        if count == len(done):
+            recorded.update(done)
+        else:  # some leases were taken over: find out which rows are ours
+            recorded.update(
+                InboundMessage.objects.filter(
+                    pk__in=done, status=Status.PROCESSED, processed_at=now
+                ).values_list("pk", flat=True)
+            )
+    for pk, found in errors.items():
+        if found and mine.filter(pk=pk).update(
+            status=Status.FAILED, processed_at=now, claimed_by="", error=_error_text(found)
+        ):
+            recorded.add(pk)
+    return recorded
+
+
+def process_message(pk: int, *, owner: str) -> Outcome:
+    """Process message ``pk`` once, on behalf of ``owner``: a batch of one."""
+    return process_batch([pk], owner=owner)[pk]
