@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, connections
 
-__all__ = ["close_thread_connections", "keep_connections_open", "unit_of_work"]
+from django_inbound_smtp.conf import get_settings
+
+__all__ = ["close_thread_connections", "database_threads", "keep_connections_open", "unit_of_work"]
 
 # Set by a long-running server (smtpd): connections live as long as they are usable,
 # whatever CONN_MAX_AGE says. Django's default CONN_MAX_AGE = 0 closes a connection at
@@ -56,3 +58,12 @@ def _close_old_connections() -> None:
 def close_thread_connections() -> None:
     """Close every connection this thread opened (connections are per thread)."""
     connections.close_all()
+
+
+def database_threads() -> int:
+    """How many threads do ``smtpd``'s database work (``DATABASE_THREADS``)."""
+    configured = get_settings().DATABASE_THREADS
+    if configured != "auto":
+        return int(configured)
+    # SQLite has one writer at a time: more threads would only queue on its lock.
+    return 1 if connections[DEFAULT_DB_ALIAS].vendor == "sqlite" else 4

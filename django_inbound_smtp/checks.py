@@ -71,6 +71,16 @@ def _number_errors(values: dict[str, Any]) -> list[CheckMessage]:
     return errors
 
 
+def _database_threads_errors(value: Any) -> list[CheckMessage]:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return []
+    return [
+        _key_error(
+            "DATABASE_THREADS", 'must be "auto" or a positive integer', f"Got {value!r}.", "E027"
+        )
+    ]
+
+
 def _validator_errors(paths: Any) -> list[CheckMessage]:
     if isinstance(paths, str) or not isinstance(paths, Sequence) or not paths:
         return [
@@ -355,6 +365,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     errors += _choice_errors(raw)
+    errors += _database_threads_errors(raw.get("DATABASE_THREADS", DEFAULTS["DATABASE_THREADS"]))
     for key in ("TLS_BIND", "SUBMISSION_BIND"):
         value = raw.get(key)
         if value is not None and (not isinstance(value, str) or not _BIND.match(value)):

@@ -20,7 +20,7 @@ import asyncio
 import email.message
 import email.policy
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,7 +34,6 @@ from django_inbound_smtp.envelope import ReceivedEnvelope, RecipientContext
 from django_inbound_smtp.lifecycle import process as processing
 from django_inbound_smtp.lifecycle import schedule
 from django_inbound_smtp.signals import message_received
-from django_inbound_smtp.smtp._bridge import run_sync
 from django_inbound_smtp.smtp._trace import new_queue_id, received_header
 from django_inbound_smtp.smtp.server import InboundServer
 
@@ -78,6 +77,10 @@ def _header_recipients(content: bytes) -> list[str]:
     return [address for _name, address in getaddresses(fields) if address]
 
 
+async def _here(function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    return await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
+
+
 def deliver(
     message: MessageLike,
     *,
@@ -102,7 +105,8 @@ def deliver(
     addresses = list(to) if to is not None else _header_recipients(content)
     context = RecipientContext(mail_from=mail_from, peer_host=peer_host, helo=helo, tls=False)
     resolved = tuple(
-        async_to_sync(validators.validate_recipient)(address, context=context, run_sync=run_sync)
+        # In the caller's thread (thread-sensitive), so validators see its transaction.
+        async_to_sync(validators.validate_recipient)(address, context=context, run_sync=_here)
         for address in addresses
     )
     envelope = ReceivedEnvelope(

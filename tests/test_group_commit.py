@@ -115,7 +115,10 @@ def mailboxes(db: None) -> list[Mailbox]:
 @pytest.fixture
 def media(tmp_path: Path) -> Iterator[Path]:
     storages = local_storages(tmp_path / "media")
-    with override_settings(STORAGES=storages, INBOUND_SMTP={"HOSTNAME": "mx.test"}):
+    # One database thread, so one group is in flight at a time: what these tests look
+    # at is how the waiting messages form the next group.
+    settings = {"HOSTNAME": "mx.test", "DATABASE_THREADS": 1}
+    with override_settings(STORAGES=storages, INBOUND_SMTP=settings):
         yield tmp_path / "media"
 
 

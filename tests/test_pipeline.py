@@ -4,8 +4,8 @@ outcomes, the dispatchers, and taking over what a dead ``smtpd`` of this host le
 from __future__ import annotations
 
 import subprocess
-import threading
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -222,3 +222,46 @@ def test_smtpd_keeps_its_database_connection_whatever_conn_max_age(monkeypatch) 
     assert _connections_opened(3) == 3  # a request-style app: a connection per unit
     _db.keep_connections_open()  # what manage.py smtpd does
     assert _connections_opened(3) == 1
+
+
+THREADS_SEEN: list[str] = []
+
+
+def thread_recording_validator(address: str, *, context: object) -> ResolvedRecipient:
+    THREADS_SEEN.append(threading.current_thread().name)
+    return ResolvedRecipient(address=address)
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(
+    INBOUND_SMTP={
+        "HOSTNAME": "mx.test",
+        "DATABASE_THREADS": 3,
+        "RECIPIENT_VALIDATORS": ["tests.test_pipeline.thread_recording_validator"],
+    }
+)
+def test_database_work_runs_on_its_threads_which_stop_with_the_server() -> None:
+    import smtplib
+
+    from django_inbound_smtp.testing import running_server
+
+    THREADS_SEEN.clear()
+    with running_server() as server:
+        for i in range(6):
+            with smtplib.SMTP(server.host, server.port, timeout=10) as client:
+                client.sendmail("a@x.test", [f"r{i}@any.test"], RAW)
+    assert InboundMessage.objects.count() == 6
+    assert THREADS_SEEN and all(name.startswith("inbound-smtp-db") for name in THREADS_SEEN)
+    # Stopped with the server, their connections closed (no thread is left to leak one).
+    assert not [t for t in threading.enumerate() if t.name.startswith("inbound-smtp-db")]
+
+
+def test_database_threads_default_to_one_on_sqlite_and_four_elsewhere() -> None:
+    from django_inbound_smtp import _db
+
+    expected = 1 if connection.vendor == "sqlite" else 4
+    assert _db.database_threads() == expected
+    with override_settings(INBOUND_SMTP={"DATABASE_THREADS": 2}):
+        assert _db.database_threads() == 2
+    with override_settings(INBOUND_SMTP={"DATABASE_THREADS": 0}):
+        assert "inbound_smtp.E027" in {e.id for e in run_checks()}

@@ -16,7 +16,7 @@ from django.test import override_settings
 
 from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
 from django_inbound_smtp.signals import message_received
-from django_inbound_smtp.testing import RunningServer
+from django_inbound_smtp.testing import RunningServer, running_server
 from tests.helpers import GuardedSMTP, receiver_connected, start_data
 
 pytestmark = pytest.mark.integration
@@ -444,30 +444,38 @@ def test_storage_failure_is_451_and_the_session_recovers(
     assert len(set(Path(storages["default"].path("")).rglob("*.eml")) - files_before) == 1
 
 
-def test_killed_database_connection_costs_one_451(make_mailbox, smtp_client) -> None:
+@pytest.mark.django_db(transaction=True)
+def test_killed_database_connection_costs_one_451(make_mailbox) -> None:
     from django.db import connection, connections
 
     if connection.vendor != "postgresql":
         pytest.skip("terminating a server backend is a PostgreSQL fault")
     make_mailbox("user@our.test")
-    smtp_client.mail("a@example.org")
-    # Persistent connections (what production sets): the ORM thread keeps its
+    # Persistent connections (what production sets): the database thread keeps its
     # connection between units of work, so killing it is a real fault to recover from.
+    # One database thread, so the next lookup is sure to meet the killed connection.
     # The settings dict is shared by every thread's connection object.
     shared = connections["default"].settings_dict
     persistent = shared["CONN_MAX_AGE"]
     shared["CONN_MAX_AGE"] = None
+    settings = {"HOSTNAME": "mx.test", "DATABASE_THREADS": 1}
     try:
-        assert smtp_client.rcpt("user@our.test")[0] == 250
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pid FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            (pid,) = cursor.fetchone()
-            cursor.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
-        assert smtp_client.rcpt("user+one@our.test")[0] == 451
-        assert smtp_client.rcpt("user+two@our.test")[0] == 250  # reconnected
+        with override_settings(INBOUND_SMTP=settings), running_server() as server:
+            client = GuardedSMTP(server.host, server.port, timeout=10)
+            client.ehlo("client.test")
+            client.mail("a@example.org")
+            assert client.rcpt("user@our.test")[0] == 250
+            with connection.cursor() as cursor:
+                # Every other backend of the test database: the server's one database
+                # thread holds one of them (other threads reconnect when they need to).
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                assert cursor.fetchall()
+            assert client.rcpt("user+one@our.test")[0] == 451
+            assert client.rcpt("user+two@our.test")[0] == 250  # reconnected
+            client.quit()
     finally:
         shared["CONN_MAX_AGE"] = persistent
 

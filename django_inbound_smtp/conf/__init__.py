@@ -228,6 +228,12 @@ class InboundSmtpSettings:
         return int(self._get("PARSE_MAX_HEADER_BYTES"))
 
     @property
+    def DATABASE_THREADS(self) -> int | str:
+        """Threads doing ``smtpd``'s database work, or ``"auto"``."""
+        value = self._get("DATABASE_THREADS")
+        return value if value == "auto" else int(value)
+
+    @property
     def PROCESSING_CONCURRENCY(self) -> int:
         """Worker threads for inline processing."""
         return int(self._get("PROCESSING_CONCURRENCY"))

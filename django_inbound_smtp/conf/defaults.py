@@ -120,6 +120,11 @@ DEFAULTS: Mapping[str, Any] = {
     # Celery app the project created. Celery keeps its "current app" per thread, and
     # our background threads would otherwise get Celery's unconfigured fallback app.
     "CELERY_APP": None,
+    # Threads (each with its own database connection) that do smtpd's database work:
+    # recipient lookups, storing batches, AUTH. "auto": 1 on SQLite (one writer at a
+    # time; more threads would only queue on its lock), 4 on other databases, so one
+    # batch's commit and fsyncs overlap the next one's inserts.
+    "DATABASE_THREADS": "auto",
     # Threads that run inline processing, or send Celery tasks, in each process.
     "PROCESSING_CONCURRENCY": 4,
     # Seconds after which the sweeper schedules again a message still waiting (task lost,

@@ -1,10 +1,12 @@
 """The single door from the event loop into Django's synchronous world.
 
 Every ORM-touching call from a coroutine goes through :func:`run_sync`, which runs it
-with ``sync_to_async`` in thread-sensitive mode: all database work of the server is
-serialized on one thread with one connection per database. Messages that finish DATA
-together are stored in one hop and one transaction (:class:`GroupCommitter`), so
-that thread commits per group, not per message.
+in one of ``DATABASE_THREADS`` threads (``_threads.DatabaseThreads``), each with its
+own database connection: 1 on SQLite, 4 on PostgreSQL by default. Messages that finish
+DATA together are stored in one hop and one transaction (:class:`GroupCommitter`), so
+the database commits per group, not per message; with more than one thread, two
+groups may be in flight at once (one committing while the next is inserted), each
+message still answered only after the commit holding it.
 
 A message's way through here: ``handler`` → :meth:`GroupCommitter.deliver` →
 :func:`store.store_batch` (with the lifecycle's ``schedule`` as its after-commit
@@ -14,6 +16,7 @@ hook) → ``250``.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -22,6 +25,7 @@ from asgiref.sync import sync_to_async
 from django_inbound_smtp import _db, accounts, store, validators
 from django_inbound_smtp.envelope import ReceivedEnvelope, RecipientContext, ResolvedRecipient
 from django_inbound_smtp.lifecycle import schedule
+from django_inbound_smtp.smtp._threads import DatabaseThreads
 from django_inbound_smtp.spool import Spool
 from django_inbound_smtp.store import files, orphans
 
@@ -38,9 +42,35 @@ __all__ = [
 T = TypeVar("T")
 
 
+_threads: DatabaseThreads | None = None
+_servers = 0  # servers using _threads: the last one to stop closes it
+_threads_lock = threading.Lock()
+
+
+def open_database_threads() -> None:
+    """A server starts: make sure the database threads exist (``DATABASE_THREADS``)."""
+    global _threads, _servers
+    with _threads_lock:
+        if _threads is None:
+            _threads = DatabaseThreads(_db.database_threads(), close=_db.close_thread_connections)
+        _servers += 1
+
+
+def database_thread_count() -> int:
+    """How many database threads serve now (1 when none were opened)."""
+    threads = _threads
+    return threads.size if threads is not None else 1
+
+
 async def run_sync(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """Run a synchronous ``function`` in the ORM thread and await its result."""
-    return await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
+    """Run a synchronous ``function`` in a database thread and await its result.
+
+    Outside a started server (a handler driven by hand), in Django's one
+    thread-sensitive thread instead."""
+    threads = _threads
+    if threads is None:
+        return await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
+    return await threads.run(function, *args, **kwargs)
 
 
 async def validate_recipient(address: str, context: RecipientContext) -> ResolvedRecipient:
@@ -84,8 +114,18 @@ async def authenticate(username: str, password: str) -> str | None:
 
 
 async def close_connections() -> None:
-    """Close the ORM thread's database connections (server shutdown)."""
-    await run_sync(_db.close_thread_connections)
+    """A server stops: the last one closes the database threads' connections and
+    stops them."""
+    global _threads, _servers
+    with _threads_lock:
+        _servers = max(_servers - 1, 0)
+        threads = _threads if _servers == 0 else None
+        if threads is not None:
+            _threads = None
+    if threads is not None:
+        await asyncio.get_running_loop().run_in_executor(None, threads.close)
+    else:
+        await sync_to_async(_db.close_thread_connections, thread_sensitive=True)()
 
 
 async def drain_processing(grace: float) -> bool:
@@ -108,10 +148,14 @@ _Waiting = tuple[ReceivedEnvelope, Spool, "asyncio.Future[int]"]
 class GroupCommitter:
     """Queue of finished messages and the writer task that stores them in groups."""
 
-    def __init__(self, *, max_group: int = MAX_GROUP) -> None:
+    def __init__(self, *, max_group: int = MAX_GROUP, writers: int | None = None) -> None:
         self.max_group = max_group
+        # One group committing while the next is inserted, when the database has the
+        # threads for it; more would only make groups smaller. One thread stays free
+        # for recipient lookups.
+        self.writers = writers
         self._queue: list[_Waiting] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writing: set[asyncio.Task[None]] = set()
 
     async def deliver(self, received: ReceivedEnvelope, spool: Spool) -> int:
         """Store one message with whatever else is waiting; its pk once committed.
@@ -119,8 +163,11 @@ class GroupCommitter:
         Raises what storing it raised (the caller answers ``451`` / ``452``)."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.append((received, spool, future))
-        if self._writer is None:
-            self._writer = asyncio.ensure_future(self._write())
+        limit = self.writers or (2 if database_thread_count() > 2 else 1)
+        if len(self._writing) < limit:
+            writer = asyncio.ensure_future(self._write())
+            self._writing.add(writer)
+            writer.add_done_callback(self._writing.discard)
         return await future
 
     async def _write(self) -> None:
@@ -142,8 +189,6 @@ class GroupCommitter:
                 _settle(future, _as_exception(error))
             self._queue.clear()
             raise
-        finally:
-            self._writer = None
 
 
 def _as_exception(error: BaseException) -> Exception:

@@ -100,6 +100,14 @@ class InboundServer:
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Bind and start accepting; return the bound ``(host, port)`` (port 0 resolved)."""
+        _bridge.open_database_threads()
+        try:
+            return await self._start(host, port)
+        except BaseException:
+            await _bridge.close_connections()  # this server will not stop: let go now
+            raise
+
+    async def _start(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
         folders = await _bridge.message_folders()
         self.handler.spool_directory = folders[0]
