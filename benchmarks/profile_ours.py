@@ -26,6 +26,7 @@ import argparse
 import collections
 import datetime as dt
 import json
+import os
 import re
 import shutil
 import signal
@@ -38,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import budget  # noqa: E402 - the bucket table
+import proctree  # noqa: E402
 import run as bench  # noqa: E402 - the runner's helpers
 
 THREAD = re.compile(r"^(?:process \d+:.*?;)?thread \((0x[0-9A-Fa-f]+)\)")
@@ -243,17 +245,28 @@ def main() -> int:
                         setup.broker.pid if setup.broker is not None else None,
                     )
                     t_rec = time.perf_counter()
+                    load_cpu = proctree.tree_cpu_seconds(load.pid)
                     record(
                         server.pid, out / f"{name}.txt", args.duration, "--format", "raw", *extra
                     )
                     if name == "cpu":  # the budget: this recording's samples and CPU
                         cpu = account.finish()
+                        # smtp-source still runs (not reaped): its CPU is the client's,
+                        # not "others" (which only counts other people's jobs).
+                        client = (
+                            100
+                            * (proctree.tree_cpu_seconds(load.pid) - load_cpu)
+                            / (time.perf_counter() - t_rec)
+                        )
+                        cpu["client_cpu_pct"] += client
+                        cpu["others_cpu_pct"] = max(0.0, cpu["others_cpu_pct"] - client)
                         facts = {
                             "mode": args.mode, "db": args.db,
                             "messages": store.counts()["rows"] - rows_before,
                             "seconds": time.perf_counter() - t_rec,
                             "code": {k: v for k, v in store.code.items() if k != "src"},
                             "timestamp": timestamp,
+                            "loadavg": os.getloadavg(),
                             **cpu,
                         }  # fmt: skip
                         (out / "budget.json").write_text(

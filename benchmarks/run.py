@@ -446,7 +446,12 @@ class Server:
                 self.port = int(match.group(1))
                 return
             if self.process.poll() is not None:
-                raise BenchError(f"{self.kind} server exited at start:\n{self.log_tail()}")
+                hint = (
+                    "\n(an smtpd without --workers? leave out --workers N)"
+                    if self.variant.workers > 1 and "--workers" in self.log_tail()
+                    else ""
+                )
+                raise BenchError(f"{self.kind} server exited at start:\n{self.log_tail()}{hint}")
             time.sleep(0.05)
         raise BenchError(
             f"{self.kind} server did not start within {timeout:.0f} s:\n{self.log_tail()}"
@@ -1077,12 +1082,10 @@ def render(
             f"  Postfix fsyncs checked with strace: {fsync['fsyncs']} for "
             f"{fsync['messages']} messages."
         )
-    if meta.get("noisy_loads"):
-        lines += [
-            "",
-            "WARNING: other processes used > 20% of a core during: "
-            + ", ".join(meta["noisy_loads"]),
-        ]
+    if noisy := meta.get("noisy_loads"):
+        shown = ", ".join(noisy[:6]) + (f", ... ({len(noisy)} in all; see the JSON)" if len(
+            noisy) > 6 else "")  # fmt: skip
+        lines += ["", f"WARNING: other processes used > 20% of a core during: {shown}"]
     if CHECKS in names:
         lines += [
             "",
