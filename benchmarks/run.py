@@ -46,7 +46,6 @@ import platform
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,9 +56,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import proctree
 from broker import BrokerError, RedisBroker
 from postfix import PostfixError, PostfixServer, count_fsyncs
+from report import CHECKS, noisy_loads, render, summarize, targets
+from sampling import CpuAccount, Observed, RssSampler, idle_rss_kib, wait_until_quiet
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -67,9 +67,8 @@ RESULTS_DIR = BENCH_DIR / "results"
 PYTHON = sys.executable
 MIB = 1024 * 1024
 CLIENT_NAME = "client.bench"
-# --sender-checks adds "checks": ours with every sender check in tag mode, against a DNS
+# --sender-checks adds CHECKS: ours with every sender check in tag mode, against a DNS
 # server on loopback that answers after DNS_DELAY seconds (see start_dns()).
-CHECKS = "checks"
 DNS_DELAY = 0.001
 #: Ours' message table (app label "inbound_smtp"): the storage check counts its rows.
 MESSAGE_TABLE = "inbound_smtp_inboundmessage"
@@ -226,191 +225,6 @@ def run_child(
 
 class BenchError(Exception):
     """A failed check or a failed step: the run stops and says why."""
-
-
-# ---------------------------------------------------------------- /proc sampling
-
-
-rss_kib = proctree.rss_kib
-CLOCK_TICKS = proctree.CLOCK_TICKS
-
-
-def _jiffies_of(pid: str) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def _postgres_jiffies(dbname: str | None) -> dict[str, int]:
-    """CPU ticks per PostgreSQL process that works for ``dbname``: its client backends
-    and the server's own background processes (WAL writer, checkpointer, ...), not the
-    backends of other databases (other people's test runs count as "others")."""
-    found: dict[str, int] = {}
-    if not dbname:
-        return found
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/comm", encoding="ascii", errors="replace") as comm:
-                if comm.read().strip() != "postgres":
-                    continue
-            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                title = cmdline.read().replace(b"\0", b" ").decode("ascii", "replace")
-        except OSError:
-            continue
-        is_backend = "(" in title  # "postgres: 15/main: user db 127.0.0.1(port) ..."
-        if not is_backend or f" {dbname} " in title:
-            found[pid] = _jiffies_of(pid)
-    return found
-
-
-def _machine_busy_jiffies() -> int:
-    with open("/proc/stat", encoding="ascii") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return user + nice + system + irq + softirq + steal
-
-
-def machine_busy_pct(seconds: float = 1.0) -> float:
-    """Busy CPU of the whole machine over ``seconds``, in % of one core."""
-    before = _machine_busy_jiffies()
-    time.sleep(seconds)
-    return 100 * (_machine_busy_jiffies() - before) / CLOCK_TICKS / seconds
-
-
-def wait_until_quiet(limit_s: float, threshold_pct: float, say: Any) -> float:
-    """Wait up to ``limit_s`` seconds for the machine to be idle (busy below
-    ``threshold_pct`` of one core for a whole second); returns the last reading."""
-    deadline = time.monotonic() + limit_s
-    busy = machine_busy_pct()
-    announced = False
-    while busy > threshold_pct and time.monotonic() < deadline:
-        if not announced:
-            say(f"  (machine busy: {busy:.0f}% of a core; waiting up to {limit_s:.0f} s)")
-            announced = True
-        busy = machine_busy_pct()
-    return busy
-
-
-class CpuAccount:
-    """CPU used during a load, in % of one core: the server (all its processes), the load
-    client, PostgreSQL, the Celery broker, and everything else on the machine ("others":
-    other people's jobs distort results)."""
-
-    def __init__(self, server_pid: int, pg_name: str | None, broker_pid: int | None) -> None:
-        self.server_pid = server_pid
-        self.pg_name = pg_name
-        self.broker_pid = broker_pid
-        self.t0 = time.perf_counter()
-        self.machine0 = _machine_busy_jiffies()
-        self.server0 = proctree.tree_cpu_seconds(server_pid)
-        self.broker0 = self._broker()
-        self.postgres0 = _postgres_jiffies(pg_name)
-        self.children0 = _children_cpu()
-        self.self0 = sum(os.times()[:2])
-
-    def _broker(self) -> float:
-        return proctree.tree_cpu_seconds(self.broker_pid) if self.broker_pid else 0.0
-
-    def finish(self) -> dict[str, float]:
-        elapsed = time.perf_counter() - self.t0
-        machine = (_machine_busy_jiffies() - self.machine0) / CLOCK_TICKS
-        server = proctree.tree_cpu_seconds(self.server_pid) - self.server0
-        broker = self._broker() - self.broker0
-        postgres_now = _postgres_jiffies(self.pg_name)
-        postgres = (
-            sum(max(0, ticks - self.postgres0.get(pid, 0)) for pid, ticks in postgres_now.items())
-            / CLOCK_TICKS
-        )
-        client = _children_cpu() - self.children0
-        runner = sum(os.times()[:2]) - self.self0
-        others = max(0.0, machine - server - broker - postgres - client - runner)
-
-        def pct(value: float) -> float:
-            return 100 * value / elapsed if elapsed > 0 else 0.0
-
-        return {
-            "server_cpu_s": server,
-            "postgres_cpu_s": postgres,
-            "broker_cpu_s": broker,
-            "server_cpu_pct": pct(server),
-            "client_cpu_pct": pct(client),
-            "postgres_cpu_pct": pct(postgres),
-            "broker_cpu_pct": pct(broker),
-            "others_cpu_pct": pct(others),
-            "machine_cpu_pct": pct(machine),
-        }
-
-
-def _children_cpu() -> float:
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-class RssSampler(threading.Thread):
-    """Reads VmRSS of ``pid`` every ``interval`` seconds until stopped; keeps the peak.
-    With ``tree``, the sum over ``pid`` and its descendants (looked up every 5th tick)."""
-
-    def __init__(self, pid: int, interval: float = 0.05, *, tree: bool = False) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.interval = interval
-        self.tree = tree
-        self.peak_kib = 0
-        self.samples = 0
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        pids, tick = {self.pid}, 0
-        while True:
-            if self.tree and tick % 5 == 0:
-                pids = {self.pid} | proctree.descendants(self.pid)
-            tick += 1
-            value = proctree.tree_rss_kib(pids)
-            if value is not None:
-                self.peak_kib = max(self.peak_kib, value)
-                self.samples += 1
-            if self._stop_event.wait(self.interval):
-                break
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
-        value = idle_rss_kib(self.pid, tree=self.tree, readings=1)  # after the load
-        self.peak_kib = max(self.peak_kib, value)
-
-
-@dataclass
-class Observed:
-    """One client run against a server, with what was measured around it."""
-
-    rc: int
-    out: str
-    err: str
-    elapsed: float
-    baseline_kib: int
-    sampler: RssSampler
-    cpu: dict[str, float]
-
-
-def idle_rss_kib(pid: int, *, tree: bool = False, readings: int = 6) -> int:
-    values = []
-    pids = {pid} | (proctree.descendants(pid) if tree else set())
-    for _ in range(readings):
-        value = proctree.tree_rss_kib(pids)
-        if value is not None:
-            values.append(value)
-        if readings > 1:
-            time.sleep(0.05)
-    if not values:
-        raise BenchError(f"process {pid} is gone")
-    return int(statistics.median(values))
 
 
 # ------------------------------------------------------------------------ servers
@@ -765,6 +579,14 @@ class Runner:
         """Run the client ``cmd`` against ``server``, sampling the server's RSS and the
         CPU used meanwhile."""
         tree = server.variant.workers > 1 if isinstance(server, Server) else True
+        try:
+            return self._observed(server, cmd, timeout=timeout, tree=tree)
+        except ProcessLookupError as error:  # the server died
+            raise BenchError(f"{server.kind}: {error}\n{server.log_tail()}") from None
+
+    def _observed(
+        self, server: Server | PostfixServer, cmd: list[str], *, timeout: float, tree: bool
+    ) -> Observed:
         sampler = RssSampler(server.pid, tree=tree)
         baseline = idle_rss_kib(server.pid, tree=tree)
         store = self.store_of(server.variant) if isinstance(server, Server) else None
@@ -905,210 +727,6 @@ class Runner:
             f"others {result['others_cpu_pct']:3.0f}%"
         )
         return result
-
-
-# ---------------------------------------------------------------------- reporting
-
-# (row label, scenario, metric key, unit, digits)
-ROWS = [
-    ("1k msg/s  (1 KiB x2000, 20 sess, -d)", "1k", "msg_per_s", "msg/s", 0),
-    ("1k server CPU per message", "1k", "cpu_ms_per_msg", "ms", 2),
-    ("1k PostgreSQL CPU per message", "1k", "postgres_ms_per_msg", "ms", 2),
-    ("1k server CPU (100% = one core)", "1k", "server_cpu_pct", "%", 0),
-    ("1k PostgreSQL CPU", "1k", "postgres_cpu_pct", "%", 0),
-    ("1k broker (redis) CPU", "1k", "broker_cpu_pct", "%", 0),
-    ("1k other processes' CPU (noise)", "1k", "others_cpu_pct", "%", 0),
-    ("1k RSS peak", "1k", "rss_peak_mib", "MiB", 1),
-    ("1k RSS growth", "1k", "rss_growth_mib", "MiB", 1),
-    ("1k-conn msg/s, new conn per msg (x1000)", "1k-conn", "msg_per_s", "msg/s", 0),
-    ("1k-conn server CPU per message", "1k-conn", "cpu_ms_per_msg", "ms", 2),
-    ("1k-conn server CPU", "1k-conn", "server_cpu_pct", "%", 0),
-    ("1k-conn other processes' CPU", "1k-conn", "others_cpu_pct", "%", 0),
-    ("latency offered rate (1/2 of own 1k)", "latency", "offered_rate", "msg/s", 0),
-    ("latency achieved rate", "latency", "achieved_rate", "msg/s", 0),
-    ("latency dot->250 p50", "latency", "p50_ms", "ms", 2),
-    ("latency dot->250 p99", "latency", "p99_ms", "ms", 2),
-    ("latency dot->250 max", "latency", "max_ms", "ms", 2),
-    ("latency send start lag p99", "latency", "start_lag_p99_ms", "ms", 2),
-    ("latency server CPU", "latency", "server_cpu_pct", "%", 0),
-    ("1m msg/s  (1 MiB x100, 20 sess)", "1m", "msg_per_s", "msg/s", 1),
-    ("1m DATA", "1m", "data_mib_per_s", "MiB/s", 1),
-    ("1m server CPU", "1m", "server_cpu_pct", "%", 0),
-    ("1m RSS peak", "1m", "rss_peak_mib", "MiB", 1),
-    ("1m RSS growth", "1m", "rss_growth_mib", "MiB", 1),
-    ("25m wall time (20 x 25 MiB concurrent)", "25m", "elapsed_s", "s", 2),
-    ("25m DATA", "25m", "data_mib_per_s", "MiB/s", 1),
-    ("25m server CPU", "25m", "server_cpu_pct", "%", 0),
-    ("25m RSS peak", "25m", "rss_peak_mib", "MiB", 1),
-    ("25m RSS growth", "25m", "rss_growth_mib", "MiB", 1),
-]
-
-
-def summarize(
-    raw: dict[str, dict[str, list[dict[str, Any]]]], names: list[str]
-) -> list[dict[str, Any]]:
-    """One row per metric: the median over rounds for each server (``names``)."""
-    rows = []
-    for label, scenario, key, unit, digits in ROWS:
-        values = {}
-        for name in names:
-            runs = [run for run in raw.get(scenario, {}).get(name, []) if key in run]
-            if runs:
-                values[name] = statistics.median(run[key] for run in runs)
-        if not values:
-            continue
-        rows.append(
-            {
-                "metric": label,
-                "scenario": scenario,
-                "key": key,
-                "unit": unit,
-                "digits": digits,
-                "values": values,
-            }
-        )
-    return rows
-
-
-def targets(rows: list[dict[str, Any]], *, workers: int) -> list[dict[str, Any]]:
-    """Issue 10's targets, each with the number measured in this run (``None``: the run
-    did not measure it, e.g. without ``--workers 2`` or with ``--only``)."""
-
-    def value(scenario: str, key: str, name: str | None) -> float | None:
-        for row in rows:
-            if row["scenario"] == scenario and row["key"] == key:
-                found = row["values"].get(name)
-                return float(found) if found is not None else None
-        return None
-
-    multi = f"store-w{workers}" if workers > 1 else None  # store-wN runs with --workers N
-    checks: list[dict[str, Any]] = []
-
-    def at_least(
-        name: str, measured: float | None, goal: float | None, unit: str, *, vs: str = ""
-    ) -> None:
-        met = None if measured is None or goal is None else measured >= goal
-        checks.append(
-            {"target": name, "measured": measured, "goal": goal, "unit": unit, "met": met,
-             "reference": vs}
-        )  # fmt: skip
-
-    def at_most(name: str, measured: float | None, goal: float, unit: str, *, strict: bool) -> None:
-        met = None
-        if measured is not None:
-            met = measured < goal if strict else measured <= goal
-        checks.append(
-            {"target": name, "measured": measured, "goal": goal, "unit": unit, "met": met,
-             "reference": ""}
-        )  # fmt: skip
-
-    workers_note = "" if workers > 1 else " (run with --workers 2)"
-    at_least("1 KiB, store only, 1 process >= 1,500 msg/s", value("1k", "msg_per_s", "store"),
-             1500, "msg/s")  # fmt: skip
-    at_least("1 KiB, default (inline), 1 process >= 1,000 msg/s",
-             value("1k", "msg_per_s", "ours"), 1000, "msg/s")  # fmt: skip
-    at_least(f"1 KiB, store only, --workers {max(workers, 2)} >= postfix{workers_note}",
-             value("1k", "msg_per_s", multi), value("1k", "msg_per_s", "postfix"),
-             "msg/s", vs="postfix")  # fmt: skip
-    at_least(f"1 KiB new conn/msg, store only, --workers {max(workers, 2)} >= postfix"
-             f"{workers_note}", value("1k-conn", "msg_per_s", multi),
-             value("1k-conn", "msg_per_s", "postfix"), "msg/s", vs="postfix")  # fmt: skip
-    at_most("p99 dot->250 at half max rate, default < 10 ms",
-            value("latency", "p99_ms", "ours"), 10, "ms", strict=True)  # fmt: skip
-    at_most("RSS growth, 20 x 25 MiB at once, default <= 64 MiB",
-            value("25m", "rss_growth_mib", "ours"), 64, "MiB", strict=False)  # fmt: skip
-    at_least("DATA rate, 1 MiB messages, default >= 150 MiB/s",
-             value("1m", "data_mib_per_s", "ours"), 150, "MiB/s")  # fmt: skip
-    return checks
-
-
-def fmt(value: float | None, digits: int) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.{digits}f}"
-
-
-def noisy_loads(
-    raw: dict[str, dict[str, list[dict[str, Any]]]], threshold: float = 20.0
-) -> list[str]:
-    """Loads during which other processes used more than ``threshold``% of a core."""
-    return [
-        f"{scenario}/{kind}#{index + 1}: {run['others_cpu_pct']:.0f}%"
-        for scenario, by_kind in raw.items()
-        for kind, runs in by_kind.items()
-        for index, run in enumerate(runs)
-        if run.get("others_cpu_pct", 0) > threshold
-    ]
-
-
-def render_target(check: dict[str, Any]) -> str:
-    if check["met"] is None:
-        return f"  [not measured] {check['target']}"
-    goal = f" ({check['reference']}: {check['goal']:,.1f})" if check["reference"] else ""
-    state = "met" if check["met"] else "MISSED"
-    return f"  [{state}] {check['target']}: {check['measured']:,.1f} {check['unit']}{goal}"
-
-
-def render(
-    rows: list[dict[str, Any]],
-    checks: list[dict[str, Any]],
-    meta: dict[str, Any],
-    names: list[str],
-) -> str:
-    host = meta["host"]
-    width = max(9, *(len(name) for name in names))
-    lines = [
-        f"django-inbound-smtp benchmark  db={meta['db']['engine']}  rounds={meta['rounds']} "
-        f"(median)  {meta['timestamp']}",
-        f"code: {meta['code']['source']} at {meta['code']['commit'][:10]}"
-        + (" + uncommitted changes in django_inbound_smtp/" if meta["code"]["dirty"] else ""),
-        f"host: {host['cpus']} CPUs, load average before {host['loadavg_before'][0]:.2f}, "
-        f"after {host['loadavg_after'][0]:.2f}",
-        "",
-        f"{'metric':42} {'unit':6} " + " ".join(f"{name:>{width}}" for name in names),
-        f"{'-' * 42} {'-' * 6} " + " ".join("-" * width for _ in names),
-    ]
-    if meta["inbound_smtp_overrides"]:
-        lines.insert(3, f"INBOUND_SMTP overrides for ours: {meta['inbound_smtp_overrides']}")
-    for row in rows:
-        cells = " ".join(
-            f"{fmt(row['values'].get(name), row['digits']):>{width}}" for name in names
-        )
-        lines.append(f"{row['metric']:42} {row['unit']:6} {cells}")
-    lines += ["", *LEGEND]
-    fsync = meta.get("postfix_fsync") or {}
-    if fsync.get("verified"):
-        lines.append(
-            f"  Postfix fsyncs checked with strace: {fsync['fsyncs']} for "
-            f"{fsync['messages']} messages."
-        )
-    if noisy := meta.get("noisy_loads"):
-        shown = ", ".join(noisy[:6]) + (f", ... ({len(noisy)} in all; see the JSON)" if len(
-            noisy) > 6 else "")  # fmt: skip
-        lines += ["", f"WARNING: other processes used > 20% of a core during: {shown}"]
-    if CHECKS in names:
-        lines += [
-            "",
-            f"checks: every sender check in tag mode (DNSBL zone, iprev, sender domain, SPF "
-            f"and HELO SPF, DKIM, DMARC), DNS server on loopback answering after "
-            f"{DNS_DELAY * 1000:.0f} ms, resolver cache {meta.get('dns_cache', 0)}.",
-        ]
-    if checks:
-        lines += ["", "targets (issue 10; PostgreSQL, same run):"]
-        lines += [render_target(check) for check in checks]
-        if meta.get("quick"):
-            lines.append("  (--quick: a tenth of the messages, 5 x 25 MiB: a smoke test only)")
-    return "\n".join(lines)
-
-
-LEGEND = [
-    "ours: manage.py smtpd, processing inline (default); store: ours storing only",
-    "(DISPATCH=celery, private redis-server, no worker); store-wN: the same with",
-    "smtpd --workers N; bare: aiosmtpd answering 250, storing nothing; postfix: a private",
-    "Postfix queueing each message (fsync) and putting it on hold. CPU: all processes of",
-    "the server (Postfix: master, smtpd, cleanup, qmgr, ...); memory of several",
-    "processes: the sum of their PSS (shared pages split among them), not of their RSS.",
-]
 
 
 def git_info() -> dict[str, Any]:
@@ -1388,6 +1006,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "noisy_loads": noisy_loads(raw),
             "dns_cache": args.dns_cache,
+            "dns_delay_ms": DNS_DELAY * 1000,
         }  # fmt: skip
         table = render(rows, checks, meta, names)
         print()
