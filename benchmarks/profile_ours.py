@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import budget  # noqa: E402 - the bucket table
 import proctree  # noqa: E402
 import run as bench  # noqa: E402 - the runner's helpers
+import sampling  # noqa: E402
 
 THREAD = re.compile(r"^(?:process \d+:.*?;)?thread \((0x[0-9A-Fa-f]+)\)")
 
@@ -239,7 +240,7 @@ def main() -> int:
                 t0 = time.perf_counter()
                 for name, extra in recordings:
                     rows_before = store.counts()["rows"]
-                    account = bench.CpuAccount(
+                    account = sampling.CpuAccount(
                         server.pid,
                         store.pg_name if args.db == "postgres" else None,
                         setup.broker.pid if setup.broker is not None else None,

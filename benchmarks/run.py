@@ -654,7 +654,7 @@ class Runner:
         baseline, sampler = run.baseline_kib, run.sampler
         if rc != 0:
             raise BenchError(f"latency client failed against {server.kind} (rc={rc}):\n{err}")
-        result = json.loads(out)
+        result: dict[str, Any] = json.loads(out)
         if result["refused"] or result["session_failures"]:
             raise BenchError(
                 f"latency client against {server.kind}: {result['refused']} refused, "
