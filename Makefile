@@ -96,11 +96,20 @@ clean:
 distclean: clean
 	rm -rf $(VENV)
 
-# The benchmark: manage.py smtpd against a bare aiosmtpd server (see benchmarks/README.md).
-# Installs Postfix's smtp-source first if missing (apt, no daemon). BENCH_ARGS, e.g.
-# BENCH_ARGS="--db sqlite" or BENCH_ARGS="--ref HEAD --rounds 3".
-.PHONY: bench
+# The benchmark: manage.py smtpd beside a bare aiosmtpd server and a private Postfix
+# (see benchmarks/README.md). Installs Postfix (smtp-source and the server; apt, no
+# daemon left running) first if missing. BENCH_ARGS, e.g. BENCH_ARGS="--db sqlite" or
+# BENCH_ARGS="--ref HEAD --rounds 3" or BENCH_ARGS="--workers 2".
+.PHONY: bench profile
 bench: install
 	@if command -v smtp-source >/dev/null 2>&1 || [ -x /usr/sbin/smtp-source ]; then :; \
 	else bash benchmarks/install_smtp_source.sh; fi
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# py-spy profile of ours under the 1 KiB load, with the per-message CPU budget.
+# PROFILE_ARGS, e.g. PROFILE_ARGS="--mode store" or PROFILE_ARGS="--ref main".
+profile: install
+	@test -x $(VENV)/bin/py-spy || $(PY) -m pip install py-spy
+	@if command -v smtp-source >/dev/null 2>&1 || [ -x /usr/sbin/smtp-source ]; then :; \
+	else bash benchmarks/install_smtp_source.sh; fi
+	$(PY) benchmarks/profile_ours.py $(PROFILE_ARGS)

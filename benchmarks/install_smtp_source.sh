@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs Postfix's smtp-source (Debian/Ubuntu package "postfix") for the benchmark,
-# without configuring or starting a mail server:
+# Installs Postfix (Debian/Ubuntu package "postfix") for the benchmark: its load client
+# smtp-source, and the server run.py starts as a private instance ("postfix" column, its
+# own config and queue in a temporary folder), without configuring or starting the
+# system's mail server:
 #   - debconf is preseeded with "No configuration" (no main.cf is written);
 #   - a temporary policy-rc.d (exit 101) keeps the package scripts from starting the
 #     service, unless the system already has one;

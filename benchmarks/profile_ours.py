@@ -9,20 +9,24 @@ records the server with py-spy three times:
 - ``gil``:  samples of the thread holding the GIL only (``--gil``): Python-level work;
 - ``wall``: every thread, idle ones included (``--idle --threads``): where threads wait.
 
-Writes the collapsed stacks (``*.txt``), an SVG flame graph of the ``cpu`` recording and
-``summary.txt`` (per-thread share, top functions by own time, top by inclusive time)
-into ``--out`` (default ``benchmarks/results/profile-<timestamp>/``).
+Writes the collapsed stacks (``*.txt``), an SVG flame graph of the ``cpu`` recording,
+``budget.md`` and ``budget.json`` (the per-message CPU budget: the ``cpu`` samples put
+in steps by ``budget.BUCKETS``, scaled to the CPU the process used during that recording
+and divided by the messages stored meanwhile) and ``summary.txt`` (the budget, per-thread
+share, top functions by own time, top by inclusive time) into ``--out`` (default
+``benchmarks/results/profile-<timestamp>-<db>-<mode>/``).
 
-    pip install py-spy        # into the venv
-    python benchmarks/profile_ours.py [--db postgres|sqlite] [--duration 20]
+    make profile PROFILE_ARGS="--mode store"     # installs py-spy into the venv first
+    python benchmarks/profile_ours.py [--db postgres|sqlite] [--mode default|store]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import datetime as dt
+import json
+import os
 import re
 import shutil
 import signal
@@ -34,7 +38,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import budget  # noqa: E402 - the bucket table
+import proctree  # noqa: E402
 import run as bench  # noqa: E402 - the runner's helpers
+import sampling  # noqa: E402
 
 THREAD = re.compile(r"^(?:process \d+:.*?;)?thread \((0x[0-9A-Fa-f]+)\)")
 
@@ -42,7 +49,7 @@ THREAD = re.compile(r"^(?:process \d+:.*?;)?thread \((0x[0-9A-Fa-f]+)\)")
 def py_spy() -> str:
     found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(found).exists():
-        raise bench.BenchError("py-spy not found: pip install py-spy (into the venv)")
+        raise bench.BenchError("py-spy not found: `make profile` installs it into the venv")
     return found
 
 
@@ -151,9 +158,35 @@ def summarize(path: Path, title: str, top: int = 25) -> str:
     return "\n".join(lines) + "\n"
 
 
+def budget_report(out: Path) -> str:
+    """The budget of a profile folder (``budget.json`` and ``cpu.txt``) as Markdown."""
+    facts = json.loads((out / "budget.json").read_text(encoding="utf-8"))
+    fractions = budget.shares(budget.parse_raw((out / "cpu.txt").open(encoding="utf-8")))
+    per_message = budget.per_message_ms(
+        fractions, cpu_seconds=facts["server_cpu_s"], messages=facts["messages"]
+    )
+    extra = {
+        "PostgreSQL (benchmark database)": 1000 * facts["postgres_cpu_s"] / facts["messages"],
+    }
+    if facts.get("broker_cpu_s"):
+        extra["redis (broker)"] = 1000 * facts["broker_cpu_s"] / facts["messages"]
+    head = (
+        f"per-message CPU budget: {facts['messages']} messages in {facts['seconds']:.1f} s "
+        f"({facts['messages'] / facts['seconds']:.0f} msg/s with py-spy attached), "
+        f"mode {facts['mode']}, db {facts['db']}, others {facts['others_cpu_pct']:.0f}% of a core"
+    )
+    return budget.render(per_message, extra=extra, title=head + "\n") + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument(
+        "--mode",
+        choices=("default", "store"),
+        default="default",
+        help="ours processing inline (default) or storing only (Celery, no worker)",
+    )
     parser.add_argument("--duration", type=int, default=20, help="seconds per recording")
     parser.add_argument("--pg-name", default="inbound_bench_profile")
     parser.add_argument("--ref", help="profile django_inbound_smtp as of this git commit")
@@ -163,6 +196,8 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.summarize:
+        if (args.summarize / "budget.json").exists():
+            print(budget_report(args.summarize))
         for name in ("cpu", "gil", "wall"):
             if (args.summarize / f"{name}.txt").exists():
                 print(summarize(args.summarize / f"{name}.txt", name))
@@ -173,18 +208,23 @@ def main() -> int:
         ["--db", args.db, "--pg-name", args.pg_name] + (["--ref", args.ref] if args.ref else [])
     )
     timestamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or bench.RESULTS_DIR / f"profile-{timestamp}-{args.db}"
+    out = args.out or bench.RESULTS_DIR / f"profile-{timestamp}-{args.db}-{args.mode}"
     out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="inbound-profile-"))
-    store: bench.Store | None = None
+    variant = bench.Variant("ours" if args.mode == "default" else "store", "ours", mode=args.mode)
+    setup: bench.Setup | None = None
     status = 1
     try:
-        store = bench.Store(bench_args, workdir)
         py_spy()
+        setup = bench.prepare(bench_args, workdir, [variant])
+        store = setup.stores[args.mode]
         store.create()
-        runner = bench.Runner(bench_args, store, workdir, bench.find_smtp_source())
+        runner = bench.Runner(
+            bench_args, setup.stores, workdir, bench.find_smtp_source(), [variant],
+            broker=setup.broker,
+        )  # fmt: skip
         runner.run_id = "p"
-        with runner.server("ours") as server:
+        with runner.server(variant) as server:
             recordings = [
                 ("cpu", ["--threads"]),
                 ("gil", ["--gil"]),
@@ -199,18 +239,52 @@ def main() -> int:
                 before = store.counts()["rows"]
                 t0 = time.perf_counter()
                 for name, extra in recordings:
+                    rows_before = store.counts()["rows"]
+                    account = sampling.CpuAccount(
+                        server.pid,
+                        store.pg_name if args.db == "postgres" else None,
+                        setup.broker.pid if setup.broker is not None else None,
+                    )
+                    t_rec = time.perf_counter()
+                    load_cpu = proctree.tree_cpu_seconds(load.pid)
                     record(
                         server.pid, out / f"{name}.txt", args.duration, "--format", "raw", *extra
                     )
+                    if name == "cpu":  # the budget: this recording's samples and CPU
+                        cpu = account.finish()
+                        # smtp-source still runs (not reaped): its CPU is the client's,
+                        # not "others" (which only counts other people's jobs).
+                        client = (
+                            100
+                            * (proctree.tree_cpu_seconds(load.pid) - load_cpu)
+                            / (time.perf_counter() - t_rec)
+                        )
+                        cpu["client_cpu_pct"] += client
+                        cpu["others_cpu_pct"] = max(0.0, cpu["others_cpu_pct"] - client)
+                        facts = {
+                            "mode": args.mode, "db": args.db,
+                            "messages": store.counts()["rows"] - rows_before,
+                            "seconds": time.perf_counter() - t_rec,
+                            "code": {k: v for k, v in store.code.items() if k != "src"},
+                            "timestamp": timestamp,
+                            "loadavg": os.getloadavg(),
+                            **cpu,
+                        }  # fmt: skip
+                        (out / "budget.json").write_text(
+                            json.dumps(facts, indent=2) + "\n", encoding="utf-8"
+                        )
                     print(f"recorded {name}", flush=True)
                 record(server.pid, out / "cpu.svg", min(args.duration, 10), "--threads")
                 rate = (store.counts()["rows"] - before) / (time.perf_counter() - t0)
                 dump = bench.run_child([py_spy(), "dump", "--pid", str(server.pid)], timeout=30)[1]
             finally:
                 bench.stop_process(load, grace=5)
-        summary = [f"ours ({store.code['source']} {store.code['commit'][:10]}) under smtp-source "
-                   f"-s 20 -l 1024 -d, db={args.db}: {rate:.1f} msg/s stored while recording "
-                   f"(py-spy attached)\n"]  # fmt: skip
+        summary = [f"ours ({store.code['source']} {store.code['commit'][:10]}, mode {args.mode}) "
+                   f"under smtp-source -s 20 -l 1024 -d, db={args.db}: {rate:.1f} msg/s stored "
+                   f"while recording (py-spy attached)\n"]  # fmt: skip
+        report = budget_report(out)
+        (out / "budget.md").write_text(report, encoding="utf-8")
+        summary.append("== " + report)
         for name, _ in recordings:
             summary.append(summarize(out / f"{name}.txt", name))
         summary.append("== py-spy dump (one moment)\n" + dump)
@@ -225,9 +299,9 @@ def main() -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         bench.stop_all_children()
-        if store is not None:
-            with contextlib.suppress(Exception):
-                store.drop()
+        if setup is not None:
+            setup.stop()
+            setup.drop()
         shutil.rmtree(workdir, ignore_errors=True)
     return status
 

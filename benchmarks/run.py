@@ -1,9 +1,17 @@
 #!/usr/bin/env python
-"""The benchmark: ``manage.py smtpd`` ("ours") against a bare aiosmtpd server ("bare").
+"""The benchmark: ``manage.py smtpd`` ("ours") beside a bare aiosmtpd server and Postfix.
 
-One run measures both servers under the same loads, alternating them (ours then bare,
-then bare then ours in the next round, ...), each load against a freshly started
-server process on 127.0.0.1 (port picked by the kernel):
+Servers (``--servers``; all by default):
+
+- ``ours``:    ``manage.py smtpd``, default mode (processing inline, in the same process);
+- ``store``:   ours storing only (``DISPATCH="celery"``, a private redis-server, no worker);
+- ``store-wN``: the same with ``smtpd --workers N`` (only with ``--workers N``, N > 1);
+- ``bare``:    aiosmtpd whose handler answers 250 and stores nothing;
+- ``postfix``: a private Postfix that queues every message durably and puts it on hold;
+- ``checks``:  ours with every sender check in tag mode (``--sender-checks``).
+
+One run measures them under the same loads, alternating the order (reversed in the
+next round), each load against a freshly started server on 127.0.0.1:
 
 - ``1k``:      smtp-source -s 20 -m 2000 -l 1024 -d   (msg/s; connections reused)
 - ``1k-conn``: smtp-source -s 20 -m 1000 -l 1024      (msg/s; a new connection per message)
@@ -13,10 +21,12 @@ server process on 127.0.0.1 (port picked by the kernel):
   ``1k`` rate of the same round; p50/p99 from the final ``.CRLF`` to the ``250``.
 
 During every load the server's VmRSS is sampled every 50 ms (peak, and growth over the
-idle baseline taken after a short warm-up) and its CPU time is read from /proc.
+idle baseline taken after a short warm-up; summed over its processes for Postfix and
+workers) and its CPU time is read from /proc (all its processes, reaped ones included).
 After every load against ours, the rows of InboundMessage and the raw files must have
-grown by exactly the number of messages the client saw accepted, with no duplicates
-(every 250 must be stored); otherwise the run fails.
+grown by exactly the number of messages the client saw accepted, with no duplicates;
+after every load against Postfix, its hold queue must have grown by as many (every 250
+must be stored); otherwise the run fails.
 
 Prints a table (median over rounds), and writes every number to
 ``benchmarks/results/<timestamp>.json``. Stops every process it started, on Ctrl-C
@@ -36,7 +46,6 @@ import platform
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,17 +56,61 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from broker import BrokerError, RedisBroker
+from postfix import PostfixError, PostfixServer, count_fsyncs
+from report import CHECKS, noisy_loads, render, summarize, targets
+from sampling import CpuAccount, Observed, RssSampler, idle_rss_kib, wait_until_quiet
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 PYTHON = sys.executable
 MIB = 1024 * 1024
 CLIENT_NAME = "client.bench"
-SERVERS: tuple[str, ...] = ("ours", "bare")
-# --sender-checks adds "checks": ours with every sender check in tag mode, against a DNS
+# --sender-checks adds CHECKS: ours with every sender check in tag mode, against a DNS
 # server on loopback that answers after DNS_DELAY seconds (see start_dns()).
-CHECKS = "checks"
 DNS_DELAY = 0.001
+#: Ours' message table (app label "inbound_smtp"): the storage check counts its rows.
+MESSAGE_TABLE = "inbound_smtp_inboundmessage"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One column of the table: a server program and how it runs."""
+
+    name: str
+    program: str  # "ours", "bare" or "postfix"
+    mode: str = "default"  # ours: "default" (processing inline) or "store" (store only)
+    workers: int = 1
+    senders_checked: bool = False
+
+    @property
+    def is_ours(self) -> bool:
+        return self.program == "ours"
+
+
+def variants_for(args: argparse.Namespace) -> list[Variant]:
+    """The servers of this run, in the order of the first round."""
+    known = {
+        "ours": Variant("ours", "ours"),
+        "store": Variant("store", "ours", mode="store"),
+        "bare": Variant("bare", "bare"),
+        "postfix": Variant("postfix", "postfix"),
+    }
+    if args.workers > 1:
+        known[f"store-w{args.workers}"] = Variant(
+            f"store-w{args.workers}", "ours", mode="store", workers=args.workers
+        )
+    if args.sender_checks:
+        known[CHECKS] = Variant(CHECKS, "ours", senders_checked=True)
+    wanted = args.servers or list(known)
+    if args.sender_checks and CHECKS not in wanted:
+        wanted = [*wanted, CHECKS]
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise BenchError(f"--servers: unknown {unknown}; choose from {sorted(known)}")
+    return [known[name] for name in wanted]
+
 
 # --------------------------------------------------------------------------- loads
 
@@ -129,6 +182,19 @@ def stop_process(process: subprocess.Popen[Any], *, grace: float = 60.0) -> int 
     return process.returncode
 
 
+#: Postfix instances started and not yet stopped: ``postfix start`` daemonizes its
+#: master, so it is not a child the runner could signal; stop_live_postfix() stops them.
+_live_postfix: list[PostfixServer] = []
+
+
+def stop_live_postfix() -> None:
+    while _live_postfix:
+        server = _live_postfix.pop()
+        with contextlib.suppress(Exception):
+            server.stop()
+        server.remove()
+
+
 def stop_all_children() -> None:
     with _children_lock:
         remaining = list(_children)
@@ -161,197 +227,12 @@ class BenchError(Exception):
     """A failed check or a failed step: the run stops and says why."""
 
 
-# ---------------------------------------------------------------- /proc sampling
-
-
-def rss_kib(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return None
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    # After the ")" of comm: field 3 is fields[0]; utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def _jiffies_of(pid: str) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def _postgres_jiffies(dbname: str | None) -> dict[str, int]:
-    """CPU ticks per PostgreSQL process that works for ``dbname``: its client backends
-    and the server's own background processes (WAL writer, checkpointer, ...), not the
-    backends of other databases (other people's test runs count as "others")."""
-    found: dict[str, int] = {}
-    if not dbname:
-        return found
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/comm", encoding="ascii", errors="replace") as comm:
-                if comm.read().strip() != "postgres":
-                    continue
-            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                title = cmdline.read().replace(b"\0", b" ").decode("ascii", "replace")
-        except OSError:
-            continue
-        is_backend = "(" in title  # "postgres: 15/main: user db 127.0.0.1(port) ..."
-        if not is_backend or f" {dbname} " in title:
-            found[pid] = _jiffies_of(pid)
-    return found
-
-
-def _machine_busy_jiffies() -> int:
-    with open("/proc/stat", encoding="ascii") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return user + nice + system + irq + softirq + steal
-
-
-def machine_busy_pct(seconds: float = 1.0) -> float:
-    """Busy CPU of the whole machine over ``seconds``, in % of one core."""
-    before = _machine_busy_jiffies()
-    time.sleep(seconds)
-    return 100 * (_machine_busy_jiffies() - before) / CLOCK_TICKS / seconds
-
-
-def wait_until_quiet(limit_s: float, threshold_pct: float, say: Any) -> float:
-    """Wait up to ``limit_s`` seconds for the machine to be idle (busy below
-    ``threshold_pct`` of one core for a whole second); returns the last reading."""
-    deadline = time.monotonic() + limit_s
-    busy = machine_busy_pct()
-    announced = False
-    while busy > threshold_pct and time.monotonic() < deadline:
-        if not announced:
-            say(f"  (machine busy: {busy:.0f}% of a core; waiting up to {limit_s:.0f} s)")
-            announced = True
-        busy = machine_busy_pct()
-    return busy
-
-
-class CpuAccount:
-    """CPU used during a load, in % of one core: the server, the load client, PostgreSQL,
-    and everything else on the machine ("others": other people's jobs distort results)."""
-
-    def __init__(self, server_pid: int, pg_name: str | None) -> None:
-        self.server_pid = server_pid
-        self.pg_name = pg_name
-        self.t0 = time.perf_counter()
-        self.machine0 = _machine_busy_jiffies()
-        self.server0 = cpu_seconds(server_pid)
-        self.postgres0 = _postgres_jiffies(pg_name)
-        self.children0 = _children_cpu()
-        self.self0 = sum(os.times()[:2])
-
-    def finish(self) -> dict[str, float]:
-        elapsed = time.perf_counter() - self.t0
-        machine = (_machine_busy_jiffies() - self.machine0) / CLOCK_TICKS
-        server = cpu_seconds(self.server_pid) - self.server0
-        postgres_now = _postgres_jiffies(self.pg_name)
-        postgres = (
-            sum(max(0, ticks - self.postgres0.get(pid, 0)) for pid, ticks in postgres_now.items())
-            / CLOCK_TICKS
-        )
-        client = _children_cpu() - self.children0
-        runner = sum(os.times()[:2]) - self.self0
-        others = max(0.0, machine - server - postgres - client - runner)
-
-        def pct(value: float) -> float:
-            return 100 * value / elapsed if elapsed > 0 else 0.0
-
-        return {
-            "server_cpu_s": server,
-            "server_cpu_pct": pct(server),
-            "client_cpu_pct": pct(client),
-            "postgres_cpu_pct": pct(postgres),
-            "others_cpu_pct": pct(others),
-            "machine_cpu_pct": pct(machine),
-        }
-
-
-def _children_cpu() -> float:
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-class RssSampler(threading.Thread):
-    """Reads VmRSS of ``pid`` every ``interval`` seconds until stopped; keeps the peak."""
-
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.interval = interval
-        self.peak_kib = 0
-        self.samples = 0
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while True:
-            value = rss_kib(self.pid)
-            if value is not None:
-                self.peak_kib = max(self.peak_kib, value)
-                self.samples += 1
-            if self._stop_event.wait(self.interval):
-                break
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
-        value = rss_kib(self.pid)  # one last reading, after the load
-        if value is not None:
-            self.peak_kib = max(self.peak_kib, value)
-
-
-@dataclass
-class Observed:
-    """One client run against a server, with what was measured around it."""
-
-    rc: int
-    out: str
-    err: str
-    elapsed: float
-    baseline_kib: int
-    sampler: RssSampler
-    cpu: dict[str, float]
-
-
-def idle_rss_kib(pid: int) -> int:
-    values = []
-    for _ in range(6):
-        value = rss_kib(pid)
-        if value is not None:
-            values.append(value)
-        time.sleep(0.05)
-    if not values:
-        raise BenchError(f"process {pid} is gone")
-    return int(statistics.median(values))
-
-
 # ------------------------------------------------------------------------ servers
 
 
 @dataclass
 class Server:
-    kind: str  # "ours" or "bare"
+    variant: Variant
     cmd: list[str]
     env: dict[str, str]
     log_path: Path
@@ -361,22 +242,30 @@ class Server:
 
     BANNERS = {
         "ours": re.compile(r"Inbound SMTP server listening on (?:\[[^\]]+\]|[^\s:]+):(\d+)"),
-        CHECKS: re.compile(r"Inbound SMTP server listening on (?:\[[^\]]+\]|[^\s:]+):(\d+)"),
         "bare": re.compile(r"listening on [^\s:]+:(\d+)"),
     }
+
+    @property
+    def kind(self) -> str:
+        return self.variant.name
 
     def start(self, timeout: float = 90.0) -> None:
         self._log = open(self.log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
         self.process = spawn(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + timeout
-        banner = self.BANNERS[self.kind]
+        banner = self.BANNERS[self.variant.program]
         while time.monotonic() < deadline:
             match = banner.search(self.log_path.read_text(encoding="utf-8", errors="replace"))
             if match:
                 self.port = int(match.group(1))
                 return
             if self.process.poll() is not None:
-                raise BenchError(f"{self.kind} server exited at start:\n{self.log_tail()}")
+                hint = (
+                    "\n(an smtpd without --workers? leave out --workers N)"
+                    if self.variant.workers > 1 and "--workers" in self.log_tail()
+                    else ""
+                )
+                raise BenchError(f"{self.kind} server exited at start:\n{self.log_tail()}{hint}")
             time.sleep(0.05)
         raise BenchError(
             f"{self.kind} server did not start within {timeout:.0f} s:\n{self.log_tail()}"
@@ -415,31 +304,45 @@ class Server:
 
 
 class Store:
-    """The benchmark project's database and storage, seen from the runner."""
+    """The benchmark project's database and storage for one mode of ours, seen from the
+    runner. Each mode has its own database and folder: messages that store-only mode
+    leaves unprocessed must never become work for a default-mode server."""
 
-    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        workdir: Path,
+        *,
+        mode: str = "default",
+        code: dict[str, Any] | None = None,
+        broker_url: str | None = None,
+    ) -> None:
         self.db = args.db
-        self.pg_name = args.pg_name
-        self.media_root = workdir / "media"
+        self.mode = mode
+        suffix = "" if mode == "default" else f"_{mode}"
+        self.pg_name = args.pg_name + suffix
+        self.media_root = workdir / f"media{suffix}"
         self.media_root.mkdir()
-        self.sqlite_path = workdir / "inbound_bench.sqlite3"
+        self.sqlite_path = workdir / f"inbound_bench{suffix}.sqlite3"
         self.env = dict(os.environ)
         self.env.update(
             DJANGO_SETTINGS_MODULE="bench_project.settings",
             BENCH_DB=self.db,
+            BENCH_MODE=mode,
             BENCH_PG_NAME=self.pg_name,
             BENCH_SQLITE_PATH=str(self.sqlite_path),
             BENCH_MEDIA_ROOT=str(self.media_root),
             PYTHONUNBUFFERED="1",
         )
+        if broker_url:
+            self.env["BENCH_BROKER_URL"] = broker_url
         if args.setting:
             self.env["BENCH_INBOUND_SMTP"] = json.dumps(args.setting)
-        self.code = code_under_test(args.ref, workdir)
+        self.code = code if code is not None else code_under_test(args.ref, workdir)
         if self.code["src"]:
             self.env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (self.code["src"], os.environ.get("PYTHONPATH", "")) if p
             )
-        self._django_ready = False
         self.created_pg = False
 
     def manage(self, *args: str, timeout: float = 300) -> str:
@@ -450,17 +353,20 @@ class Store:
             raise BenchError(f"manage.py {' '.join(args)} failed ({rc}):\n{out}\n{err}")
         return out
 
-    def _pg_admin(self) -> Any:
+    def _pg_connect(self, dbname: str) -> Any:
         import psycopg
 
         return psycopg.connect(
-            dbname="postgres",
+            dbname=dbname,
             host=os.environ.get("BENCH_PG_HOST", "127.0.0.1"),
             port=os.environ.get("BENCH_PG_PORT", "5432"),
             user=os.environ.get("BENCH_PG_USER", "postgres"),
             autocommit=True,
             connect_timeout=10,
         )
+
+    def _pg_admin(self) -> Any:
+        return self._pg_connect("postgres")
 
     def create(self) -> dict[str, Any]:
         info: dict[str, Any] = {"engine": self.db}
@@ -483,62 +389,41 @@ class Store:
 
     def drop(self) -> None:
         if self.db == "postgres" and self.created_pg:
-            self.close()
             with self._pg_admin() as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
 
-    def _setup_django(self) -> None:
-        if not self._django_ready:
-            os.environ.update(
-                {k: v for k, v in self.env.items() if k.startswith(("BENCH_", "DJANGO_"))}
-            )
-            sys.path.insert(0, str(BENCH_DIR))
-            if self.code["src"]:
-                sys.path.insert(0, self.code["src"])
-            import django
+    def _query(self, sql: str) -> list[tuple[Any, ...]]:
+        # Plain SQL, not the ORM: the runner reads two databases (one per mode) and
+        # must not import the code under test (--ref may differ from the working tree).
+        if self.db == "postgres":
+            with self._pg_connect(self.pg_name) as conn:
+                return list(conn.execute(sql).fetchall())
+        import sqlite3
 
-            django.setup()
-            self._django_ready = True
+        with contextlib.closing(sqlite3.connect(self.sqlite_path, timeout=30)) as conn:
+            return list(conn.execute(sql).fetchall())
 
     def counts(self) -> dict[str, int]:
         """Rows, duplicate rows and raw files stored so far."""
-        self._setup_django()
-        from django.db import connections
-
-        from django_inbound_smtp.models import InboundMessage
-
-        try:
-            rows = InboundMessage.objects.count()
-            duplicates = InboundMessage.objects.filter(
-                status=InboundMessage.Status.DUPLICATE
-            ).count()
-        finally:
-            connections.close_all()
+        rows, duplicates = self._query(
+            f"SELECT count(*), coalesce(sum(CASE WHEN status = 'duplicate' THEN 1 ELSE 0 END), 0)"
+            f" FROM {MESSAGE_TABLE}"
+        )[0]
         files = sum(
             1 for _, _, names in os.walk(self.media_root) for name in names if name.endswith(".eml")
         )
-        return {"rows": rows, "duplicates": duplicates, "files": files}
+        return {"rows": int(rows), "duplicates": int(duplicates), "files": files}
 
     def status_counts(self) -> dict[str, int]:
-        self._setup_django()
-        from django.db import connections
-        from django.db.models import Count
-
-        from django_inbound_smtp.models import InboundMessage
-
-        try:
-            return {
-                row["status"]: row["n"]
-                for row in InboundMessage.objects.values("status").annotate(n=Count("pk"))
-            }
-        finally:
-            connections.close_all()
+        return {
+            str(status): int(n)
+            for status, n in self._query(
+                f"SELECT status, count(*) FROM {MESSAGE_TABLE} GROUP BY status"
+            )
+        }
 
     def close(self) -> None:
-        if self._django_ready:
-            from django.db import connections
-
-            connections.close_all()
+        """Nothing stays open between queries (kept for callers)."""
 
 
 # -------------------------------------------------------------------- the runner
@@ -547,51 +432,107 @@ class Store:
 @dataclass
 class Runner:
     args: argparse.Namespace
-    store: Store
+    stores: dict[str, Store]  # by mode of ours: "default", "store"
     workdir: Path
     smtp_source: str
+    variants: list[Variant]
+    broker: RedisBroker | None = None
     seq: int = 0
     run_id: str = ""
     #: (the loopback DNS server, INBOUND_SMTP overrides) with --sender-checks.
     dns: tuple[Any, dict[str, Any]] | None = None
+    #: fsyncs Postfix made for the warm-up of its first load (strace), once per run.
+    postfix_fsync: dict[str, Any] | None = None
 
     def say(self, text: str) -> None:
         print(text, flush=True)
 
-    def new_server(self, kind: str) -> Server:
+    def variant(self, name: str) -> Variant:
+        return next(v for v in self.variants if v.name == name)
+
+    def store_of(self, variant: Variant) -> Store | None:
+        return self.stores[variant.mode] if variant.is_ours else None
+
+    def new_server(self, variant: Variant) -> Server | PostfixServer:
         self.seq += 1
-        log_path = self.workdir / f"server-{self.seq:03d}-{kind}.log"
-        env = self.store.env
-        if kind in ("ours", CHECKS):
+        if variant.program == "postfix":
+            # Its own folder, readable by the postfix user (the work folder is private).
+            folder = Path(tempfile.mkdtemp(prefix=f"inbound-bench-postfix-{self.seq:03d}-"))
+            folder.chmod(0o755)
+            return PostfixServer(folder)
+        log_path = self.workdir / f"server-{self.seq:03d}-{variant.name}.log"
+        store = self.store_of(variant)
+        env = store.env if store is not None else dict(os.environ)
+        if variant.is_ours:
             cmd = [PYTHON, str(BENCH_DIR / "manage.py"), "smtpd", "127.0.0.1:0"]
+            if variant.workers > 1:  # only then: smtpd without --workers still runs
+                cmd += ["--workers", str(variant.workers)]
         else:
             cmd = [PYTHON, str(BENCH_DIR / "bare_server.py"), "--host", "127.0.0.1", "--port", "0"]
-        if kind == CHECKS:
+        if variant.senders_checked:
             assert self.dns is not None
             overrides = {**json.loads(env.get("BENCH_INBOUND_SMTP") or "{}"), **self.dns[1]}
             env = {**env, "BENCH_INBOUND_SMTP": json.dumps(overrides)}
-        return Server(kind, cmd, env, log_path)
+        return Server(variant, cmd, env, log_path)
 
     @contextlib.contextmanager
-    def server(self, kind: str) -> Iterator[Server]:
+    def server(self, variant: Variant) -> Iterator[Server | PostfixServer]:
         if self.args.wait_quiet > 0:
             wait_until_quiet(self.args.wait_quiet, self.args.quiet_threshold, self.say)
-        server = self.new_server(kind)
+        server = self.new_server(variant)
+        if isinstance(server, PostfixServer):
+            _live_postfix.append(server)
         try:
-            server.start()
-            self.smtp_source_load(server, WARMUP, check=True)
+            try:
+                server.start()
+            except PostfixError as error:
+                raise BenchError(str(error)) from None
+            if variant.program == "postfix" and self.postfix_fsync is None:
+                self.postfix_fsync = self.warm_up_counting_fsyncs(server)
+            else:
+                self.smtp_source_load(server, WARMUP, check=True)
             time.sleep(0.5)  # let inline processing of the warm-up finish
             yield server
         finally:
             code = server.stop()
             if code not in (0, None, -signal.SIGTERM):
-                self.say(f"  note: {kind} server exited with {code}")
+                self.say(f"  note: {variant.name} server exited with {code}")
+            if isinstance(server, PostfixServer):
+                _live_postfix.remove(server)
+                if self.args.keep:
+                    self.say(f"  kept {server.folder}")
+                else:
+                    server.remove()  # its queue: up to 500 MiB after the 25m load
+
+    def warm_up_counting_fsyncs(self, server: Server | PostfixServer) -> dict[str, Any]:
+        """The warm-up under strace: Postfix must fsync each accepted message."""
+        try:
+            fsyncs = count_fsyncs(server.pid, send=lambda: self.smtp_source_load(server, WARMUP))
+        except PostfixError as error:
+            self.say(f"  (Postfix fsyncs not verified: {error})")
+            self.smtp_source_load(server, WARMUP)
+            return {"verified": False, "reason": str(error)}
+        if fsyncs < WARMUP.messages:
+            raise BenchError(
+                f"Postfix made {fsyncs} fsync calls for {WARMUP.messages} messages: "
+                "it would not be a durable reference"
+            )
+        self.say(f"  postfix: {fsyncs} fsyncs for {WARMUP.messages} warm-up messages (strace)")
+        return {"verified": True, "messages": WARMUP.messages, "fsyncs": fsyncs}
 
     def tag(self) -> str:
         self.seq += 1
         return f"t{self.run_id}x{self.seq}"
 
-    def smtp_source_load(self, server: Server, load: Load, *, check: bool = True) -> dict[str, Any]:
+    def stored_counts(self, server: Server | PostfixServer) -> dict[str, int] | None:
+        if isinstance(server, PostfixServer):
+            return server.queued()
+        store = self.store_of(server.variant)
+        return store.counts() if store is not None else None
+
+    def smtp_source_load(
+        self, server: Server | PostfixServer, load: Load, *, check: bool = True
+    ) -> dict[str, Any]:
         recipient = f"{self.tag()}@bench.test"
         cmd = [
             self.smtp_source,
@@ -605,7 +546,7 @@ class Runner:
             recipient,
             f"127.0.0.1:{server.port}",
         ]
-        before = self.store.counts() if server.kind in ("ours", CHECKS) else None
+        before = self.stored_counts(server)
         run = self.observed(server, cmd, timeout=self.args.load_timeout)
         rc, err, elapsed, cpu = run.rc, run.err, run.elapsed, run.cpu
         baseline, sampler = run.baseline_kib, run.sampler
@@ -624,19 +565,35 @@ class Runner:
             "rss_peak_mib": sampler.peak_kib / 1024,
             "rss_growth_mib": (sampler.peak_kib - baseline) / 1024,
             "rss_samples": sampler.samples,
+            "cpu_ms_per_msg": 1000 * cpu["server_cpu_s"] / load.messages,
+            "postgres_ms_per_msg": 1000 * cpu["postgres_cpu_s"] / load.messages,
             **cpu,
         }
         if before is not None and check:
             result["stored"] = self.check_stored(server, before, load.messages, load.name)
         return result
 
-    def observed(self, server: Server, cmd: list[str], *, timeout: float) -> Observed:
+    def observed(
+        self, server: Server | PostfixServer, cmd: list[str], *, timeout: float
+    ) -> Observed:
         """Run the client ``cmd`` against ``server``, sampling the server's RSS and the
         CPU used meanwhile."""
-        sampler = RssSampler(server.pid)
-        baseline = idle_rss_kib(server.pid)
+        tree = server.variant.workers > 1 if isinstance(server, Server) else True
+        try:
+            return self._observed(server, cmd, timeout=timeout, tree=tree)
+        except ProcessLookupError as error:  # the server died
+            raise BenchError(f"{server.kind}: {error}\n{server.log_tail()}") from None
+
+    def _observed(
+        self, server: Server | PostfixServer, cmd: list[str], *, timeout: float, tree: bool
+    ) -> Observed:
+        sampler = RssSampler(server.pid, tree=tree)
+        baseline = idle_rss_kib(server.pid, tree=tree)
+        store = self.store_of(server.variant) if isinstance(server, Server) else None
         account = CpuAccount(
-            server.pid, self.store.pg_name if self.store.db == "postgres" else None
+            server.pid,
+            store.pg_name if store is not None and store.db == "postgres" else None,
+            self.broker.pid if self.broker is not None else None,
         )
         sampler.start()
         t0 = time.perf_counter()
@@ -646,19 +603,42 @@ class Runner:
         return Observed(rc, out, err, elapsed, baseline, sampler, account.finish())
 
     def check_stored(
-        self, server: Server, before: dict[str, int], accepted: int, what: str
+        self, server: Server | PostfixServer, before: dict[str, int], accepted: int, what: str
     ) -> dict[str, int]:
-        after = self.store.counts()
+        if isinstance(server, PostfixServer):
+            return self.check_queued(server, before, accepted, what)
+        after = self.stored_counts(server)
+        assert after is not None
         delta = {key: after[key] - before[key] for key in after}
         if delta["rows"] != accepted or delta["files"] != accepted or delta["duplicates"] != 0:
             raise BenchError(
-                f"STORAGE CHECK FAILED after {what} against ours: {accepted} messages got 250, "
-                f"but rows grew by {delta['rows']}, raw files by {delta['files']}, "
+                f"STORAGE CHECK FAILED after {what} against {server.kind}: {accepted} messages "
+                f"got 250, but rows grew by {delta['rows']}, raw files by {delta['files']}, "
                 f"duplicates by {delta['duplicates']}.\nserver log:\n{server.log_tail()}"
             )
         return delta
 
-    def latency_load(self, server: Server, rate: float) -> dict[str, Any]:
+    def check_queued(
+        self, server: PostfixServer, before: dict[str, int], accepted: int, what: str
+    ) -> dict[str, int]:
+        # cleanup moves a message to hold before smtpd answers; allow a moment anyway.
+        deadline = time.monotonic() + 5
+        while True:
+            after = server.queued()
+            delta = {key: after[key] - before[key] for key in after}
+            if delta["hold"] == accepted or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        others = {key: n for key, n in delta.items() if key != "hold" and n}
+        if delta["hold"] != accepted or others:
+            raise BenchError(
+                f"QUEUE CHECK FAILED after {what} against postfix: {accepted} messages got 250, "
+                f"but the hold queue grew by {delta['hold']} (other queues: {others}).\n"
+                f"log:\n{server.log_tail()}"
+            )
+        return delta
+
+    def latency_load(self, server: Server | PostfixServer, rate: float) -> dict[str, Any]:
         tag = self.tag()
         cmd = [
             PYTHON, str(BENCH_DIR / "latency.py"), "127.0.0.1", str(server.port),
@@ -668,13 +648,13 @@ class Runner:
             "--size", "1024",
             "--tag", tag,
         ]  # fmt: skip
-        before = self.store.counts() if server.kind in ("ours", CHECKS) else None
+        before = self.stored_counts(server)
         run = self.observed(server, cmd, timeout=self.args.latency_duration + 120)
         rc, out, err, cpu = run.rc, run.out, run.err, run.cpu
         baseline, sampler = run.baseline_kib, run.sampler
         if rc != 0:
             raise BenchError(f"latency client failed against {server.kind} (rc={rc}):\n{err}")
-        result = json.loads(out)
+        result: dict[str, Any] = json.loads(out)
         if result["refused"] or result["session_failures"]:
             raise BenchError(
                 f"latency client against {server.kind}: {result['refused']} refused, "
@@ -696,204 +676,57 @@ class Runner:
             wanted.add("1k")  # its rate sets the latency load's pace
         raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for round_index in range(self.args.rounds):
-            order = SERVERS if round_index % 2 == 0 else tuple(reversed(SERVERS))
-            self.say(f"round {round_index + 1}/{self.args.rounds} (order: {' then '.join(order)})")
+            order = self.variants if round_index % 2 == 0 else list(reversed(self.variants))
+            self.say(
+                f"round {round_index + 1}/{self.args.rounds} "
+                f"(order: {' then '.join(v.name for v in order)})"
+            )
             for load in loads:
                 if wanted and load.name not in wanted:
                     continue
-                for kind in order:
-                    raw.setdefault(load.name, {}).setdefault(kind, []).append(
-                        self.measure_load(kind, load)
+                for variant in order:
+                    raw.setdefault(load.name, {}).setdefault(variant.name, []).append(
+                        self.measure_load(variant, load)
                     )
                 if load.name == "1k" and (not wanted or "latency" in wanted):
-                    for kind in order:
-                        rate = self.args.latency_fraction * raw["1k"][kind][-1]["msg_per_s"]
-                        raw.setdefault("latency", {}).setdefault(kind, []).append(
-                            self.measure_latency(kind, max(1.0, rate))
+                    for variant in order:
+                        rate = self.args.latency_fraction * raw["1k"][variant.name][-1]["msg_per_s"]
+                        raw.setdefault("latency", {}).setdefault(variant.name, []).append(
+                            self.measure_latency(variant, max(1.0, rate))
                         )
         return raw
 
-    def measure_load(self, kind: str, load: Load) -> dict[str, Any]:
-        with self.server(kind) as server:
+    def measure_load(self, variant: Variant, load: Load) -> dict[str, Any]:
+        with self.server(variant) as server:
             result = self.smtp_source_load(server, load)
-        problems = server.log_problems()  # shutdown included
+            problems = server.log_problems() if isinstance(server, PostfixServer) else []
+        if isinstance(server, Server):
+            problems = server.log_problems()  # shutdown included
         result["server_log_problems"] = problems[:10]
         self.say(
-            f"  {load.name:8} {kind:4} {result['msg_per_s']:9.1f} msg/s "
+            f"  {load.name:8} {variant.name:8} {result['msg_per_s']:9.1f} msg/s "
             f"{result['data_mib_per_s']:7.1f} MiB/s {result['elapsed_s']:6.2f} s  "
             f"RSS {result['rss_peak_mib']:6.1f} MiB (+{result['rss_growth_mib']:.1f})  "
-            f"CPU {result['server_cpu_pct']:3.0f}% pg {result['postgres_cpu_pct']:3.0f}% "
-            f"others {result['others_cpu_pct']:3.0f}%"
+            f"CPU {result['server_cpu_pct']:3.0f}% ({result['cpu_ms_per_msg']:.2f} ms/msg) "
+            f"pg {result['postgres_cpu_pct']:3.0f}% others {result['others_cpu_pct']:3.0f}%"
             + (f"  [{len(problems)} warning lines in server log]" if problems else "")
         )
         return result
 
-    def measure_latency(self, kind: str, rate: float) -> dict[str, Any]:
-        with self.server(kind) as server:
+    def measure_latency(self, variant: Variant, rate: float) -> dict[str, Any]:
+        with self.server(variant) as server:
             result = self.latency_load(server, rate)
-        result["server_log_problems"] = server.log_problems()[:10]
+            problems = server.log_problems() if isinstance(server, PostfixServer) else []
+        if isinstance(server, Server):
+            problems = server.log_problems()
+        result["server_log_problems"] = problems[:10]
         self.say(
-            f"  latency  {kind:4} offered {rate:7.1f}/s achieved "
+            f"  latency  {variant.name:8} offered {rate:7.1f}/s achieved "
             f"{result['achieved_rate']:7.1f}/s  p50 {result['p50_ms']:6.2f} ms  "
             f"p99 {result['p99_ms']:6.2f} ms  max {result['max_ms']:6.2f} ms  "
             f"others {result['others_cpu_pct']:3.0f}%"
         )
         return result
-
-
-# ---------------------------------------------------------------------- reporting
-
-# (row label, scenario, metric key, unit, digits)
-ROWS = [
-    ("1k msg/s  (1 KiB x2000, 20 sess, -d)", "1k", "msg_per_s", "msg/s", 0),
-    ("1k RSS peak", "1k", "rss_peak_mib", "MiB", 1),
-    ("1k RSS growth", "1k", "rss_growth_mib", "MiB", 1),
-    ("1k server CPU (100% = one core)", "1k", "server_cpu_pct", "%", 0),
-    ("1k PostgreSQL CPU", "1k", "postgres_cpu_pct", "%", 0),
-    ("1k other processes' CPU (noise)", "1k", "others_cpu_pct", "%", 0),
-    ("1k msg/s, new conn per msg (x1000)", "1k-conn", "msg_per_s", "msg/s", 0),
-    ("latency offered rate (1/2 of own 1k)", "latency", "offered_rate", "msg/s", 0),
-    ("latency achieved rate", "latency", "achieved_rate", "msg/s", 0),
-    ("latency dot->250 p50", "latency", "p50_ms", "ms", 2),
-    ("latency dot->250 p99", "latency", "p99_ms", "ms", 2),
-    ("latency dot->250 max", "latency", "max_ms", "ms", 2),
-    ("latency send start lag p99", "latency", "start_lag_p99_ms", "ms", 2),
-    ("1m msg/s  (1 MiB x100, 20 sess)", "1m", "msg_per_s", "msg/s", 1),
-    ("1m DATA", "1m", "data_mib_per_s", "MiB/s", 1),
-    ("1m RSS peak", "1m", "rss_peak_mib", "MiB", 1),
-    ("1m RSS growth", "1m", "rss_growth_mib", "MiB", 1),
-    ("25m wall time (20 x 25 MiB concurrent)", "25m", "elapsed_s", "s", 2),
-    ("25m DATA", "25m", "data_mib_per_s", "MiB/s", 1),
-    ("25m RSS peak", "25m", "rss_peak_mib", "MiB", 1),
-    ("25m RSS growth", "25m", "rss_growth_mib", "MiB", 1),
-    ("25m server CPU", "25m", "server_cpu_pct", "%", 0),
-]
-
-
-def summarize(raw: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
-    rows = []
-    for label, scenario, key, unit, digits in ROWS:
-        values = {}
-        for kind in SERVERS:
-            runs = raw.get(scenario, {}).get(kind, [])
-            if runs:
-                values[kind] = statistics.median(run[key] for run in runs)
-        if not values:
-            continue
-        ours, bare = values.get("ours"), values.get("bare")
-        ratio = ours / bare if ours is not None and bare else None
-        rows.append(
-            {
-                "metric": label,
-                "scenario": scenario,
-                "key": key,
-                "unit": unit,
-                "digits": digits,
-                "ours": ours,
-                "bare": bare,
-                "ratio": ratio,
-                CHECKS: values.get(CHECKS),
-            }
-        )
-    return rows
-
-
-def targets(
-    raw: dict[str, dict[str, list[dict[str, Any]]]], rows: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    def value(scenario: str, key: str, kind: str = "ours") -> float | None:
-        for row in rows:
-            if row["scenario"] == scenario and row["key"] == key:
-                return row[kind]
-        return None
-
-    checks = []
-    rate, bare_rate = value("1k", "msg_per_s"), value("1k", "msg_per_s", "bare")
-    if rate is not None:
-        checks.append(("1 KiB durable msg/s >= 3000", rate, rate >= 3000))
-        if bare_rate:
-            checks.append(("1 KiB msg/s >= 1.2x bare", rate / bare_rate, rate >= 1.2 * bare_rate))
-    data = value("1m", "data_mib_per_s")
-    if data is not None:
-        checks.append(("DATA (1 MiB msgs) >= 100 MiB/s", data, data >= 100))
-    growth = value("25m", "rss_growth_mib")
-    if growth is not None:
-        checks.append(("RSS growth, 20 x 25 MiB <= 64 MiB", growth, growth <= 64))
-    p99 = value("latency", "p99_ms")
-    if p99 is not None:
-        checks.append(("p99 dot->250 at half max rate < 50 ms", p99, p99 < 50))
-    return [{"target": name, "ours": v, "met": ok} for name, v, ok in checks]
-
-
-def fmt(value: float | None, digits: int) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.{digits}f}"
-
-
-def noisy_loads(
-    raw: dict[str, dict[str, list[dict[str, Any]]]], threshold: float = 20.0
-) -> list[str]:
-    """Loads during which other processes used more than ``threshold``% of a core."""
-    return [
-        f"{scenario}/{kind}#{index + 1}: {run['others_cpu_pct']:.0f}%"
-        for scenario, by_kind in raw.items()
-        for kind, runs in by_kind.items()
-        for index, run in enumerate(runs)
-        if run.get("others_cpu_pct", 0) > threshold
-    ]
-
-
-def render(rows: list[dict[str, Any]], checks: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    host = meta["host"]
-    lines = [
-        f"django-inbound-smtp benchmark  db={meta['db']['engine']}  rounds={meta['rounds']} "
-        f"(median)  {meta['timestamp']}",
-        f"code: {meta['code']['source']} at {meta['code']['commit'][:10]}"
-        + (" + uncommitted changes in django_inbound_smtp/" if meta["code"]["dirty"] else ""),
-        f"host: {host['cpus']} CPUs, load average before {host['loadavg_before'][0]:.2f}, "
-        f"after {host['loadavg_after'][0]:.2f}",
-        "",
-        f"{'metric':42} {'unit':6} {'ours':>12} {'bare':>12} {'ours/bare':>10}"
-        + (f" {'ours+checks':>12} {'with/without':>12}" if CHECKS in SERVERS else ""),
-        f"{'-' * 42} {'-' * 6} {'-' * 12} {'-' * 12} {'-' * 10}"
-        + (f" {'-' * 12} {'-' * 12}" if CHECKS in SERVERS else ""),
-    ]
-    if meta["inbound_smtp_overrides"]:
-        lines.insert(3, f"INBOUND_SMTP overrides for ours: {meta['inbound_smtp_overrides']}")
-    for row in rows:
-        ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "-"
-        line = (
-            f"{row['metric']:42} {row['unit']:6} {fmt(row['ours'], row['digits']):>12} "
-            f"{fmt(row['bare'], row['digits']):>12} {ratio:>10}"
-        )
-        if CHECKS in SERVERS:
-            with_checks = row.get(CHECKS)
-            relative = (
-                with_checks / row["ours"] if with_checks is not None and row["ours"] else None
-            )
-            line += f" {fmt(with_checks, row['digits']):>12} {fmt(relative, 2):>12}"
-        lines.append(line)
-    if meta.get("noisy_loads"):
-        lines += [
-            "",
-            "WARNING: other processes used > 20% of a core during: "
-            + ", ".join(meta["noisy_loads"]),
-        ]
-    if CHECKS in SERVERS:
-        lines += [
-            "",
-            f"ours+checks: every sender check in tag mode (DNSBL zone, iprev, sender domain, SPF "
-            f"and HELO SPF, DKIM, DMARC), DNS server on loopback answering after "
-            f"{DNS_DELAY * 1000:.0f} ms, resolver cache {meta.get('dns_cache', 0)}.",
-        ]
-    if checks:
-        lines += ["", "targets (ours):"]
-        for check in checks:
-            lines.append(
-                f"  [{'met' if check['met'] else 'MISSED'}] {check['target']}: {check['ours']:,.2f}"
-            )
-    return "\n".join(lines)
 
 
 def git_info() -> dict[str, Any]:
@@ -970,7 +803,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("1k", "1k-conn", "latency", "1m", "25m"),
         help="run only these loads (latency implies 1k)",
     )
-    parser.add_argument("--pg-name", default="inbound_bench", help="database created (and dropped)")
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        metavar="NAME",
+        help="run only these servers: ours store bare postfix (store-wN with --workers N)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="N > 1 adds store-wN: store only with `smtpd --workers N` (default 1: not run)",
+    )
+    parser.add_argument(
+        "--pg-name",
+        default="inbound_bench",
+        help="database created (and dropped); store-only mode uses NAME_store",
+    )
     parser.add_argument(
         "--ref", help="benchmark django_inbound_smtp as of this git commit (default: working tree)"
     )
@@ -1012,6 +861,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.latency_duration = min(args.latency_duration, 3.0)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     return args
 
 
@@ -1029,7 +880,7 @@ def start_dns(cache_size: int) -> tuple[Any, dict[str, Any]]:
     """The tests' loopback DNS server, answering after DNS_DELAY, loaded with what the
     checks of a smtp-source message ask: client 127.0.0.1 (PTR client.bench), sender
     domain client.bench (MX, SPF pass, DMARC p=none), a DNSBL zone that lists nothing."""
-    global SERVERS, _DNS_SERVER
+    global _DNS_SERVER
     sys.path.insert(0, str(REPO_DIR))
     from tests.dnsserver import DnsServer
 
@@ -1046,7 +897,6 @@ def start_dns(cache_size: int) -> tuple[Any, dict[str, Any]]:
             f"_dmarc.{CLIENT_NAME}": [("TXT", '"v=DMARC1; p=none"')],
         }
     )
-    SERVERS = ("ours", "bare", CHECKS)
     checks = dict.fromkeys(("DNSBL", "IPREV", "SENDER_DOMAIN", "SPF", "DKIM", "DMARC"), "tag")
     return server, {
         "SENDER_CHECKS": checks,
@@ -1062,6 +912,43 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+@dataclass
+class Setup:
+    """What a run prepares before the first server starts, and tears down at the end."""
+
+    workdir: Path
+    code: dict[str, Any]  # which django_inbound_smtp runs (code_under_test())
+    stores: dict[str, Store]
+    broker: RedisBroker | None = None
+
+    def drop(self) -> None:
+        for store in self.stores.values():
+            with contextlib.suppress(Exception):
+                store.drop()
+
+    def stop(self) -> None:
+        if self.broker is not None:
+            self.broker.stop()
+
+
+def prepare(args: argparse.Namespace, workdir: Path, variants: list[Variant]) -> Setup:
+    """The databases of the modes of ours in ``variants`` (one each), and the private
+    redis-server when store-only mode is among them."""
+    code = code_under_test(args.ref, workdir)
+    setup = Setup(workdir, code, {})
+    modes = sorted({v.mode for v in variants if v.is_ours}, key=lambda m: m != "default")
+    if "store" in modes:
+        setup.broker = RedisBroker(workdir / "redis")
+        try:
+            setup.broker.start()
+        except BrokerError as error:
+            raise BenchError(str(error)) from None
+    for mode in modes:
+        broker_url = setup.broker.url if setup.broker is not None and mode == "store" else None
+        setup.stores[mode] = Store(args, workdir, mode=mode, code=code, broker_url=broker_url)
+    return setup
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Ctrl-C raises KeyboardInterrupt even where SIGINT came in ignored (a background job
@@ -1072,31 +959,38 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     timestamp = started.strftime("%Y%m%dT%H%M%SZ")
     workdir = Path(tempfile.mkdtemp(prefix="inbound-bench-"))
-    store: Store | None = None
+    setup: Setup | None = None
+    runner: Runner | None = None
     status = 1
     try:
-        store = Store(args, workdir)
+        variants = variants_for(args)
+        names = [v.name for v in variants]
         smtp_source = find_smtp_source()
-        print(f"work folder {workdir}; database: {args.db}", flush=True)
-        db_info = store.create()
-        runner = Runner(args, store, workdir, smtp_source)
+        print(f"work folder {workdir}; database: {args.db}; servers: {' '.join(names)}", flush=True)
+        setup = prepare(args, workdir, variants)
+        db_info: dict[str, Any] = {"engine": args.db}
+        for mode, store in setup.stores.items():
+            db_info[mode] = store.create()
+        runner = Runner(args, setup.stores, workdir, smtp_source, variants, broker=setup.broker)
         runner.run_id = format(int(time.time()) % 0xFFFFFF, "x")
         if args.sender_checks:
             runner.dns = start_dns(args.dns_cache)
         t0 = time.monotonic()
         load_before = os.getloadavg()
         raw = runner.run()
-        rows = summarize(raw)
-        checks = targets(raw, rows)
+        rows = summarize(raw, names)
+        checks = targets(rows, workers=args.workers)
         meta = {
             "timestamp": timestamp,
             "db": db_info,
+            "servers": names,
+            "workers": args.workers,
             "rounds": args.rounds,
             "inbound_smtp_overrides": args.setting,
             "quick": args.quick,
             "argv": sys.argv[1:] if argv is None else argv,
             "duration_s": time.monotonic() - t0,
-            "code": {k: v for k, v in store.code.items() if k != "src"},
+            "code": {k: v for k, v in setup.code.items() if k != "src"},
             "versions": versions(),
             "host": {
                 "cpus": os.cpu_count(),
@@ -1106,11 +1000,15 @@ def main(argv: list[str] | None = None) -> int:
                 "loadavg_after": os.getloadavg(),
             },
             "smtp_source": smtp_source,
-            "final_status_counts": store.status_counts(),
+            "postfix_fsync": runner.postfix_fsync,
+            "final_status_counts": {
+                mode: store.status_counts() for mode, store in setup.stores.items()
+            },
             "noisy_loads": noisy_loads(raw),
             "dns_cache": args.dns_cache,
-        }
-        table = render(rows, checks, meta)
+            "dns_delay_ms": DNS_DELAY * 1000,
+        }  # fmt: skip
+        table = render(rows, checks, meta, names)
         print()
         print(table)
         output = args.output or RESULTS_DIR / f"{timestamp}.json"
@@ -1135,17 +1033,17 @@ def main(argv: list[str] | None = None) -> int:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             stop_all_children()
+            stop_live_postfix()
             if runner_dns := globals().get("_DNS_SERVER"):
                 runner_dns.stop()
+            if setup is not None:
+                setup.stop()
             if not args.keep:
-                if store is not None:
-                    with contextlib.suppress(Exception):
-                        store.drop()
+                if setup is not None:
+                    setup.drop()
                 shutil.rmtree(workdir, ignore_errors=True)
             else:
-                if store is not None:
-                    store.close()
-                print(f"kept {workdir} and the database", file=sys.stderr)
+                print(f"kept {workdir} and the databases", file=sys.stderr)
         finally:
             signal.signal(signal.SIGINT, previous)
     return status

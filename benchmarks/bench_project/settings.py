@@ -6,6 +6,9 @@ set by ``benchmarks/run.py``:
   PostgreSQL database (default ``inbound_bench`` on 127.0.0.1:5432 as ``postgres``);
 - ``BENCH_SQLITE_PATH``: the SQLite file (WAL, ``synchronous=FULL``: durable commits);
 - ``BENCH_MEDIA_ROOT``: the folder raw messages are written to (a temporary folder);
+- ``BENCH_MODE``: ``default`` (processing inline, the default without a broker) or
+  ``store`` (store only: ``DISPATCH="celery"`` with the Celery app of
+  ``bench_project.celery_app``, broker ``BENCH_BROKER_URL``, and no worker);
 - ``BENCH_INBOUND_SMTP``: JSON object merged over ``INBOUND_SMTP`` (experiments).
 
 Durability settings are the ones the README asks for, so the numbers are those of a
@@ -66,6 +69,10 @@ STORAGES = {
     },
 }
 
+STORE_ONLY = os.environ.get("BENCH_MODE", "default") == "store"
+if STORE_ONLY:
+    CELERY_BROKER_URL = os.environ.get("BENCH_BROKER_URL", "memory://")
+
 INBOUND_SMTP = {
     "HOSTNAME": "mx.bench",
     "SWEEP_INTERVAL": 0,
@@ -74,6 +81,12 @@ INBOUND_SMTP = {
     # against its own loopback DNS server, never the machine's resolver.
     "SENDER_CHECKS": dict.fromkeys(
         ("DNSBL", "IPREV", "SENDER_DOMAIN", "SPF", "DKIM", "DMARC"), "off"
+    ),
+    # Store only: every message is handed to Celery (a private redis-server, no worker).
+    **(
+        {"DISPATCH": "celery", "CELERY_APP": "bench_project.celery_app.app"}
+        if STORE_ONLY
+        else {"DISPATCH": "inline"}
     ),
     # Experiments: run.py --setting KEY=VALUE, e.g. PROCESSING_CONCURRENCY=1.
     **json.loads(os.environ.get("BENCH_INBOUND_SMTP") or "{}"),
