@@ -43,24 +43,25 @@ def thread(prefix: str) -> str:
 #: (bucket, what it covers, pattern searched in each frame "function (path:line)").
 BUCKETS: list[tuple[str, str, str]] = [
     ("notify", "message_received signal and handlers",
-     rf"{calls('_notify', 'send_robust')}|{PKG}signals\.py|{PKG}lifecycle/.*notif"),
+     rf"{calls('notify', 'send_robust')}|{PKG}signals\.py|{PKG}lifecycle/notify\.py"),
     ("parse", "re-parse of the stored message, parsed fields and attachments",
-     rf"{calls('extract')}|{PKG}extraction\.py|{PKG}lifecycle/.*(pars|extract)"),
-    ("claim", "claim UPDATE, row get, lease thread, outcome UPDATE",
-     rf"{PKG}processing\.py|{PKG}lifecycle/"),
+     rf"{calls('extract', 'extract_many')}|{PKG}lifecycle/extract\.py"),
+    ("claim", "batch claim UPDATE and SELECT, leases, outcome UPDATE",
+     rf"{PKG}lifecycle/(process|leases|owners)\.py"),
     ("dispatch", "scheduling after commit, the processing pool's hand-off, Celery task",
-     rf"{PKG}(dispatch|tasks|_celery)\.py|{under('kombu', 'celery', 'redis', 'amqp')}"
+     rf"{PKG}(tasks|_celery)\.py|{PKG}lifecycle/(schedule|backends|django_task)\.py"
+     rf"|{under('kombu', 'celery', 'redis', 'amqp')}"
      rf"|{thread('inbound-smtp-process')}"),
     ("file", "raw file: write, fsync of file and folder",
-     rf"{PKG}_storage\.py|{calls('_write_files', 'place_raw', '_write_raw')}"
-     rf"|{PKG}store/.*(file|storage)|{thread('inbound-fsync')}"),
+     rf"{PKG}store/files\.py|{calls('_write_files', 'place_raw')}"
+     rf"|{thread('inbound-fsync')}"),
     ("rows", "row building, header summary, dedupe lookup, INSERTs",
      calls("_insert", "_prepare", "_classify", "message_row", "recipient_rows",
            "sender_check_rows", "originals", "dedupe_key", "_store_duplicate",
            "summarize_headers", "bulk_create")),
     ("commit", "transaction commit (the WAL fsync is PostgreSQL's CPU, not ours)",
      rf"{calls('commit')}|Atomic\.__exit__ \("),
-    ("rows", "(the rest of the write path)", rf"{PKG}(delivery|group_commit)\.py|{PKG}store/"),
+    ("rows", "(the rest of the write path)", rf"{PKG}store/"),
     ("spool", "DATA into the spool: buffer, hash, spool file",
      rf"{PKG}(spool\.py|smtp/_intake\.py)"),
     ("rcpt", "RCPT decision: address checks, mailbox lookup",

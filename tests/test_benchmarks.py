@@ -26,10 +26,10 @@ POOL = (
     "Thread._bootstrap (threading.py:1002);Thread.run (threading.py:982);"
     "_worker (concurrent/futures/thread.py:83);_WorkItem.run (concurrent/futures/thread.py:58)"
 )
-PROCESS = f"{POOL};_process_inline (django_inbound_smtp/dispatch.py:119)"
+PROCESS = f"{POOL};InlineDispatcher._process (django_inbound_smtp/lifecycle/backends.py:119)"
 GROUP = (
     f"{POOL};SyncToAsync.thread_handler (asgiref/sync.py:522);"
-    "deliver_batch (django_inbound_smtp/group_commit.py:83)"
+    "store_batch (django_inbound_smtp/store/__init__.py:83)"
 )
 
 
@@ -53,32 +53,32 @@ def bench() -> Iterator[dict[str, ModuleType]]:
         (f"{POOL};SyncToAsync.thread_handler (asgiref/sync.py:522);"
          "mailbox_validator (django_inbound_smtp/validators/models.py:58);"
          "QuerySet.filter (django/db/models/query.py:1495)", "rcpt"),
-        (f"{GROUP};_write_files (django_inbound_smtp/group_commit.py:137);"
-         "make_durable_many (django_inbound_smtp/_storage.py:97)", "file"),
-        (f"{GROUP};_commit (django_inbound_smtp/group_commit.py:158);"
-         "_insert (django_inbound_smtp/group_commit.py:199);"
+        (f"{GROUP};_write_files (django_inbound_smtp/store/__init__.py:137);"
+         "make_durable_many (django_inbound_smtp/store/files.py:97)", "file"),
+        (f"{GROUP};_commit (django_inbound_smtp/store/__init__.py:158);"
+         "_insert (django_inbound_smtp/store/__init__.py:199);"
          "QuerySet.bulk_create (django/db/models/query.py:821)", "rows"),
-        (f"{GROUP};_commit (django_inbound_smtp/group_commit.py:157);"
+        (f"{GROUP};_commit (django_inbound_smtp/store/__init__.py:157);"
          "Atomic.__exit__ (django/db/transaction.py:263);"
          "BaseDatabaseWrapper.commit (django/db/backends/base/base.py:330)", "commit"),
-        (f"{PROCESS};process_message (django_inbound_smtp/processing.py:238);"
-         "claim (django_inbound_smtp/processing.py:81)", "claim"),
+        (f"{PROCESS};process_batch (django_inbound_smtp/lifecycle/process.py:238);"
+         "claim_many (django_inbound_smtp/lifecycle/process.py:81)", "claim"),
         # A commit made while extracting belongs to parsing, not to the store's commit.
-        (f"{PROCESS};process_message (django_inbound_smtp/processing.py:241);"
-         "extract (django_inbound_smtp/extraction.py:91);"
-         "_store (django_inbound_smtp/extraction.py:115);"
+        (f"{PROCESS};process_batch (django_inbound_smtp/lifecycle/process.py:241);"
+         "extract_many (django_inbound_smtp/lifecycle/extract.py:91);"
+         "_write (django_inbound_smtp/lifecycle/extract.py:115);"
          "Atomic.__exit__ (django/db/transaction.py:228)", "parse"),
-        (f"{PROCESS};process_message (django_inbound_smtp/processing.py:242);"
-         "_notify (django_inbound_smtp/processing.py:197);"
+        (f"{PROCESS};process_batch (django_inbound_smtp/lifecycle/process.py:242);"
+         "notify (django_inbound_smtp/lifecycle/notify.py:197);"
          "Signal.send_robust (django/dispatch/dispatcher.py:226)", "notify"),
-        (f"{POOL};_send_task (django_inbound_smtp/dispatch.py:127);"
+        (f"{POOL};send_celery_task (django_inbound_smtp/lifecycle/backends.py:127);"
          "Celery.send_task (celery/app/base.py:801)", "dispatch"),
         (POOL, "other"),
         # A pool thread between two jobs: its hand-off counts for what the pool is for.
         (f"thread (22661): inbound-smtp-process_2;{POOL}", "dispatch"),
         (f"thread (22776): inbound-fsync_7;{POOL}", "file"),
         (f"thread (22661): inbound-smtp-process_2;{PROCESS};"
-         "process_message (django_inbound_smtp/processing.py:238)", "claim"),
+         "process_batch (django_inbound_smtp/lifecycle/process.py:238)", "claim"),
     ],
 )  # fmt: skip
 def test_a_stack_goes_to_the_step_it_serves(
