@@ -82,6 +82,9 @@ class Directory:
     def from_memory(self, candidates: Sequence[str], domain: str) -> Found | None:
         """What memory younger than ``DIRECTORY_TTL`` says, or ``None`` if it cannot say.
 
+        ``candidates`` are in order of preference (``candidate_addresses``); when one is
+        an owner, the result may leave out the owners after it.
+
         Never does I/O and never waits for a load: safe on the event loop."""
         ttl = get_settings().DIRECTORY_TTL
         if ttl <= 0:
@@ -91,17 +94,14 @@ class Directory:
         if snapshot is not None and now - snapshot.read_at < ttl:
             owners = {c: snapshot.owners[c] for c in candidates if c in snapshot.owners}
             return Found(owners, domain in snapshot.domains)
-        owners = {}
-        for candidate in candidates:
+        for candidate in candidates:  # best match first: the first owner decides
             pk = self._facts.get(("address", candidate), max_age=ttl, now=now)
             if pk is MISS:
                 return None
-            if pk is not None:
-                owners[candidate] = pk
-        if owners:  # an active mailbox of the domain: served, no need to ask
-            return Found(owners, served=True)
+            if pk is not None:  # an active mailbox of the domain: served
+                return Found({candidate: pk}, served=True)
         served = self._facts.get(("domain", domain), max_age=ttl, now=now)
-        return None if served is MISS else Found(owners, bool(served))
+        return None if served is MISS else Found({}, bool(served))
 
     def lookup(self, candidates: Sequence[str], domain: str) -> Found:
         """What the database says, from memory when it is young enough.
