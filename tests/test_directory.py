@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.checks import Error
 from django.db import DatabaseError, connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from django_inbound_smtp import replies
+from django_inbound_smtp.checks import check_settings
 from django_inbound_smtp.envelope import RecipientContext, ResolvedRecipient
 from django_inbound_smtp.exceptions import Rejected
 from django_inbound_smtp.models import Mailbox
@@ -194,6 +196,25 @@ def _table_renamed() -> Iterator[None]:
     finally:
         with connection.cursor() as cursor:
             cursor.execute(f"ALTER TABLE {MAILBOX_TABLE}_away RENAME TO {MAILBOX_TABLE}")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"DIRECTORY_TTL": -1}, "INBOUND_SMTP['DIRECTORY_TTL'] must be a positive number."),
+        ({"DIRECTORY_TTL": "5"}, "INBOUND_SMTP['DIRECTORY_TTL'] must be a positive number."),
+        (
+            {"DIRECTORY_MAX_SIZE": 0},
+            "INBOUND_SMTP['DIRECTORY_MAX_SIZE'] must be a positive integer.",
+        ),
+    ],
+)
+def test_the_directory_settings_are_checked(value: dict[str, object], message: str) -> None:
+    with override_settings(INBOUND_SMTP=value):
+        got = value[next(iter(value))]
+        assert check_settings() == [Error(message, hint=f"Got {got!r}.", id="inbound_smtp.E002")]
+    with override_settings(INBOUND_SMTP={"DIRECTORY_TTL": 0}):
+        assert check_settings() == []  # 0: no directory
 
 
 # --- Two real smtpd processes ---------------------------------------------------------
