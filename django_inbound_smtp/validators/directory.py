@@ -136,9 +136,9 @@ class Directory:
         generation = self._generation
         read_at = time.monotonic()
         with unit_of_work():
-            rows = list(
-                Mailbox.objects.active().values_list("address", "pk", "domain")[: max_size + 1]
-            )
+            # order_by(): no sort of the whole table for the model's default ordering.
+            active = Mailbox.objects.active().order_by()
+            rows = list(active.values_list("address", "pk", "domain")[: max_size + 1])
         if len(rows) > max_size:
             self._snapshot = None
             self._too_large_until = time.monotonic() + TOO_LARGE_RECHECK
