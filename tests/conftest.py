@@ -13,6 +13,7 @@ import trustme
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from django_inbound_smtp import validators
 from django_inbound_smtp.models import Mailbox
 from tests.dnsserver import DnsServer
 from tests.helpers import Certs, GuardedSMTP
@@ -88,6 +89,15 @@ def _sender_checks_stay_off_the_network(*, setting: str, value: object, **kwargs
 
     for key in ("SENDER_CHECKS", "DNS"):
         value.setdefault(key, test_settings.INBOUND_SMTP[key])
+
+
+@pytest.fixture(autouse=True)
+def _no_answers_from_an_earlier_test() -> Iterator[None]:
+    """Each test starts with an empty recipient directory: the database is flushed or
+    rolled back between tests behind the ORM's back (no signal tells the directory)."""
+    validators.clear_caches()
+    yield
+    validators.clear_caches()
 
 
 @pytest.fixture(autouse=True)

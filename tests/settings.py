@@ -109,6 +109,10 @@ INBOUND_SMTP = {
     "DNS": {"NAMESERVERS": ["127.0.0.1:9"], "TIMEOUT": 1.0},
 }
 
+# smtpd subprocesses of tests/test_directory.py use a short directory staleness bound.
+if "INBOUND_TEST_DIRECTORY_TTL" in os.environ:
+    INBOUND_SMTP["DIRECTORY_TTL"] = float(os.environ["INBOUND_TEST_DIRECTORY_TTL"])
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.files.storage import storages
 from django.test import override_settings
 
+from django_inbound_smtp import validators
 from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
 from django_inbound_smtp.signals import message_received
 from django_inbound_smtp.testing import RunningServer, running_server
@@ -473,6 +474,7 @@ def test_killed_database_connection_costs_one_451(make_mailbox) -> None:
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
                 assert cursor.fetchall()
+            validators.clear_caches()  # as if the directory had expired: RCPT must read the DB
             assert client.rcpt("user+one@our.test")[0] == 451
             assert client.rcpt("user+two@our.test")[0] == 250  # reconnected
             client.quit()

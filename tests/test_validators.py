@@ -12,7 +12,7 @@ from django_inbound_smtp import replies
 from django_inbound_smtp.envelope import RecipientContext, ResolvedRecipient
 from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
 from django_inbound_smtp.smtp import _bridge
-from django_inbound_smtp.validators import validate_recipient
+from django_inbound_smtp.validators import cacheable, validate_recipient
 from django_inbound_smtp.validators.models import candidate_addresses
 
 CONTEXT = RecipientContext(mail_from="a@example.org", peer_host="127.0.0.1", helo="c", tls=False)
@@ -109,3 +109,120 @@ def test_sync_validators_get_address_and_context_off_the_loop() -> None:
     assert result == ResolvedRecipient(address="who@x.test", tag="seen")
     assert SEEN_CONTEXTS == [("who@x.test", CONTEXT, SEEN_CONTEXTS[0][2])]
     assert SEEN_CONTEXTS[0][2] != threading.get_ident()  # ran in the ORM thread
+
+
+# --- Validators that declare their answers cacheable ----------------------------------
+
+CALLS: list[str] = []
+
+
+@cacheable
+def remembered(
+    address: str, *, context: RecipientContext
+) -> ResolvedRecipient | replies.Reply | None:
+    CALLS.append(address)
+    local = address.partition("@")[0]
+    if local == "gone":
+        raise Rejected(replies.MAILBOX_UNKNOWN)
+    if local == "busy":
+        raise TemporaryFailure(replies.LOOKUP_FAILURE)
+    if local == "later":
+        return replies.LOOKUP_FAILURE  # a 4xx reply
+    return ResolvedRecipient(address=address, tag=local) if local != "skip" else None
+
+
+@cacheable(vary_on=("mail_from",))
+async def per_sender(address: str, *, context: RecipientContext) -> ResolvedRecipient:
+    CALLS.append(f"{address} from {context.mail_from}")
+    return ResolvedRecipient(address=address, tag=context.mail_from)
+
+
+@cacheable(ttl=0)
+def never_kept(address: str, *, context: RecipientContext) -> ResolvedRecipient:
+    CALLS.append(address)
+    return ResolvedRecipient(address=address)
+
+
+class FlaggedValidator:
+    cacheable = True
+
+    def __call__(self, address: str, *, context: RecipientContext) -> ResolvedRecipient:
+        CALLS.append(address)
+        return ResolvedRecipient(address=address)
+
+
+flagged = FlaggedValidator()
+
+
+async def _no_hop(*args: object, **kwargs: object) -> object:
+    raise AssertionError("called a sync validator whose answer should be remembered")
+
+
+def _ask(address: str, *, run_sync=_bridge.run_sync, context=CONTEXT) -> object:
+    try:
+        return asyncio.run(validate_recipient(address, context=context, run_sync=run_sync))
+    except (Rejected, TemporaryFailure) as refusal:
+        return refusal.reply
+
+
+@pytest.fixture
+def calls() -> list[str]:
+    CALLS.clear()
+    return CALLS
+
+
+@override_settings(INBOUND_SMTP={"RECIPIENT_VALIDATORS": ["tests.test_validators.remembered"]})
+def test_a_cacheable_validators_final_answers_are_reused_from_memory(calls) -> None:
+    for address in ("a@x.test", "gone@x.test", "skip@x.test"):
+        first = _ask(address)
+        assert _ask(address, run_sync=_no_hop) == first  # not called again, not even a hop
+    assert _ask("skip@x.test", run_sync=_no_hop) is replies.RELAY_DENIED
+    assert _ask("gone@x.test", run_sync=_no_hop) is replies.MAILBOX_UNKNOWN
+    assert _ask("A@x.test") == ResolvedRecipient(address="A@x.test", tag="A")  # exact address
+    assert calls == ["a@x.test", "gone@x.test", "skip@x.test", "A@x.test"]
+    # Temporary answers are asked again every time.
+    for _ in range(2):
+        assert _ask("busy@x.test") is replies.LOOKUP_FAILURE
+        assert _ask("later@x.test") is replies.LOOKUP_FAILURE
+    assert calls[4:] == ["busy@x.test", "later@x.test"] * 2
+
+
+@override_settings(
+    INBOUND_SMTP={"RECIPIENT_VALIDATORS": ["tests.test_validators.remembered"], "DIRECTORY_TTL": 0}
+)
+def test_directory_ttl_zero_turns_answer_caching_off(calls) -> None:
+    _ask("a@x.test")
+    _ask("a@x.test")
+    assert calls == ["a@x.test", "a@x.test"]
+
+
+@override_settings(INBOUND_SMTP={"RECIPIENT_VALIDATORS": ["tests.test_validators.per_sender"]})
+def test_answers_vary_on_the_context_fields_a_validator_names(calls) -> None:
+    other = RecipientContext(mail_from="b@example.org", peer_host="192.0.2.9", helo="d", tls=True)
+    elsewhere = RecipientContext(
+        mail_from="a@example.org", peer_host="192.0.2.9", helo="d", tls=True
+    )
+    assert _ask("u@x.test") == ResolvedRecipient(address="u@x.test", tag="a@example.org")
+    assert _ask("u@x.test", context=other) == ResolvedRecipient("u@x.test", tag="b@example.org")
+    # Only mail_from counts: another peer with the same sender reuses the answer.
+    assert _ask("u@x.test", context=elsewhere) == ResolvedRecipient("u@x.test", tag="a@example.org")
+    assert calls == ["u@x.test from a@example.org", "u@x.test from b@example.org"]
+
+
+def plain(address: str, *, context: RecipientContext) -> ResolvedRecipient:
+    CALLS.append(address)
+    return ResolvedRecipient(address=address)
+
+
+@pytest.mark.parametrize(("path", "times"), [("plain", 2), ("never_kept", 2), ("flagged", 1)])
+def test_only_validators_that_say_so_are_cached(calls, path: str, times: int) -> None:
+    chain = [f"tests.test_validators.{path}"]
+    with override_settings(INBOUND_SMTP={"RECIPIENT_VALIDATORS": chain}):
+        for _ in range(2):
+            assert _ask("vip@x.test") == ResolvedRecipient(address="vip@x.test")
+    assert calls == ["vip@x.test"] * times
+
+
+def test_cacheable_refuses_a_context_field_that_does_not_exist() -> None:
+    with pytest.raises(ValueError, match="unknown context fields"):
+        cacheable(vary_on=("sender",))

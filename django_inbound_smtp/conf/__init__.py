@@ -182,6 +182,16 @@ class InboundSmtpSettings:
         return tuple(self._get("RECIPIENT_VALIDATORS"))
 
     @property
+    def DIRECTORY_TTL(self) -> float:
+        """Seconds RCPT answers may be given from memory; 0 disables the directory."""
+        return float(self._get("DIRECTORY_TTL"))
+
+    @property
+    def DIRECTORY_MAX_SIZE(self) -> int:
+        """Active mailboxes above which the directory remembers per address instead."""
+        return int(self._get("DIRECTORY_MAX_SIZE"))
+
+    @property
     def PLUS_DELIMITER(self) -> str:
         """Sub-address delimiter; ``""`` disables plus-addressing."""
         return str(self._get("PLUS_DELIMITER") or "")

@@ -90,6 +90,14 @@ DEFAULTS: Mapping[str, Any] = {
     "PROXY_PROTOCOL_TIMEOUT": 5,
     # Dotted paths of recipient validators, asked in order at RCPT time.
     "RECIPIENT_VALIDATORS": ["django_inbound_smtp.validators.models.mailbox_validator"],
+    # Seconds the recipient directory (active mailboxes and served domains, and the answers
+    # of validators marked cacheable) may be used before it is read again: RCPT costs no
+    # query in between. A change to mailboxes reaches every process within this bound.
+    # 0: no caching, every RCPT queries the database.
+    "DIRECTORY_TTL": 5,
+    # Active mailboxes above which the directory is never loaded whole (memory): it then
+    # remembers this many addresses and domains, least recently used dropped first.
+    "DIRECTORY_MAX_SIZE": 100_000,
     # user+tag@domain is delivered to user@domain, keeping the tag. "" turns it off.
     "PLUS_DELIMITER": "+",
     # STORAGES alias the raw messages are written to.
