@@ -15,45 +15,59 @@ from django.db import DatabaseError
 
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.lifecycle import schedule
-from django_inbound_smtp.lifecycle.backends import PROCESS_TASK
-from django_inbound_smtp.lifecycle.process import Outcome
-from django_inbound_smtp.lifecycle.process import process_message as process
+from django_inbound_smtp.lifecycle.backends import PROCESS_BATCH_TASK, PROCESS_TASK
+from django_inbound_smtp.lifecycle.process import Outcome, process_batch
 
-__all__ = ["process_message", "sweep"]
+__all__ = ["process_message", "process_messages", "sweep"]
 
 
-@shared_task(
-    bind=True,
-    name=PROCESS_TASK,
-    # Acknowledge after the work, and put the message back if the worker process dies:
-    # a killed worker never loses a message (hostile-inputs §7).
-    acks_late=True,
-    reject_on_worker_lost=True,
-    # Database trouble is temporary: retry with exponential back-off and jitter.
-    autoretry_for=(DatabaseError,),
-    retry_backoff=True,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    # Finite: a permanent database error must not re-run receivers for ever; the
-    # message stays claimed, its lease expires and the sweeper takes over.
-    max_retries=10,
-)
-def process_message(self: Any, pk: int) -> str:
-    """Process message ``pk`` (send ``message_received``, run handlers, record the outcome).
+# Acknowledge after the work, and put the messages back if the worker process dies: a
+# killed worker never loses a message (hostile-inputs §7). Database trouble is
+# temporary: retry with exponential back-off and jitter. Finite: a permanent database
+# error must not re-run receivers for ever; the messages stay claimed, their leases
+# expire and the sweeper takes over.
+_RELIABLE: dict[str, Any] = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (DatabaseError,),
+    "retry_backoff": True,
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "max_retries": 10,
+}
 
-    A redelivery of the same task (same task id) takes over its own claim at once;
-    while another worker holds the claim, the task retries later.
-    """
-    outcome = process(pk, owner=f"celery:{self.request.id}")
-    if outcome is Outcome.BUSY:
+
+def _process(task: Any, pks: list[int]) -> dict[int, Outcome]:
+    outcomes = process_batch(pks, owner=f"celery:{task.request.id}")
+    busy = [pk for pk, outcome in outcomes.items() if outcome is Outcome.BUSY]
+    if busy:
         # Another execution holds a live lease. If it was a worker that died (this is
         # the redelivery), the lease expires soon and a retry takes over; if it is
         # alive, it finishes and the retry finds nothing to do.
         try:
-            raise self.retry(countdown=get_settings().PROCESSING_LEASE, max_retries=3)
+            raise task.retry(
+                args=[busy] if task.name == PROCESS_BATCH_TASK else busy,
+                countdown=get_settings().PROCESSING_LEASE,
+                max_retries=3,
+            )
         except MaxRetriesExceededError:
-            return Outcome.BUSY.value  # the sweeper is the backstop
-    return str(outcome.value)
+            pass  # the sweeper is the backstop
+    return outcomes
+
+
+@shared_task(name=PROCESS_BATCH_TASK, **_RELIABLE)
+def process_messages(self: Any, pks: list[int]) -> dict[str, str]:
+    """Process the messages ``pks`` (send ``message_received``, run handlers, record
+    the outcomes), in one batch: one claim, one parse write, one outcome write."""
+    return {str(pk): outcome.value for pk, outcome in _process(self, list(pks)).items()}
+
+
+@shared_task(name=PROCESS_TASK, **_RELIABLE)
+def process_message(self: Any, pk: int) -> str:
+    """Process message ``pk``: the one-message form of :func:`process_messages` (tasks
+    sent by earlier versions, and callers of your own)."""
+    return _process(self, [pk])[pk].value
 
 
 @shared_task(name="django_inbound_smtp.tasks.sweep", ignore_result=True)

@@ -5,8 +5,8 @@ running work, and a setting that names one.
 
 - ``inline``: :class:`InlineDispatcher`, processing in this process, in
   ``PROCESSING_CONCURRENCY`` threads that each take a batch of waiting messages.
-- ``celery``: :class:`CeleryDispatcher`, one ``process_message`` task per message,
-  sent from a background thread so a broker outage never blocks a commit.
+- ``celery``: :class:`CeleryDispatcher`, one ``process_messages`` task per batch of
+  messages, sent from a background thread so a broker outage never blocks a commit.
 - ``tasks``: :class:`TasksDispatcher`, Django 6's ``django.tasks`` with whatever task
   backend the project configured; one task per batch.
 - ``memory``: :class:`MemoryDispatcher`, records instead of running (tests).
@@ -27,9 +27,11 @@ from contextvars import ContextVar
 from typing import Any
 
 from django_inbound_smtp._celery import celery_app
+from django_inbound_smtp._db import close_thread_connections
 from django_inbound_smtp.conf import get_settings
 
 __all__ = [
+    "PROCESS_BATCH_TASK",
     "PROCESS_TASK",
     "CeleryDispatcher",
     "Dispatcher",
@@ -43,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 #: Name of the Celery task that processes one message (see ``tasks.py``).
 PROCESS_TASK = "django_inbound_smtp.tasks.process_message"
+#: Name of the Celery task that processes a batch of messages (what is sent now).
+PROCESS_BATCH_TASK = "django_inbound_smtp.tasks.process_messages"
 #: Messages one inline thread (or one ``django.tasks`` task) processes at once: enough
 #: to share a claim, a parse write and an outcome write among many messages, few
 #: enough that one slow receiver holds up little.
@@ -101,6 +105,12 @@ class _Workers:
             self._changed.notify_all()
 
     def _run(self, generation: int) -> None:
+        try:
+            self._serve(generation)
+        finally:
+            close_thread_connections()  # a thread that ends leaves no connection behind
+
+    def _serve(self, generation: int) -> None:
         while True:
             with self._changed:
                 while not self._queue and generation == self._generation:
@@ -211,18 +221,18 @@ class _Sender(Dispatcher):
 
 
 class CeleryDispatcher(_Sender):
-    """One ``process_message`` Celery task per message."""
+    """One ``process_messages`` Celery task per batch (one broker round trip for up to
+    ``BATCH`` messages)."""
 
     def _send_all(self, pks: list[int]) -> None:
-        for pk in pks:
-            try:
-                send_celery_task(PROCESS_TASK, [pk])
-            except Exception as error:
-                logger.warning(
-                    "could not send processing task for message %s (%s); the sweeper will retry",
-                    pk,
-                    type(error).__name__,
-                )
+        try:
+            send_celery_task(PROCESS_BATCH_TASK, [pks])
+        except Exception as error:
+            logger.warning(
+                "could not send processing task for %d message(s) (%s); the sweeper will retry",
+                len(pks),
+                type(error).__name__,
+            )
 
 
 class TasksDispatcher(_Sender):

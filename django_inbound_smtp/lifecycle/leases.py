@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from django.db import connections, router
 from django.utils import timezone
 
+from django_inbound_smtp._db import unit_of_work
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.models import InboundMessage
 
@@ -81,9 +82,11 @@ class LeaseKeeper:
     def renew(executions: list[str]) -> int:
         """Move the lease of every claim of ``executions`` to now; rows renewed."""
         try:
-            return InboundMessage.objects.filter(
-                claimed_by__in=executions, status=InboundMessage.Status.PROCESSING
-            ).update(claimed_at=timezone.now())
+            # A unit of work: the connection follows CONN_MAX_AGE (kept open in smtpd).
+            with unit_of_work():
+                return InboundMessage.objects.filter(
+                    claimed_by__in=executions, status=InboundMessage.Status.PROCESSING
+                ).update(claimed_at=timezone.now())
         except Exception:
             logger.exception("could not renew %d processing lease(s)", len(executions))
             return 0

@@ -63,7 +63,8 @@ def _run_handlers(
 def notify(message: InboundMessage) -> list[BaseException]:
     """Send ``message_received`` for ``message`` and run its mailboxes' handlers;
     the errors they raised (empty: all went well)."""
-    recipients = list(message.recipients.select_related("mailbox").order_by("pk"))
+    # Prefetched for the whole batch by the claim (one query); else read now.
+    recipients = sorted(message.recipients.all(), key=lambda row: row.pk)
     mailboxes = list({r.mailbox_id: r.mailbox for r in recipients if r.mailbox}.values())
     responses = message_received.send_robust(
         sender=InboundMessage,

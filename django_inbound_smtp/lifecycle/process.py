@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from django.db.models import F, Q
+from django.db.models import F, Prefetch, Q
 from django.utils import timezone
 
 from django_inbound_smtp._db import unit_of_work
@@ -35,7 +35,7 @@ from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.lifecycle import leases, owners
 from django_inbound_smtp.lifecycle.extract import extract_many
 from django_inbound_smtp.lifecycle.notify import notify
-from django_inbound_smtp.models import InboundMessage
+from django_inbound_smtp.models import InboundMessage, InboundRecipient
 
 __all__ = ["Outcome", "claim", "process_batch", "process_message"]
 
@@ -83,7 +83,14 @@ def claim_many(pks: Sequence[int], *, execution: str) -> list[InboundMessage]:
     )
     if not taken:
         return []
-    return list(InboundMessage.objects.filter(pk__in=list(pks), claimed_by=execution))
+    # The recipients (with their mailboxes) of the whole batch in one more query, in
+    # RCPT order: what notify() hands to receivers.
+    recipients = InboundRecipient.objects.select_related("mailbox").order_by("pk")
+    return list(
+        InboundMessage.objects.filter(pk__in=list(pks), claimed_by=execution).prefetch_related(
+            Prefetch("recipients", queryset=recipients)
+        )
+    )
 
 
 def claim(pk: int, *, owner: str) -> bool:

@@ -2,7 +2,7 @@
 
 Configured from Django's settings, every ``CELERY_*`` setting (``CELERY_BROKER_URL``
 becomes ``broker_url``), and it finds the ``tasks.py`` of every installed app, so the
-worker knows ``django_inbound_smtp.tasks.process_message`` and ``.sweep``.
+worker knows ``django_inbound_smtp.tasks.process_messages`` and ``.sweep``.
 
 Run a worker and the beat scheduler from ``example_project/`` (see settings.py):
 
