@@ -120,6 +120,23 @@ INBOUND_SMTP = {{
     assert all(gone(pid) for pid in server.pids)
 
 
+def test_workers_stop_by_themselves_when_the_parent_is_killed(transactional_db) -> None:
+    # SIGKILL leaves the parent no chance to forward anything: each worker sees its
+    # channel to the parent close, and stops gracefully rather than live on unsupervised.
+    server = Smtpd(subprocess_env(), "--workers", "2")
+    try:
+        os.kill(server.process.pid, signal.SIGKILL)
+        assert server.process.wait(10) == -signal.SIGKILL
+        # Within SHUTDOWN_GRACE (5 s in the test settings) and a start-up's margin.
+        assert all(gone(pid, timeout=20) for pid in server.pids), server.text()
+    finally:
+        server.kill()
+        for pid in server.pids:
+            if not gone(pid, timeout=0.1):
+                os.kill(pid, signal.SIGKILL)
+    assert "Traceback" not in server.text()
+
+
 def test_a_worker_that_cannot_start_fails_the_command_once(transactional_db, tmp_path) -> None:
     # A real start-up failure inside the workers, past the parent's own checks: the
     # implicit-TLS listener cannot load its certificate.

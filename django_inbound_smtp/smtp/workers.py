@@ -244,6 +244,8 @@ class Supervisor:
                 return
             delay = min(delay * 2, LAST_DELAY)
             worker = await self._spawn(worker.index)
+            if self._stopping.is_set():
+                continue  # stopped as it started: wait for it, say nothing
             if worker.ready:
                 logger.warning("worker %d restarted (pid %d)", worker.index, worker.pid)
             else:
