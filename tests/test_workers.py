@@ -7,6 +7,7 @@ see which worker served each session.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -21,7 +22,7 @@ from django_inbound_smtp.models import InboundMessage, Mailbox
 from tests.helpers import Certs, GuardedSMTP, subprocess_env
 from tests.smtpd_process import ROOT, Smtpd, gone, logged_settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration]
 
 ACCEPTED = re.compile(r"^accepted ([0-9A-F]+) ")
 
@@ -43,6 +44,7 @@ def _served_by(server: Smtpd) -> dict[str, int]:
     }
 
 
+@pytest.mark.slow
 def test_workers_share_the_port_restart_and_stop_together(transactional_db, tmp_path) -> None:
     Mailbox.objects.create(address="user@our.test")
     server = Smtpd(subprocess_env(**logged_settings(tmp_path)), "--workers", "2")
@@ -214,3 +216,33 @@ def test_auto_is_the_cores_this_process_may_use(transactional_db) -> None:
         process.kill()
         process.communicate()
     assert re.fullmatch(r"Inbound SMTP server listening on 127\.0\.0\.1:\d+\n", banner)
+
+
+@pytest.mark.parametrize(
+    ("command", "worker_prefix"),
+    [
+        # Started as `python -X utf8 manage.py smtpd ...`: the same, options included.
+        ("smtpd", lambda script: [sys.executable, "-X", "utf8", str(script)]),
+        # Called from code for another command line: `python -m django`.
+        ("runserver", lambda script: [sys.executable, "-m", "django"]),
+    ],
+)
+def test_workers_start_from_the_entry_point_the_parent_started_from(
+    tmp_path, command: str, worker_prefix
+) -> None:
+    script = tmp_path / "manage.py"
+    script.write_text(
+        "import json\n"
+        "from django_inbound_smtp.smtp.workers import entry_point\n"
+        "print(json.dumps(entry_point('smtpd')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-X", "utf8", str(script), command, "127.0.0.1:0"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(result.stdout) == worker_prefix(script)
