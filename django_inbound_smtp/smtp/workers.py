@@ -248,8 +248,9 @@ class Supervisor:
                 continue  # stopped as it started: wait for it, say nothing
             if worker.ready:
                 logger.warning("worker %d restarted (pid %d)", worker.index, worker.pid)
-            else:
-                logger.error("worker %d did not start: %s", worker.index, await _reason(worker))
+            elif "error" in worker.report:
+                # It exits now; the next turn logs that and waits longer before the next try.
+                logger.error("worker %d did not start: %s", worker.index, worker.report["error"])
 
     def _stop(self, signum: int) -> None:
         # The first signal starts a graceful stop in every worker; a second one is passed

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import errno
 import logging
@@ -10,7 +9,7 @@ import os
 import re
 import socket
 import sys
-from argparse import ArgumentParser
+from argparse import SUPPRESS, ArgumentParser, ArgumentTypeError
 from collections.abc import Callable
 from typing import Any
 
@@ -68,9 +67,9 @@ class Command(BaseCommand):
         )
         # Internal: how the parent of `--workers N` starts each worker.
         for internal in ("--worker-index", "--worker-channel"):
-            parser.add_argument(internal, type=int, help=argparse.SUPPRESS)
+            parser.add_argument(internal, type=int, help=SUPPRESS)
         for internal in ("--tls-bind", "--submission-bind"):
-            parser.add_argument(internal, help=argparse.SUPPRESS)
+            parser.add_argument(internal, help=SUPPRESS)
 
     def handle(self, *args: Any, **options: Any) -> None:
         host, port = parse_addrport(options["addrport"] or get_settings().BIND)
@@ -245,7 +244,7 @@ def _worker_count(value: str) -> int:
     if value == "auto":
         return workers.cpu_count()
     if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of workers (1, 2, … or auto)")
+        raise ArgumentTypeError(f"{value!r} is not a number of workers (1, 2, … or auto)")
     return int(value)
 
 
