@@ -7,7 +7,9 @@ see which worker served each session.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -246,3 +248,34 @@ def test_workers_start_from_the_entry_point_the_parent_started_from(
         check=True,
     )
     assert json.loads(result.stdout) == worker_prefix(script)
+
+
+# A stand-in for a worker: reports ready, then dies at once, every time. A real `smtpd`
+# worker cannot be made to crash-loop without breaking the code under test; the
+# supervisor's contract (a command line, a channel fd, one JSON line) is all it sees.
+CRASHING_WORKER = """
+import json, os, socket, sys
+channel = socket.socket(fileno=int(sys.argv[1]))
+channel.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\\n")
+sys.exit(3)
+"""
+
+
+async def test_a_crash_loop_backs_off_and_a_stop_ends_it(caplog) -> None:
+    from django_inbound_smtp.smtp.workers import Supervisor, Worker
+
+    caplog.set_level(logging.INFO, logger="django_inbound_smtp.smtp.workers")
+    supervisor = Supervisor(
+        count=1, command=lambda _index, fd: [sys.executable, "-c", CRASHING_WORKER, str(fd)]
+    )
+    started: list[list[Worker]] = []
+    running = asyncio.create_task(supervisor.run(started.append))
+    deadline = asyncio.get_running_loop().time() + 30
+    while caplog.text.count("starting another in") < 3:
+        assert asyncio.get_running_loop().time() < deadline, caplog.text
+        await asyncio.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)  # caught by the supervisor while it runs
+    await asyncio.wait_for(running, 10)
+    assert len(started) == 1  # the banner's moment came once
+    delays = re.findall(r"exited with status 3; starting another in ([\d.]+) s", caplog.text)
+    assert delays[:3] == ["0.5", "1.0", "2.0"]  # doubling, not spinning
