@@ -16,6 +16,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -37,13 +39,19 @@ def _send(port: int, count: int, *, tag: str) -> None:
             assert client.sendmail("a@example.org", ["user@our.test"], body) == {}
 
 
-def _served_by(server: Smtpd) -> dict[str, int]:
-    """Queue id -> pid of the worker that logged its ``accepted`` line."""
-    return {
-        match[1]: pid
-        for _index, pid, message in server.worker_lines()
-        if (match := ACCEPTED.match(message))
-    }
+def _served_by(server: Smtpd, *, count: int) -> dict[str, int]:
+    """Queue id -> pid of the worker that logged its ``accepted`` line, once ``count``
+    were logged (a client may read its 250 before the test reads the log line)."""
+    deadline = time.monotonic() + 30
+    while True:
+        served = {
+            match[1]: pid
+            for _index, pid, message in server.worker_lines()
+            if (match := ACCEPTED.match(message))
+        }
+        if len(served) >= count or time.monotonic() > deadline:
+            return served
+        time.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -56,7 +64,7 @@ def test_workers_share_the_port_restart_and_stop_together(transactional_db, tmp_
         assert server.process.pid not in server.pids  # the parent serves nothing
 
         _send(server.port, 40, tag="before")
-        served = _served_by(server)
+        served = _served_by(server, count=40)
         assert len(served) == 40, server.text()
         # Both workers served (40 connections all on one of two: odds of 2^-39).
         assert set(served.values()) == {first, second}
@@ -72,7 +80,9 @@ def test_workers_share_the_port_restart_and_stop_together(transactional_db, tmp_
         assert gone(first)
         _send(server.port, 30, tag="after")
         assert InboundMessage.objects.count() == 70
-        assert set(_served_by(server).values()) <= {first, second, replacement}
+        served = _served_by(server, count=70)
+        assert len(served) == 70, server.text()
+        assert set(served.values()) <= {first, second, replacement}
 
         # SIGTERM to the parent: every worker stops gracefully (an idle session is told
         # 421), then the parent exits 0 and leaves no process behind.
@@ -188,6 +198,23 @@ def test_a_port_shared_by_another_smtpd_is_refused(transactional_db) -> None:
         port = first.getsockname()[1]
         with pytest.raises(CommandError, match=f"127.0.0.1:{port} is already in use"):
             call_command("smtpd", f"127.0.0.1:{port}", "--workers", "2", "--skip-checks")
+
+
+def test_workers_need_the_main_thread(transactional_db) -> None:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call_command("smtpd", "127.0.0.1:0", "--workers", "2", "--skip-checks")
+        except BaseException as error:  # noqa: BLE001 - handed to the test thread
+            errors.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    assert [str(error) for error in errors] == [
+        "--workers needs the main thread (it handles the signals)."
+    ]
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two"])

@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import sys
+import threading
 from argparse import SUPPRESS, ArgumentParser, ArgumentTypeError
 from collections.abc import Callable
 from typing import Any
@@ -134,6 +135,9 @@ class Command(BaseCommand):
     def _supervise(self, host: str, port: int, options: dict[str, Any]) -> None:
         if not hasattr(socket, "SO_REUSEPORT"):
             raise CommandError("--workers needs SO_REUSEPORT, which this system lacks.")
+        if threading.current_thread() is not threading.main_thread():
+            # The parent's whole job hangs on signals, which only the main thread gets.
+            raise CommandError("--workers needs the main thread (it handles the signals).")
         reserved: list[socket.socket] = []
         try:
             port = _reserve(reserved, host, port)
