@@ -78,6 +78,9 @@ class Command(BaseCommand):
             logging.getLogger("django_inbound_smtp").setLevel(logging.DEBUG)
         if bool(options["tls_cert"]) != bool(options["tls_key"]):
             raise CommandError("--tls-cert and --tls-key go together.")
+        # A daemon (each worker too): connections stay open while usable, whatever
+        # CONN_MAX_AGE says.
+        _db.keep_connections_open()
         if options["worker_index"] is not None:
             self._serve_as_worker(host, port, options)  # its parent ran the checks
             return
@@ -88,8 +91,6 @@ class Command(BaseCommand):
         # The checks opened connections in this thread; the server does its database
         # work in another one (or in other processes).
         connections.close_all()
-        # A daemon: connections stay open while usable, whatever CONN_MAX_AGE says.
-        _db.keep_connections_open()
 
         if options["workers"] > 1:
             self._supervise(host, port, options)
