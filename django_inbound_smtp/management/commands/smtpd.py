@@ -78,9 +78,6 @@ class Command(BaseCommand):
             logging.getLogger("django_inbound_smtp").setLevel(logging.DEBUG)
         if bool(options["tls_cert"]) != bool(options["tls_key"]):
             raise CommandError("--tls-cert and --tls-key go together.")
-        # A daemon (each worker too): connections stay open while usable, whatever
-        # CONN_MAX_AGE says.
-        _db.keep_connections_open()
         if options["worker_index"] is not None:
             self._serve_as_worker(host, port, options)  # its parent ran the checks
             return
@@ -229,6 +226,9 @@ def _run(
     on_ready: Callable[[InboundServer, str, int], None],
     **listen: Any,
 ) -> None:
+    # A daemon (a single smtpd, or each worker): connections stay open while usable,
+    # whatever CONN_MAX_AGE says. The parent of workers has none to keep.
+    _db.keep_connections_open()
     try:
         asyncio.run(
             run_server(
