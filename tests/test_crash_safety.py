@@ -15,6 +15,10 @@ every message that got no ``250``, as a real MTA would. Then:
 - the crash's leftovers (spool files, raw files without a row) are removed by the
   orphan sweeper, and nothing a row points at is.
 
+With ``--workers 2`` the same load runs against two worker processes, and the one
+holding the most connections is SIGKILLed: its parent starts another, and the clients
+retry on the same server.
+
 Nothing here depends on processing (parsing): only stored rows and files count.
 """
 
@@ -26,15 +30,15 @@ import random
 import re
 import signal
 import smtplib
-import subprocess
-import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from django.db import connection
 from django.db.models import Count
 
 from django_inbound_smtp.conf import get_settings
@@ -42,10 +46,10 @@ from django_inbound_smtp.models import InboundMessage, Mailbox
 from django_inbound_smtp.store.files import spool_directory
 from django_inbound_smtp.store.orphans import remove_orphans
 from tests.helpers import GuardedSMTP, subprocess_env
+from tests.smtpd_process import Smtpd, logged_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parent.parent
 MESSAGES = 1000
 CONNECTIONS = 8
 KILL_AFTER_ACKS = 400
@@ -54,7 +58,6 @@ KILL_AFTER_ACKS = 400
 LARGE_SIZE = 300 * 1024
 LARGE_EVERY = 25
 QUEUED = re.compile(rb"queued as ([0-9A-Za-z]+)")
-BANNER = "Inbound SMTP server listening on 127.0.0.1:"
 
 
 @dataclass
@@ -103,55 +106,6 @@ def _load() -> list[Outgoing]:
         message_id, content = _content(index, rng)
         load.append(Outgoing(index, message_id, _recipients(index), content))
     return load
-
-
-class Smtpd:
-    """``python -m django smtpd 127.0.0.1:0`` as a subprocess; its output is drained
-    by a thread (a full pipe would block the server) and kept for failure messages."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "django", "smtpd", "127.0.0.1:0", "--skip-checks"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.output: list[str] = []
-        found = threading.Event()
-        self.port = 0
-
-        def drain() -> None:
-            assert self.process.stdout is not None
-            with self.process.stdout:
-                for line in self.process.stdout:
-                    self.output.append(line)
-                    if line.startswith(BANNER) and not found.is_set():
-                        self.port = int(line.strip().rsplit(":", 1)[1])
-                        found.set()
-
-        self._drainer = threading.Thread(target=drain, daemon=True)
-        self._drainer.start()
-        if not found.wait(60):
-            self.kill()
-            raise AssertionError(f"no banner; output so far: {self.text()}")
-
-    def text(self) -> str:
-        return "".join(self.output)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)  # the whole process, no handler runs
-        self.process.wait(30)
-        self._drainer.join(10)
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(60)
-        finally:
-            self.kill()
 
 
 class Progress:
@@ -241,36 +195,54 @@ def isolated_storage(tmp_path: Path, settings) -> Path:
     return scratch
 
 
+def _busiest_worker(server: Smtpd) -> int:
+    """The pid of the worker that acknowledged the most messages so far: it holds client
+    connections (each client keeps its connection for all its messages)."""
+    served = Counter(pid for _index, pid, line in server.worker_lines() if "accepted" in line)
+    (pid, _count), *_ = served.most_common(1)
+    assert pid in server.pids, (pid, server.pids)
+    return pid
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "workers-2"])
 def test_sigkill_during_load_loses_no_acknowledged_message(
-    transactional_db, isolated_storage: Path
+    transactional_db, isolated_storage: Path, tmp_path: Path, workers: int
 ) -> None:
     Mailbox.objects.create(address="*@our.test")
-    env = subprocess_env(INBOUND_TEST_SCRATCH=str(isolated_storage))
+    # Logs on stdout: they say which worker acknowledged what.
+    env = subprocess_env(INBOUND_TEST_SCRATCH=str(isolated_storage), **logged_settings(tmp_path))
     load = _load()
     # Both storage paths are under load: spooled to a file, and written from memory.
     spooled = [m for m in load if len(m.content) > get_settings().SPOOL_MEMORY_LIMIT]
     assert len(spooled) == MESSAGES // LARGE_EVERY
 
-    # Phase 1: the load, killed once KILL_AFTER_ACKS messages are acknowledged.
-    server = Smtpd(env)
+    # Phase 1: the load, killed once KILL_AFTER_ACKS messages are acknowledged: the
+    # server, or with --workers 2 the worker holding the most connections.
+    server = Smtpd(env, *(["--workers", str(workers)] if workers > 1 else []))
     try:
         progress = Progress(kill_after=KILL_AFTER_ACKS)
         threads = _run_load(server.port, load, progress)
         reached = progress.kill_point.wait(120)
         assert reached, f"never reached {KILL_AFTER_ACKS} acks: {server.text()}"
-        server.kill()
+        if workers == 1:
+            server.kill()
+        else:
+            victim = _busiest_worker(server)
+            os.kill(victim, signal.SIGKILL)
         _join(threads)
-    finally:
-        server.kill()
-    acked_before_kill = sum(len(m.acked) for m in load)
-    cut_off = {m.index for m in load if m.unacked_attempts}
-    assert KILL_AFTER_ACKS <= acked_before_kill < MESSAGES, acked_before_kill
-    # At most one transaction in flight per connection when the server died.
-    assert len(cut_off) <= CONNECTIONS
+        acked_before_kill = sum(len(m.acked) for m in load)
+        cut_off = {m.index for m in load if m.unacked_attempts}
+        assert KILL_AFTER_ACKS <= acked_before_kill < MESSAGES, acked_before_kill
+        # At most one transaction in flight per connection when the server died.
+        assert len(cut_off) <= CONNECTIONS
 
-    # Phase 2: a fresh server; the clients retry everything that got no 250.
-    server = Smtpd(env)
-    try:
+        # Phase 2: the clients retry everything that got no 250, on a fresh server; with
+        # workers, on the same one, once the parent has replaced the killed worker.
+        if workers == 1:
+            server = Smtpd(env)
+        else:
+            assert server.wait_for(re.compile(r"^worker \d+ restarted")), server.text()
+            assert f"(pid {victim}) exited with status -9" in server.text()
         retry = [m for m in load if not m.acked]
         _join(_run_load(server.port, retry, Progress()))
         returncode = server.stop()
@@ -331,3 +303,8 @@ def test_sigkill_during_load_loses_no_acknowledged_message(
         .filter(n__gt=1)
     )
     assert InboundMessage.objects.filter(duplicate_of__isnull=True).count() == MESSAGES
+    if connection.vendor == "sqlite":
+        # Several processes wrote the file at once (--workers), and one was killed.
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA integrity_check")
+            assert cursor.fetchall() == [("ok",)]

@@ -25,12 +25,19 @@ from django_inbound_smtp.smtp.limits import AuthThrottle, SessionLimiter
 from django_inbound_smtp.smtp.protocol import InboundSMTP
 from django_inbound_smtp.tls import CertificateStore
 
-__all__ = ["InboundServer", "run_server"]
+__all__ = ["InboundServer", "run_server", "split_bind"]
 
 logger = logging.getLogger(__name__)
 
 # The greeting names no software version (nothing for a scanner to match on).
 GREETING_IDENT = "ESMTP"
+
+
+def split_bind(value: str) -> tuple[str, int]:
+    """A ``TLS_BIND`` / ``SUBMISSION_BIND`` value (``HOST:PORT``, ``[IPv6]:PORT``, or
+    ``:PORT`` on 127.0.0.1) as ``(host, port)``."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 class InboundServer:
@@ -42,7 +49,15 @@ class InboundServer:
         hostname: str | None = None,
         tls_certfile: str | None = None,
         tls_keyfile: str | None = None,
+        reuse_port: bool = False,
+        tls_bind: str | None = None,
+        submission_bind: str | None = None,
     ) -> None:
+        # Set by ``smtpd --workers``: every worker binds the same ports (SO_REUSEPORT),
+        # with the ports its parent picked for the listeners configured with port 0.
+        self.reuse_port = reuse_port
+        self._tls_bind = tls_bind
+        self._submission_bind = submission_bind
         # Resolved once: aiosmtpd would otherwise call getfqdn() for every connection.
         self.hostname = hostname or get_settings().HOSTNAME or socket.getfqdn()
         self.tls = CertificateStore(certfile=tls_certfile, keyfile=tls_keyfile)
@@ -112,26 +127,32 @@ class InboundServer:
         folders = await _bridge.message_folders()
         self.handler.spool_directory = folders[0]
         self.handler.free_space = FreeSpace(folders)
-        self._server = await loop.create_server(self._make_protocol, host=host, port=port)
+        self._server = await loop.create_server(
+            self._make_protocol, host=host, port=port, reuse_port=self.reuse_port
+        )
         bound = self._server.sockets[0].getsockname()
-        tls_bind = get_settings().TLS_BIND
+        tls_bind = get_settings().TLS_BIND if self._tls_bind is None else self._tls_bind
         if tls_bind:
-            tls_host, _, tls_port = tls_bind.rpartition(":")
+            tls_host, tls_port = split_bind(tls_bind)
             self._tls_server = await loop.create_server(
                 lambda: self._make_protocol(implicit_tls=True),
-                host=tls_host.strip("[]") or "127.0.0.1",
-                port=int(tls_port),
+                host=tls_host,
+                port=tls_port,
                 ssl=self.tls.context(),
+                reuse_port=self.reuse_port,
             )
             tls_bound = self._tls_server.sockets[0].getsockname()
             self.tls_address = (str(tls_bound[0]), int(tls_bound[1]))
-        submission_bind = get_settings().SUBMISSION_BIND
+        submission_bind = self._submission_bind
+        if submission_bind is None:
+            submission_bind = get_settings().SUBMISSION_BIND
         if submission_bind:
-            sub_host, _, sub_port = submission_bind.rpartition(":")
+            sub_host, sub_port = split_bind(submission_bind)
             self._submission_server = await loop.create_server(
                 lambda: self._make_protocol(submission=True),
-                host=sub_host.strip("[]") or "127.0.0.1",
-                port=int(sub_port),
+                host=sub_host,
+                port=sub_port,
+                reuse_port=self.reuse_port,
             )
             sub_bound = self._submission_server.sockets[0].getsockname()
             self.submission_address = (str(sub_bound[0]), int(sub_bound[1]))
@@ -265,10 +286,21 @@ async def run_server(
     tls_certfile: str | None = None,
     tls_keyfile: str | None = None,
     on_ready: Callable[[InboundServer, str, int], None] | None = None,
+    reuse_port: bool = False,
+    tls_bind: str | None = None,
+    submission_bind: str | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then stop cleanly. A second signal skips the grace;
-    SIGHUP re-reads the TLS certificate and key."""
-    server = InboundServer(hostname=hostname, tls_certfile=tls_certfile, tls_keyfile=tls_keyfile)
+    SIGHUP re-reads the TLS certificate and key. ``reuse_port``, ``tls_bind`` and
+    ``submission_bind`` are for ``smtpd --workers`` (see :class:`InboundServer`)."""
+    server = InboundServer(
+        hostname=hostname,
+        tls_certfile=tls_certfile,
+        tls_keyfile=tls_keyfile,
+        reuse_port=reuse_port,
+        tls_bind=tls_bind,
+        submission_bind=submission_bind,
+    )
     bound_host, bound_port = await server.start(host, port)
     stop = asyncio.Event()
     signals_seen = 0

@@ -5,17 +5,24 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import re
+import socket
 import sys
-from argparse import ArgumentParser
+import threading
+from argparse import SUPPRESS, ArgumentParser, ArgumentTypeError
+from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from django_inbound_smtp import _db
 from django_inbound_smtp.conf import get_settings
-from django_inbound_smtp.smtp.server import InboundServer, run_server
+from django_inbound_smtp.smtp import workers
+from django_inbound_smtp.smtp._worker import ParentChannel, label_logs
+from django_inbound_smtp.smtp.server import InboundServer, run_server, split_bind
 
 _ADDRPORT = re.compile(r"^(?:\[(?P<ipv6>[^\]]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d+)$")
 
@@ -52,49 +59,212 @@ class Command(BaseCommand):
         parser.add_argument(
             "--tls-key", help="PEM private key for STARTTLS (overrides TLS_KEYFILE)."
         )
+        parser.add_argument(
+            "--workers",
+            type=_worker_count,
+            default=1,
+            help="Worker processes sharing the port (SO_REUSEPORT, Linux); 'auto' is one "
+            "per core. Default 1: this process serves.",
+        )
+        # Internal: how the parent of `--workers N` starts each worker.
+        for internal in ("--worker-index", "--worker-channel"):
+            parser.add_argument(internal, type=int, help=SUPPRESS)
+        for internal in ("--tls-bind", "--submission-bind"):
+            parser.add_argument(internal, help=SUPPRESS)
 
     def handle(self, *args: Any, **options: Any) -> None:
         host, port = parse_addrport(options["addrport"] or get_settings().BIND)
         if options["verbosity"] > 1:
             logging.getLogger("django_inbound_smtp").setLevel(logging.DEBUG)
+        if bool(options["tls_cert"]) != bool(options["tls_key"]):
+            raise CommandError("--tls-cert and --tls-key go together.")
+        if options["worker_index"] is not None:
+            self._serve_as_worker(host, port, options)  # its parent ran the checks
+            return
         if not options["skip_checks"]:
             self.stdout.write("Performing system checks...")
             self.check(display_num_errors=True)
         self.check_migrations()
         # The checks opened connections in this thread; the server does its database
-        # work in another one.
+        # work in another one (or in other processes).
         connections.close_all()
-        # A daemon: connections stay open while usable, whatever CONN_MAX_AGE says.
-        _db.keep_connections_open()
 
-        if bool(options["tls_cert"]) != bool(options["tls_key"]):
-            raise CommandError("--tls-cert and --tls-key go together.")
-
-        def ready(server: InboundServer, bound_host: str, bound_port: int) -> None:
-            lines = [f"Inbound SMTP server listening on {_shown(bound_host, bound_port)}"]
-            if server.tls.context() is not None:
-                lines[0] += " (STARTTLS offered)"
-            if server.tls_address is not None:
-                lines.append(f"Implicit TLS listening on {_shown(*server.tls_address)}")
-            lines.append("Quit with CONTROL-C.")
-            self.stdout.write("\n".join(lines))
-            self.stdout.flush()
-
-        try:
-            asyncio.run(
-                run_server(
-                    host,
-                    port,
-                    hostname=options["hostname"],
-                    tls_certfile=options["tls_cert"],
-                    tls_keyfile=options["tls_key"],
-                    on_ready=ready,
-                )
-            )
-        except OSError as error:
-            raise CommandError(_bind_error(host, port, error)) from error
+        if options["workers"] > 1:
+            self._supervise(host, port, options)
+        else:
+            self._serve(host, port, options)
         self.stdout.write("Inbound SMTP server stopped.")
         sys.stdout.flush()
+
+    def _serve(self, host: str, port: int, options: dict[str, Any]) -> None:
+        def ready(server: InboundServer, bound_host: str, bound_port: int) -> None:
+            self._banner(
+                bound_host,
+                bound_port,
+                starttls=server.tls.context() is not None,
+                tls_address=server.tls_address,
+            )
+
+        _run(host, port, options, on_ready=ready)
+
+    def _banner(
+        self,
+        host: str,
+        port: int,
+        *,
+        starttls: bool,
+        tls_address: tuple[str, int] | None,
+        pids: list[int] | None = None,
+    ) -> None:
+        notes = ["STARTTLS offered"] if starttls else []
+        if pids:
+            notes.append(f"{len(pids)} workers")
+        lines = [f"Inbound SMTP server listening on {_shown(host, port)}"]
+        if notes:
+            lines[0] += f" ({', '.join(notes)})"
+        if pids:
+            lines.append(f"Worker pids: {', '.join(map(str, pids))}")
+        if tls_address is not None:
+            lines.append(f"Implicit TLS listening on {_shown(*tls_address)}")
+        lines.append("Quit with CONTROL-C.")
+        self.stdout.write("\n".join(lines))
+        self.stdout.flush()
+
+    def _supervise(self, host: str, port: int, options: dict[str, Any]) -> None:
+        if not hasattr(socket, "SO_REUSEPORT"):
+            raise CommandError("--workers needs SO_REUSEPORT, which this system lacks.")
+        if threading.current_thread() is not threading.main_thread():
+            # The parent's whole job hangs on signals, which only the main thread gets.
+            raise CommandError("--workers needs the main thread (it handles the signals).")
+        reserved: list[socket.socket] = []
+        try:
+            port = _reserve(reserved, host, port)
+            binds = {
+                name: _reserve_bind(reserved, value)
+                for name, value in (
+                    ("--tls-bind", get_settings().TLS_BIND),
+                    ("--submission-bind", get_settings().SUBMISSION_BIND),
+                )
+                if value
+            }
+            entry = workers.entry_point("smtpd")
+            passed = [
+                (flag, options[key])
+                for flag, key in (
+                    ("--hostname", "hostname"),
+                    ("--tls-cert", "tls_cert"),
+                    ("--tls-key", "tls_key"),
+                    ("--pythonpath", "pythonpath"),
+                )
+                if options.get(key)
+            ] + list(binds.items())
+
+            def command(index: int, channel: int) -> list[str]:
+                args = [*entry, "smtpd", _shown(host, port)]
+                args += ["--worker-index", str(index), "--worker-channel", str(channel)]
+                args += ["--verbosity", str(options["verbosity"])]
+                return args + [part for pair in passed for part in pair]
+
+            def ready(started: list[workers.Worker]) -> None:
+                report = started[0].report
+                tls_address = report["tls_address"]
+                self._banner(
+                    *report["address"],
+                    starttls=report["starttls"],
+                    tls_address=tuple(tls_address) if tls_address else None,
+                    pids=[worker.pid for worker in started],
+                )
+
+            # The settings module as this process resolved it (--settings included).
+            env = {**os.environ, "DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE}
+            supervisor = workers.Supervisor(count=options["workers"], command=command, env=env)
+            try:
+                asyncio.run(supervisor.run(ready))
+            except workers.StartupFailed as error:
+                raise CommandError(str(error)) from error
+        finally:
+            for sock in reserved:
+                sock.close()
+
+    def _serve_as_worker(self, host: str, port: int, options: dict[str, Any]) -> None:
+        channel = ParentChannel(options["worker_channel"])
+        label_logs(options["worker_index"])
+
+        def ready(server: InboundServer, bound_host: str, bound_port: int) -> None:
+            channel.ready(
+                {
+                    "pid": os.getpid(),
+                    "address": [bound_host, bound_port],
+                    "starttls": server.tls.context() is not None,
+                    "tls_address": server.tls_address,
+                }
+            )
+
+        try:
+            _run(
+                host,
+                port,
+                options,
+                on_ready=ready,
+                reuse_port=True,
+                tls_bind=options["tls_bind"],
+                submission_bind=options["submission_bind"],
+            )
+        except CommandError as error:
+            # The parent says it once, as its own error, and stops the other workers.
+            channel.failed(str(error))
+            raise SystemExit(1) from error
+        finally:
+            channel.close()
+
+
+def _run(
+    host: str,
+    port: int,
+    options: dict[str, Any],
+    *,
+    on_ready: Callable[[InboundServer, str, int], None],
+    **listen: Any,
+) -> None:
+    # A daemon (a single smtpd, or each worker): connections stay open while usable,
+    # whatever CONN_MAX_AGE says. The parent of workers has none to keep.
+    _db.keep_connections_open()
+    try:
+        asyncio.run(
+            run_server(
+                host,
+                port,
+                hostname=options["hostname"],
+                tls_certfile=options["tls_cert"],
+                tls_keyfile=options["tls_key"],
+                on_ready=on_ready,
+                **listen,
+            )
+        )
+    except OSError as error:
+        raise CommandError(_bind_error(host, port, error)) from error
+
+
+def _worker_count(value: str) -> int:
+    if value == "auto":
+        return workers.cpu_count()
+    if not value.isdigit() or int(value) < 1:
+        raise ArgumentTypeError(f"{value!r} is not a number of workers (1, 2, … or auto)")
+    return int(value)
+
+
+def _reserve(reserved: list[socket.socket], host: str, port: int) -> int:
+    try:
+        sockets = workers.reserve(host, port)
+    except OSError as error:
+        raise CommandError(_bind_error(host, port, error)) from error
+    reserved += sockets
+    return int(sockets[0].getsockname()[1])
+
+
+def _reserve_bind(reserved: list[socket.socket], value: str) -> str:
+    host, port = split_bind(value)
+    return _shown(host, _reserve(reserved, host, port))
 
 
 def _shown(host: str, port: int) -> str:
