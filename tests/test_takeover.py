@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import smtplib
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def _statuses() -> dict[str, int]:
     return counts
 
 
-def _wait(condition, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+def _wait(condition: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():

@@ -28,7 +28,7 @@ from django_inbound_smtp.envelope import (
 )
 from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
 from django_inbound_smtp.parsing import MAX_HEADER_BLOCK
-from django_inbound_smtp.smtp import _bridge, _checks
+from django_inbound_smtp.smtp import _bridge, sender_checks
 from django_inbound_smtp.smtp._diskspace import FreeSpace, declared_size
 from django_inbound_smtp.smtp._intake import discard_spool, run_to_the_end
 from django_inbound_smtp.smtp._trace import new_queue_id, received_header, sanitize_helo
@@ -177,7 +177,7 @@ class InboundHandler:
         if helo_syntax_error(hostname):
             return [str(replies.BAD_HELO)]  # host_name stays unset: MAIL needs a new EHLO
         session.host_name = hostname
-        _checks.start(session, _peer(session)[0])
+        sender_checks.start(session, _peer(session)[0])
         # We send RFC 3463 codes on every reply, so say so (RFC 2034); pipelined commands
         # are answered in order (RFC 2920; our DATA reader hands back what follows the
         # end of data). An MX offers no AUTH: drop aiosmtpd's AUTH line when it lists no
@@ -194,7 +194,7 @@ class InboundHandler:
         if helo_syntax_error(hostname):
             return str(replies.BAD_HELO)
         session.host_name = hostname
-        _checks.start(session, _peer(session)[0])
+        sender_checks.start(session, _peer(session)[0])
         return f"250 {self.hostname}"
 
     async def handle_MAIL(
@@ -214,7 +214,7 @@ class InboundHandler:
                 # RFC 5321 §4.5.3.1.10 / RFC 1870: temporary, the client retries later.
                 logger.warning("refusing MAIL: free disk space is below MIN_FREE_SPACE")
                 return str(replies.INSUFFICIENT_STORAGE)
-            refusal = await _checks.at_mail(
+            refusal = await sender_checks.at_mail(
                 session,
                 envelope,
                 mail_from="" if address == NULL_SENDER else address,
@@ -349,7 +349,7 @@ class InboundHandler:
     ) -> tuple[dict[str, Any] | None, replies.Reply | None]:
         """The DATA-phase sender checks; our Authentication-Results goes on top of the
         stored message and a forged one is renamed (RFC 8601 §5)."""
-        rewrite, header, record, refusal = await _checks.at_data(
+        rewrite, header, record, refusal = await sender_checks.at_data(
             envelope,
             spool,
             authserv_id=get_settings().AUTHSERV_ID or self.hostname,
