@@ -59,18 +59,6 @@ def _limits() -> ParseLimits:
     )
 
 
-_FIELDS = (
-    "parse_error",
-    "defects",
-    "headers",
-    "addresses",
-    "in_reply_to",
-    "references",
-    "text",
-    "html",
-)
-
-
 def _fields(parsed: ParsedMessage) -> dict[str, Any]:
     return {
         "parse_error": storable(parsed.error),
@@ -190,24 +178,20 @@ def extract_many(messages: list[InboundMessage]) -> Extraction:
 
 def _write(parsed: list[tuple[InboundMessage, dict[str, Any], list[Attachment]]]) -> set[int]:
     now = timezone.now()
-    pks = [message.pk for message, _fields, _rows in parsed]
+    first: set[int] = set()
     with transaction.atomic(using=router.db_for_write(InboundMessage)):
-        # Only rows nobody parsed meanwhile (a lease taken over): attachments once.
-        first = set(
-            InboundMessage.objects.select_for_update()
-            .filter(pk__in=pks, parsed_at__isnull=True)
-            .values_list("pk", flat=True)
-        )
-        updated = []
         for message, fields, _rows in parsed:
-            if message.pk in first:
+            # Only a row nobody parsed meanwhile (a lease taken over): attachments once.
+            # One plain UPDATE a message: far cheaper to build than bulk_update's CASE
+            # per field, and the condition is the guard (no SELECT ... FOR UPDATE).
+            if InboundMessage.objects.filter(pk=message.pk, parsed_at__isnull=True).update(
+                parsed_at=now, **fields
+            ):
+                first.add(message.pk)
                 for key, value in fields.items():
                     setattr(message, key, value)
                 message.parsed_at = now
-                updated.append(message)
-        if updated:
-            InboundMessage.objects.bulk_update(updated, [*_FIELDS, "parsed_at"])
-            Attachment.objects.bulk_create(
-                [row for message, _f, rows in parsed if message.pk in first for row in rows]
-            )
+        rows = [row for message, _f, rows in parsed if message.pk in first for row in rows]
+        if rows:
+            Attachment.objects.bulk_create(rows)
     return first

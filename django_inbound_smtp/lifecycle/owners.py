@@ -44,7 +44,12 @@ def _host() -> str:
 
 def process_owner() -> str:
     """This process: ``inline:<host>:<pid>:<start time>``."""
-    pid = os.getpid()
+    return _owner_of(os.getpid())
+
+
+@functools.cache
+def _owner_of(pid: int) -> str:
+    # Cached per pid: a forked child gets its own entry, and /proc is read once.
     return f"{_PREFIX}:{_host()}:{pid}:{_start_ticks(pid) or '0'}"
 
 
