@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from asgiref.sync import async_to_sync, sync_to_async
 
 from django_inbound_smtp import store, validators
+from django_inbound_smtp._db import unit_of_work
 from django_inbound_smtp.envelope import ReceivedEnvelope, RecipientContext
 from django_inbound_smtp.lifecycle import process as processing
 from django_inbound_smtp.lifecycle import schedule
@@ -139,8 +140,15 @@ def deliver(
 
 async def adeliver(message: MessageLike, **options: Any) -> InboundMessage:
     """:func:`deliver` for async tests. It runs in Django's sync thread, which has its
-    own database connection: use a transactional test database."""
-    return await sync_to_async(deliver)(message, **options)
+    own database connection: use a transactional test database. That connection is
+    closed afterwards as a request's would be (``CONN_MAX_AGE``), so it cannot keep the
+    test database from being dropped at the end of the session."""
+    return await sync_to_async(_deliver_and_tidy)(message, **options)
+
+
+def _deliver_and_tidy(message: MessageLike, **options: Any) -> InboundMessage:
+    with unit_of_work():
+        return deliver(message, **options)
 
 
 @contextmanager
