@@ -120,13 +120,16 @@ def test_smtpd_serves_then_stops_cleanly_on_sigterm(transactional_db) -> None:
 
 
 @pytest.mark.integration
-def test_smtpd_bind_error_is_one_sentence(transactional_db) -> None:
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one-process", "workers"])
+def test_smtpd_bind_error_is_one_sentence(transactional_db, workers: list[str]) -> None:
+    # With --workers the parent finds the port taken before any worker starts.
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "django", "smtpd", f"127.0.0.1:{port}", "--skip-checks"],
+            [sys.executable, "-m", "django", "smtpd", f"127.0.0.1:{port}", "--skip-checks"]
+            + workers,
             cwd=ROOT,
             env=subprocess_env(),
             capture_output=True,

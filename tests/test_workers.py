@@ -169,25 +169,6 @@ def test_a_worker_that_cannot_start_fails_the_command_once(transactional_db, tmp
     assert "listening" not in result.stdout
 
 
-def test_a_port_in_use_is_one_sentence_before_any_worker_starts(transactional_db) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "django", "smtpd", f"127.0.0.1:{port}", "--skip-checks"]
-            + ["--workers", "2"],
-            cwd=ROOT,
-            env=subprocess_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert result.returncode == 1
-    assert f"CommandError: 127.0.0.1:{port} is already in use by another process." in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def test_a_port_shared_by_another_smtpd_is_refused(transactional_db) -> None:
     # A second `smtpd --workers` must not quietly join the first one's port: the kernel
     # would allow it (same user, SO_REUSEPORT on both), the parent's probe does not.
