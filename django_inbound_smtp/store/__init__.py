@@ -203,6 +203,7 @@ def _commit(items: list[_Item], hook: _Hook, *, last_try: bool) -> None:
         return
     using = router.db_for_write(InboundMessage)
     committed: list[int] = []
+    at_commit: list[int] = []  # set: the body ran, only the COMMIT itself can fail now
     try:
         with transaction.atomic(using=using):
             _insert(group, queued_by=hook.queued_by)
@@ -212,14 +213,18 @@ def _commit(items: list[_Item], hook: _Hook, *, last_try: bool) -> None:
                 # robust: after the commit the message is ours and the reply is 250,
                 # whatever scheduling its processing does (the sweeper catches up).
                 transaction.on_commit(partial(hook.on_commit, originals), using=using, robust=True)
+            at_commit.append(1)
     except Exception as error:
         if not committed:
-            _failed(group, error, last_try=last_try)
+            if at_commit and (last_try or len(group) == 1):
+                _commit_unknown(group, error)
+            else:
+                _failed(group, error, last_try=last_try)
             return
         # Committed means stored: each client gets its 250 (RFC 5321 §4.2.5).
         logger.exception("error after storing a batch of %d", len(group))
     except BaseException:
-        if not committed:
+        if not committed and not at_commit:  # a COMMIT cut short may have happened
             for item in group:
                 if item.name:
                     files.discard(item.name)
@@ -241,6 +246,20 @@ def _failed(group: list[_Item], error: Exception, *, last_try: bool) -> None:
         return
     for item in group:
         if item.name:
+            files.discard(item.name)
+        item.name, item.outcome = "", error
+
+
+def _commit_unknown(group: list[_Item], error: Exception) -> None:
+    """The COMMIT failed without a reply (a dropped connection): it may have happened.
+    A row that is there is stored (its client gets 250); a file is removed only when
+    its row is known not to be there (unknown: the orphan sweeper decides later)."""
+    stored = _stored(group)
+    for item in group:
+        if stored is not None and item.envelope.queue_id in stored:
+            item.outcome = stored[item.envelope.queue_id]
+            continue
+        if item.name and stored is not None:
             files.discard(item.name)
         item.name, item.outcome = "", error
 
