@@ -6,6 +6,7 @@ COMMIT, lets the server commit it, then cuts both sockets before the reply."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -39,7 +40,10 @@ class CommitCutter:
 
     def _accept(self) -> None:
         while True:
-            client, _ = self.listener.accept()
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
             server = socket.create_connection(self.target)
             pair = threading.Event()
             threading.Thread(target=self._pump, args=(client, server, pair), daemon=True).start()
@@ -64,6 +68,11 @@ class CommitCutter:
                 dst.sendall(chunk)
         except OSError:
             pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
 
 
 @pytest.fixture
@@ -78,6 +87,7 @@ def cutter():
     yield proxy
     connection.close()
     settings["PORT"] = old
+    proxy.listener.close()
 
 
 def test_single_message_commit_reply_lost(cutter: CommitCutter) -> None:
