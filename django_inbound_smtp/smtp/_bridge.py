@@ -189,6 +189,10 @@ class GroupCommitter:
                 _settle(future, _as_exception(error))
             self._queue.clear()
             raise
+        finally:
+            # Now, in the step that found the queue empty: the done callback runs a loop
+            # turn later, and a message queued in between would find no writer coming.
+            self._writing.discard(asyncio.current_task())  # type: ignore[arg-type]
 
 
 def _as_exception(error: BaseException) -> Exception:
