@@ -33,7 +33,8 @@ class CommitCutter:
         self.target = (host, port)
         self.armed = threading.Event()
         self.cut = threading.Event()
-        self.pairs: dict = {}
+        self.late = 0.0  # > 0: the COMMIT reaches the server this long after the cut
+        self.pairs: dict[socket.socket, threading.Event] = {}
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -60,6 +61,9 @@ class CommitCutter:
                     self.armed.clear()
                     mine.set()
                     self.cut.set()
+                    if self.late:  # the client sees the cut first; the commit happens later
+                        src.shutdown(socket.SHUT_RDWR)
+                        time.sleep(self.late)
                     dst.sendall(chunk)
                     time.sleep(0.3)  # the server commits; its reply never arrives
                     for s in (src, dst):
@@ -101,6 +105,25 @@ def test_single_message_commit_reply_lost(cutter: CommitCutter) -> None:
         print("4xx because of", repr(error))
     assert cutter.cut.is_set()
     row = InboundMessage.objects.get(queue_id="QLOST1")  # the COMMIT did happen
+    assert answered in (None, row.pk)
+    path = Path(storages["default"].path(row.raw_file))
+    assert path.exists(), "a committed row points at a discarded file: the message is lost"
+
+
+def test_single_message_commit_lands_after_the_cut(cutter: CommitCutter) -> None:
+    # As with synchronous replication: the client loses the connection while the
+    # server is still committing; a query on a new connection does not see the row yet.
+    mailbox = Mailbox.objects.get_or_create(address="user@our.test")[0]
+    rcpt = (ResolvedRecipient(address="user@our.test", mailbox_id=mailbox.pk),)
+    cutter.late = 1.0
+    cutter.armed.set()
+    try:
+        answered = store.store_message(received_envelope("QLATE1", recipients=rcpt), CONTENT)
+    except Exception as error:
+        answered = None
+        print("4xx because of", repr(error))
+    time.sleep(1.5)
+    row = InboundMessage.objects.get(queue_id="QLATE1")
     assert answered in (None, row.pk)
     path = Path(storages["default"].path(row.raw_file))
     assert path.exists(), "a committed row points at a discarded file: the message is lost"

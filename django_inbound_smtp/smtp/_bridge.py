@@ -192,7 +192,9 @@ class GroupCommitter:
         finally:
             # Now, in the step that found the queue empty: the done callback runs a loop
             # turn later, and a message queued in between would find no writer coming.
-            self._writing.discard(asyncio.current_task())  # type: ignore[arg-type]
+            current = asyncio.current_task()
+            if current is not None:
+                self._writing.discard(current)
 
 
 def _as_exception(error: BaseException) -> Exception:
