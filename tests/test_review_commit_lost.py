@@ -19,6 +19,7 @@ from django.db import connection
 from django_inbound_smtp import store
 from django_inbound_smtp.envelope import ResolvedRecipient
 from django_inbound_smtp.models import InboundMessage, Mailbox
+from django_inbound_smtp.spool import Spool
 from tests.helpers import received_envelope
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -127,3 +128,28 @@ def test_single_message_commit_lands_after_the_cut(cutter: CommitCutter) -> None
     assert answered in (None, row.pk)
     path = Path(storages["default"].path(row.raw_file))
     assert path.exists(), "a committed row points at a discarded file: the message is lost"
+
+
+def _spool(n: int) -> Spool:
+    spool = Spool(None, memory_limit=1 << 20, head_limit=1 << 16)
+    spool.add(b"Subject: batch %d\r\n\r\nbody %d\r\n" % (n, n))
+    spool.finish()
+    return spool
+
+
+@pytest.mark.parametrize("late", [0.0, 1.0])
+def test_a_batch_whose_commit_reply_is_lost(cutter: CommitCutter, late: float) -> None:
+    mailbox = Mailbox.objects.get_or_create(address="user@our.test")[0]
+    rcpt = (ResolvedRecipient(address="user@our.test", mailbox_id=mailbox.pk),)
+    batch = [(received_envelope(f"QB{n}", recipients=rcpt), _spool(n)) for n in range(3)]
+    cutter.late = late
+    cutter.armed.set()
+    outcomes = store.store_batch(batch)
+    time.sleep(late + 0.5)
+    rows = {m.queue_id: m for m in InboundMessage.objects.all()}
+    assert set(rows) == {"QB0", "QB1", "QB2"}  # the first COMMIT happened
+    for (envelope, _), outcome in zip(batch, outcomes, strict=True):
+        row = rows[envelope.queue_id]
+        assert outcome == row.pk or isinstance(outcome, Exception)  # 250 or 4xx, never wrong
+        assert Path(storages["default"].path(row.raw_file)).exists()
+    print("outcomes", outcomes)
