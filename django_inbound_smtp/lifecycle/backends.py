@@ -95,13 +95,21 @@ class _Workers:
                     self._queue.append(pk)
             waiting_batches = -(-len(self._queue) // self._batch)
             while self._running < self._threads and self._running - self._busy < waiting_batches:
-                self._running += 1
-                threading.Thread(
+                thread = threading.Thread(
                     target=self._run,
                     args=(self._generation,),
                     name="inbound-smtp-process",
                     daemon=True,
-                ).start()
+                )
+                try:
+                    thread.start()
+                except RuntimeError:
+                    # Out of threads for now: the pks stay queued for the next put() (a
+                    # new message, the sweeper); counting a thread that never ran would
+                    # stop this queue for the life of the process.
+                    logger.exception("could not start a processing thread")
+                    break
+                self._running += 1  # the thread waits for this lock before it looks
             self._changed.notify_all()
 
     def _run(self, generation: int) -> None:

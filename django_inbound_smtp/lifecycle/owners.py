@@ -38,8 +38,18 @@ def _start_ticks(pid: int) -> str | None:
 
 @functools.cache
 def _host() -> str:
+    # Where a pid means one process: this kernel (boot id) and this pid namespace. A
+    # hostname alone is not that: two containers (or cloned machines) may share one,
+    # and a pid from the other would be looked up here and found "dead".
     # ":" separates the parts of an owner; a hostname never holds one, but be sure.
-    return socket.gethostname().replace(":", "_")
+    name = socket.gethostname().replace(":", "_")
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as boot:
+            kernel = boot.read().strip()[:8]
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return name
+    return f"{name}~{kernel}~{namespace}"
 
 
 def process_owner() -> str:

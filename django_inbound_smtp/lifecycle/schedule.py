@@ -181,30 +181,38 @@ def _sweep_abandoned(lease_cutoff: datetime, max_attempts: int) -> int:
 def _sweep_dead_local(max_attempts: int) -> int:
     """Messages held by an ``smtpd`` process of this host that no longer exists (killed,
     crashed, restarted): taken over at once, without waiting for a lease to expire.
-    A holder on another host is left to its lease."""
-    held = (
-        InboundMessage.objects.filter(
-            status__in=[Status.RECEIVED, Status.PROCESSING],
-            claimed_by__startswith=owners.local_prefix(),
-        )
-        .values_list("pk", "status", "claimed_by", "attempts")
-        .order_by("pk")[:SWEEP_BATCH]
+    A holder on another host is left to its lease. The messages of live processes are
+    left out of the query once seen, so a long queue in a live process never hides
+    what a dead one left."""
+    local = InboundMessage.objects.filter(
+        status__in=[Status.RECEIVED, Status.PROCESSING],
+        claimed_by__startswith=owners.local_prefix(),
     )
     verdicts: dict[str, bool] = {}
     count = 0
-    for pk, status, claimed_by, attempts in held:
-        process = owners.process_of(claimed_by)
-        if process is None:
-            continue
-        if process not in verdicts:
-            verdicts[process] = owners.is_dead_local(process)
-        if not verdicts[process]:
-            continue
-        if status == Status.PROCESSING and attempts >= max_attempts:
-            _give_up(pk, attempts, status=status, claimed_by=claimed_by)
-            continue
-        count += len(_requeue([pk], status=status, claimed_by=claimed_by))
-    return count
+    while True:
+        held = local
+        for live in [name for name, dead in verdicts.items() if not dead]:
+            held = held.exclude(claimed_by=live).exclude(claimed_by__startswith=f"{live}:")
+        rows = list(
+            held.values_list("pk", "status", "claimed_by", "attempts").order_by("pk")[:SWEEP_BATCH]
+        )
+        known = len(verdicts)
+        for pk, status, claimed_by, attempts in rows:
+            process = owners.process_of(claimed_by)
+            if process is None:
+                continue
+            if process not in verdicts:
+                verdicts[process] = owners.is_dead_local(process)
+            if not verdicts[process]:
+                continue
+            if status == Status.PROCESSING and attempts >= max_attempts:
+                _give_up(pk, attempts, status=status, claimed_by=claimed_by)
+                continue
+            count += len(_requeue([pk], status=status, claimed_by=claimed_by))
+        # Another page only when this one found a live holder to leave out next time.
+        if len(rows) < SWEEP_BATCH or len(verdicts) == known or count >= SWEEP_BATCH:
+            return count
 
 
 def sweep() -> int:

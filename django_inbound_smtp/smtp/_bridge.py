@@ -189,6 +189,12 @@ class GroupCommitter:
                 _settle(future, _as_exception(error))
             self._queue.clear()
             raise
+        finally:
+            # Now, in the step that found the queue empty: the done callback runs a loop
+            # turn later, and a message queued in between would find no writer coming.
+            current = asyncio.current_task()
+            if current is not None:
+                self._writing.discard(current)
 
 
 def _as_exception(error: BaseException) -> Exception:

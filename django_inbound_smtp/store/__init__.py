@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from django.db import IntegrityError, router, transaction
+from django.db import IntegrityError, connections, router, transaction
 
 from django_inbound_smtp._db import unit_of_work
 from django_inbound_smtp.envelope import ReceivedEnvelope
@@ -203,6 +203,7 @@ def _commit(items: list[_Item], hook: _Hook, *, last_try: bool) -> None:
         return
     using = router.db_for_write(InboundMessage)
     committed: list[int] = []
+    at_commit: list[int] = []  # set: the body ran, only the COMMIT itself can fail now
     try:
         with transaction.atomic(using=using):
             _insert(group, queued_by=hook.queued_by)
@@ -212,14 +213,18 @@ def _commit(items: list[_Item], hook: _Hook, *, last_try: bool) -> None:
                 # robust: after the commit the message is ours and the reply is 250,
                 # whatever scheduling its processing does (the sweeper catches up).
                 transaction.on_commit(partial(hook.on_commit, originals), using=using, robust=True)
+            at_commit.append(1)
     except Exception as error:
         if not committed:
-            _failed(group, error, last_try=last_try)
+            if at_commit and _reply_lost(error, using):
+                _commit_unknown(group, error, retry=len(group) > 1 and not last_try)
+            else:
+                _failed(group, error, last_try=last_try)
             return
         # Committed means stored: each client gets its 250 (RFC 5321 §4.2.5).
         logger.exception("error after storing a batch of %d", len(group))
     except BaseException:
-        if not committed:
+        if not committed and not at_commit:  # an interrupted COMMIT may have happened
             for item in group:
                 if item.name:
                     files.discard(item.name)
@@ -243,6 +248,35 @@ def _failed(group: list[_Item], error: Exception, *, last_try: bool) -> None:
         if item.name:
             files.discard(item.name)
         item.name, item.outcome = "", error
+
+
+def _reply_lost(error: Exception, using: str) -> bool:
+    """Whether a failed COMMIT may have happened all the same. Not when the server
+    answered it with an error (a deferred constraint: SQLSTATE set; rolled back), nor
+    on SQLite (a library in this process: a failed commit did not happen). When the
+    reply was lost (a dropped connection: no SQLSTATE), it may have."""
+    if connections[using].vendor == "sqlite":
+        return False
+    cause = error.__cause__ or error
+    return not (getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None))
+
+
+def _commit_unknown(group: list[_Item], error: Exception, *, retry: bool) -> None:
+    """The COMMIT failed without a reply (a dropped connection): it may have happened,
+    or may still happen (a server waiting for a replica commits after the client is
+    gone, so a query now can miss it). A row that is there is stored (its client gets
+    250). No file is removed here: the orphan sweeper removes it later if no row
+    points at it; removing it now could leave a committed row without its file."""
+    stored = _stored(group)
+    for item in group:
+        if stored is not None and item.envelope.queue_id in stored:
+            item.outcome = stored[item.envelope.queue_id]
+            continue
+        item.name = ""  # kept on disk (see above)
+        if retry:
+            item.again = True
+        else:
+            item.outcome = error
 
 
 def _insert(group: list[_Item], *, queued_by: str) -> None:
