@@ -129,9 +129,9 @@ DEFAULTS: Mapping[str, Any] = {
     # our background threads would otherwise get Celery's unconfigured fallback app.
     "CELERY_APP": None,
     # Threads (each with its own database connection) that do smtpd's database work:
-    # recipient lookups, storing batches, AUTH. "auto": 1 on SQLite (one writer at a
-    # time; more threads would only queue on its lock), 4 on other databases, so one
-    # batch's commit and fsyncs overlap the next one's inserts.
+    # recipient lookups, storing batches (one at a time: group commit), AUTH, directory
+    # reloads. "auto": 1 on SQLite (one writer at a time; more threads would only queue
+    # on its lock), 4 on other databases, so lookups never wait behind a commit.
     "DATABASE_THREADS": "auto",
     # Threads that run inline processing, or send Celery tasks, in each process.
     "PROCESSING_CONCURRENCY": 4,
