@@ -33,7 +33,7 @@ from django.utils import timezone
 from django_inbound_smtp._db import unit_of_work
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.lifecycle import leases, owners
-from django_inbound_smtp.lifecycle.extract import extract_many
+from django_inbound_smtp.lifecycle.extract import LARGE_MESSAGE, extract_many
 from django_inbound_smtp.lifecycle.notify import notify
 from django_inbound_smtp.models import InboundMessage, InboundRecipient
 
@@ -115,15 +115,19 @@ def process_batch(pks: Sequence[int], *, owner: str) -> dict[int, Outcome]:
     outcomes: dict[int, Outcome] = {}
     with unit_of_work():
         messages = claim_many(pks, execution=execution)
+        claimed = [(message.pk, message.queue_id) for message in messages]
+        errors: dict[int, list[BaseException]] = {}
         with leases.keeper().holding(execution):
-            # Receivers find the parsed fields and attachments (or parse_error) in place.
-            extraction = extract_many(messages)
-            errors: dict[int, list[BaseException]] = {
-                message.pk: [extraction.failures[message.pk]]
-                if message.pk in extraction.failures
-                else notify(message)
-                for message in messages
-            }
+            while messages:
+                # By size: a batch of large messages is parsed, and held parsed for its
+                # receivers, a few at a time (LARGE_MESSAGE of raw bytes), not all at once.
+                chunk = _take_chunk(messages)
+                # Receivers find the parsed fields and attachments (or parse_error) in place.
+                extraction = extract_many(chunk)
+                for message in chunk:
+                    failure = extraction.failures.get(message.pk)
+                    errors[message.pk] = [failure] if failure else notify(message)
+                del chunk, extraction
         now = timezone.now()
         recorded = _record(execution, errors, now)
         unclaimed = [pk for pk in pks if pk not in errors]
@@ -134,22 +138,29 @@ def process_batch(pks: Sequence[int], *, owner: str) -> dict[int, Outcome]:
             if unclaimed
             else []
         )
-    for message in messages:
-        pk = message.pk
+    for pk, queue_id in claimed:
         if pk not in recorded:
             logger.warning("processing of %s outlived its lease; another worker took over", pk)
             outcomes[pk] = Outcome.LOST
             continue
         outcomes[pk] = Outcome.FAILED if errors[pk] else Outcome.PROCESSED
-        logger.info(
-            "processed %s: %s",
-            message.queue_id,
-            outcomes[pk].value,
-            extra={"queue_id": message.queue_id},
-        )
+        logger.info("processed %s: %s", queue_id, outcomes[pk].value, extra={"queue_id": queue_id})
     for pk in unclaimed:
         outcomes[pk] = Outcome.BUSY if pk in busy else Outcome.SKIPPED
     return outcomes
+
+
+def _take_chunk(messages: list[InboundMessage]) -> list[InboundMessage]:
+    """Take from the front of ``messages`` as many as fit in ``LARGE_MESSAGE`` bytes
+    (at least one)."""
+    size, count = 0, 0
+    for message in messages:
+        if count and size + message.size > LARGE_MESSAGE:
+            break
+        size, count = size + message.size, count + 1
+    chunk = messages[:count]
+    del messages[:count]
+    return chunk
 
 
 def _record(execution: str, errors: dict[int, list[BaseException]], now: datetime) -> set[int]:
