@@ -1,4 +1,4 @@
-"""Admin: editable mailboxes; read-only messages with a safe detail view and raw download.
+"""Admin for received messages: read-only, with a safe detail view and raw download.
 
 Received content is hostile: nothing from a message is ever rendered as HTML. Header
 values and the text body are shown escaped inside ``<pre>``; the raw message is a
@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import flatten, flatten_fieldsets
+from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, QuerySet
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
@@ -23,95 +23,14 @@ from django.utils.translation import ngettext
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from django_inbound_smtp import parsing
+from django_inbound_smtp.admin._downloads import download
+from django_inbound_smtp.admin.inlines import AttachmentInline, RecipientInline, SenderCheckInline
 from django_inbound_smtp.lifecycle import schedule
-from django_inbound_smtp.models import (
-    Attachment,
-    InboundMessage,
-    InboundRecipient,
-    Mailbox,
-    SenderCheck,
-)
+from django_inbound_smtp.models import Attachment, InboundMessage
 
 # The admin detail parses the stored message on demand. Bigger messages are shown
 # without their body: parsing hostile MIME in a web request has no time limit yet.
 PREVIEW_MAX_BYTES = 2 * 1024 * 1024
-
-
-@admin.register(Mailbox)
-class MailboxAdmin(admin.ModelAdmin):
-    list_display = ("address", "domain", "is_active", "message_count", "description")
-    list_filter = ("is_active", "domain")
-    search_fields = ("address", "description")
-    readonly_fields = ("domain", "created_at")
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Mailbox]:
-        queryset: QuerySet[Mailbox] = super().get_queryset(request)
-        return queryset.annotate(message_count=Count("deliveries__message", distinct=True))
-
-    @admin.display(description=_("messages"), ordering="message_count")
-    def message_count(self, mailbox: Mailbox) -> int:
-        return int(getattr(mailbox, "message_count", 0))
-
-
-class _ReadOnly:
-    """For inlines of received data: shown, never added or edited (it goes with its
-    message)."""
-
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-class RecipientInline(_ReadOnly, admin.TabularInline):
-    model = InboundRecipient
-    fields = ("address", "mailbox", "tag")
-    readonly_fields = fields
-
-
-class AttachmentInline(_ReadOnly, admin.TabularInline):
-    model = Attachment
-    fields = ("filename", "content_type", "size", "inline", "content_id", "sha256", "download")
-    readonly_fields = fields
-
-    @admin.display(description=_("file"))
-    def download(self, attachment: Attachment) -> str:
-        url = reverse("admin:inbound_smtp_attachment_download", args=[attachment.pk])
-        return format_html('<a href="{}">{}</a>', url, _("Download"))
-
-
-def _download(handle: Any, *, filename: str, content_type: str) -> FileResponse:
-    # A download, never rendered: the bytes are the sender's (hostile-inputs #80-#81).
-    response = FileResponse(
-        handle, as_attachment=True, filename=filename, content_type=content_type
-    )
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Content-Security-Policy"] = "sandbox"
-    return response
-
-
-class SenderCheckInline(_ReadOnly, admin.StackedInline):
-    """The sender-check verdicts of a message, read-only (see README, *Sender checks*)."""
-
-    model = SenderCheck
-    fields = (
-        ("sender_verified", "from_domain"),
-        ("dnsbl_result", "dnsbl_reason"),
-        ("iprev_result", "iprev_reason"),
-        ("sender_domain_result", "sender_domain_reason"),
-        ("spf_result", "spf_reason"),
-        ("spf_helo_result", "spf_helo_reason"),
-        ("dkim_result", "dkim_reason"),
-        ("dmarc_result", "dmarc_policy", "dmarc_reason"),
-        ("arc_result", "arc_reason"),
-        "details",
-        "authentication_results",
-    )
-    readonly_fields = tuple(flatten(fields))
 
 
 @admin.register(InboundMessage)
@@ -331,7 +250,7 @@ class InboundMessageAdmin(admin.ModelAdmin):
     def raw_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         """The stored message as an ``.eml`` attachment; staff with view permission only."""
         message = self._viewable(request, pk)
-        return _download(
+        return download(
             message.open_raw(), filename=f"{message.queue_id}.eml", content_type="message/rfc822"
         )
 
@@ -339,7 +258,7 @@ class InboundMessageAdmin(admin.ModelAdmin):
         """One attachment as a download (``application/octet-stream``, never rendered)."""
         attachment = get_object_or_404(Attachment, pk=pk)
         self._viewable(request, attachment.message_id)
-        return _download(
+        return download(
             attachment.open(),
             filename=attachment.filename,
             content_type="application/octet-stream",
@@ -358,4 +277,4 @@ class InboundMessageAdmin(admin.ModelAdmin):
         return response
 
 
-__all__ = ["AttachmentInline", "InboundMessageAdmin", "MailboxAdmin", "SenderCheckInline"]
+__all__ = ["InboundMessageAdmin"]

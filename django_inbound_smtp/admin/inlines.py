@@ -1,0 +1,65 @@
+"""Read-only inlines of a message: recipients, attachments, sender checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.utils import flatten
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from django_inbound_smtp.models import Attachment, InboundRecipient, SenderCheck
+
+
+class _ReadOnly:
+    """For inlines of received data: shown, never added or edited (it goes with its
+    message)."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RecipientInline(_ReadOnly, admin.TabularInline):
+    model = InboundRecipient
+    fields = ("address", "mailbox", "tag")
+    readonly_fields = fields
+
+
+class AttachmentInline(_ReadOnly, admin.TabularInline):
+    model = Attachment
+    fields = ("filename", "content_type", "size", "inline", "content_id", "sha256", "download")
+    readonly_fields = fields
+
+    @admin.display(description=_("file"))
+    def download(self, attachment: Attachment) -> str:
+        url = reverse("admin:inbound_smtp_attachment_download", args=[attachment.pk])
+        return format_html('<a href="{}">{}</a>', url, _("Download"))
+
+
+class SenderCheckInline(_ReadOnly, admin.StackedInline):
+    """The sender-check verdicts of a message, read-only (see README, *Sender checks*)."""
+
+    model = SenderCheck
+    fields = (
+        ("sender_verified", "from_domain"),
+        ("dnsbl_result", "dnsbl_reason"),
+        ("iprev_result", "iprev_reason"),
+        ("sender_domain_result", "sender_domain_reason"),
+        ("spf_result", "spf_reason"),
+        ("spf_helo_result", "spf_helo_reason"),
+        ("dkim_result", "dkim_reason"),
+        ("dmarc_result", "dmarc_policy", "dmarc_reason"),
+        ("arc_result", "arc_reason"),
+        "details",
+        "authentication_results",
+    )
+    readonly_fields = tuple(flatten(fields))
