@@ -1,8 +1,11 @@
 # Developer entry points. Every target installs what it needs into .venv first.
 #
 #   make run            the demo: admin on http://127.0.0.1:8000/admin/, SMTP on 127.0.0.1:8025
+#                       (installs only the app: no test, lint or typecheck tools)
 #   make test           the test suite on SQLite
 #   make test-postgres  the test suite on PostgreSQL (127.0.0.1:5432, user postgres)
+#   make dist           the wheel and sdist in dist/, metadata checked (twine check)
+#   make dist-check     make dist, then each installed into a new venv and run
 #   make lint | typecheck | tox | clean | distclean
 
 SHELL := /bin/bash
@@ -10,6 +13,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+DIST_STAMP := $(VENV)/.installed-dist
 EXAMPLE := example_project
 # The oldest supported Python, if installed; any python3 otherwise.
 BOOTSTRAP_PYTHON := $(shell command -v python3.11 2>/dev/null || command -v python3)
@@ -46,18 +51,30 @@ except psycopg.Error as error:
 endef
 export PG_CHECK
 
-.PHONY: install run test test-postgres lint typecheck tox clean distclean
+.PHONY: install install-run run test test-postgres lint typecheck tox dist dist-check clean distclean
 
-install: $(STAMP)
+# What the demo needs: the app and its dependencies, nothing else.
+install-run: $(RUN_STAMP)
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	test -x $(PY) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade "pip>=25.1"
+	$(PY) -m pip install -e .
+	touch $@
+
+# Everything the tests, linters and type checker need, on top.
+install: $(STAMP)
+
+$(STAMP): $(RUN_STAMP) pyproject.toml
 	$(PY) -m pip install -e . --group test --group lint --group typecheck
 	$(PY) -m pip install tox
 	touch $@
 
-run: install
+$(DIST_STAMP): $(RUN_STAMP) pyproject.toml
+	$(PY) -m pip install --group dist
+	touch $@
+
+run: install-run
 	DJANGO_SETTINGS_MODULE=example_project.settings $(PY) $(EXAMPLE)/manage.py migrate --noinput
 	DJANGO_SETTINGS_MODULE=example_project.settings $(PY) $(EXAMPLE)/manage.py demo_setup
 	exec $(PY) $(EXAMPLE)/run_demo.py
@@ -85,6 +102,14 @@ typecheck: install
 # The whole matrix; a missing interpreter fails (tox.ini: skip_missing_interpreters).
 tox: install
 	PATH="$(TOX_PATH)" $(VENV)/bin/tox $(TOX_ARGS)
+
+dist: $(DIST_STAMP)
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+	$(VENV)/bin/twine check --strict dist/*
+
+dist-check: dist
+	$(PY) .ci/dist_smoke.py dist
 
 clean:
 	rm -rf .tox .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis \
