@@ -51,7 +51,7 @@ except psycopg.Error as error:
 endef
 export PG_CHECK
 
-.PHONY: install install-run run test test-postgres lint typecheck tox dist dist-check clean distclean
+.PHONY: install install-run system-packages run test test-postgres lint typecheck tox dist dist-check clean distclean
 
 # What the demo needs: the app and its dependencies, nothing else.
 install-run: $(RUN_STAMP)
@@ -80,12 +80,16 @@ run: install-run
 	exec $(PY) $(EXAMPLE)/run_demo.py
 
 # pytest exits 5 when it collected no tests; that is a failure too.
-test: install
+# Programs the tests run for real (Debian packages), installed when missing.
+system-packages:
+	bash .ci/system_packages.sh
+
+test: install system-packages
 	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: no tests were collected" >&2; fi; \
 	exit $$status
 
-test-postgres: install
+test-postgres: install system-packages
 	$(PY) -c "$$PG_CHECK"
 	INBOUND_TEST_DB=postgres $(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test-postgres: no tests were collected" >&2; fi; \

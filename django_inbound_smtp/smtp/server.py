@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 import weakref
 from collections.abc import Callable
 
@@ -22,6 +23,7 @@ from django_inbound_smtp.smtp import _bridge
 from django_inbound_smtp.smtp._diskspace import FreeSpace
 from django_inbound_smtp.smtp.handler import InboundHandler
 from django_inbound_smtp.smtp.limits import AuthThrottle, SessionLimiter
+from django_inbound_smtp.smtp.listeners import ListenerError, Listeners
 from django_inbound_smtp.smtp.protocol import InboundSMTP
 from django_inbound_smtp.tls import CertificateStore
 
@@ -52,7 +54,15 @@ class InboundServer:
         reuse_port: bool = False,
         tls_bind: str | None = None,
         submission_bind: str | None = None,
+        listeners: Listeners | None = None,
+        before_serving: Callable[[], object] | None = None,
     ) -> None:
+        # Sockets made before us (bound as root, or passed by systemd), by role; a role
+        # without one is bound here. ``before_serving`` runs once every listener is
+        # bound and the TLS key is loaded, before any database work or mail: where
+        # ``smtpd --user`` drops root.
+        self._listeners = listeners or Listeners()
+        self._before_serving = before_serving
         # Set by ``smtpd --workers``: every worker binds the same ports (SO_REUSEPORT),
         # with the ports its parent picked for the listeners configured with port 0.
         self.reuse_port = reuse_port
@@ -114,52 +124,107 @@ class InboundServer:
         return protocol
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        """Bind and start accepting; return the bound ``(host, port)`` (port 0 resolved)."""
+        """Bind and start accepting; return the bound ``(host, port)`` (port 0 resolved).
+
+        In this order: every listener is bound (not yet accepting: the kernel queues
+        new clients), the TLS key is read, ``before_serving`` runs, and only then are
+        database threads opened and connections accepted."""
+        try:
+            bound = await self._bind_all(host, port)
+            self.tls.context()  # read the key while we may (before privileges drop)
+            if self._before_serving is not None:
+                self._before_serving()
+        except BaseException:
+            self._close_listeners()
+            raise
         _bridge.open_database_threads()
         try:
-            return await self._start(host, port)
+            folders = await _bridge.message_folders()
+            self.handler.spool_directory = folders[0]
+            self.handler.free_space = FreeSpace(folders)
+            for listener in self._listening():
+                await listener.start_serving()
         except BaseException:
+            self._close_listeners()
             await _bridge.close_connections()  # this server will not stop: let go now
             raise
+        interval = get_settings().SWEEP_INTERVAL
+        if interval > 0:
+            self._sweeper = asyncio.create_task(self._sweep_every(interval))
+        return bound
 
-    async def _start(self, host: str, port: int) -> tuple[str, int]:
+    async def _listen(
+        self,
+        factory: Callable[[], InboundSMTP],
+        premade: list[socket.socket],
+        host: str,
+        port: int,
+        *,
+        tls: ssl.SSLContext | None = None,
+    ) -> asyncio.Server:
         loop = asyncio.get_running_loop()
-        folders = await _bridge.message_folders()
-        self.handler.spool_directory = folders[0]
-        self.handler.free_space = FreeSpace(folders)
-        self._server = await loop.create_server(
-            self._make_protocol, host=host, port=port, reuse_port=self.reuse_port
+        if len(premade) > 1:
+            raise ListenerError(
+                f"{len(premade)} sockets were passed for one listener; pass one "
+                "(one ListenStream= per socket unit, or name them smtp, smtps, submission)."
+            )
+        if premade:
+            return await loop.create_server(factory, sock=premade[0], ssl=tls, start_serving=False)
+        return await loop.create_server(
+            factory,
+            host=host,
+            port=port,
+            ssl=tls,
+            reuse_port=self.reuse_port,
+            start_serving=False,
         )
+
+    async def _bind_all(self, host: str, port: int) -> tuple[str, int]:
+        self._server = await self._listen(self._make_protocol, self._listeners.smtp, host, port)
         bound = self._server.sockets[0].getsockname()
         tls_bind = get_settings().TLS_BIND if self._tls_bind is None else self._tls_bind
-        if tls_bind:
-            tls_host, tls_port = split_bind(tls_bind)
-            self._tls_server = await loop.create_server(
+        if tls_bind or self._listeners.smtps:
+            if self.tls.context() is None:
+                raise ListenerError(
+                    "An implicit-TLS (smtps) listener needs a certificate: set "
+                    "TLS_CERTFILE and TLS_KEYFILE (or --tls-cert and --tls-key)."
+                )
+            tls_host, tls_port = split_bind(tls_bind) if tls_bind else ("", 0)
+            self._tls_server = await self._listen(
                 lambda: self._make_protocol(implicit_tls=True),
-                host=tls_host,
-                port=tls_port,
-                ssl=self.tls.context(),
-                reuse_port=self.reuse_port,
+                self._listeners.smtps,
+                tls_host,
+                tls_port,
+                tls=self.tls.context(),
             )
             tls_bound = self._tls_server.sockets[0].getsockname()
             self.tls_address = (str(tls_bound[0]), int(tls_bound[1]))
         submission_bind = self._submission_bind
         if submission_bind is None:
             submission_bind = get_settings().SUBMISSION_BIND
-        if submission_bind:
-            sub_host, sub_port = split_bind(submission_bind)
-            self._submission_server = await loop.create_server(
+        if submission_bind or self._listeners.submission:
+            sub_host, sub_port = split_bind(submission_bind) if submission_bind else ("", 0)
+            self._submission_server = await self._listen(
                 lambda: self._make_protocol(submission=True),
-                host=sub_host,
-                port=sub_port,
-                reuse_port=self.reuse_port,
+                self._listeners.submission,
+                sub_host,
+                sub_port,
             )
             sub_bound = self._submission_server.sockets[0].getsockname()
             self.submission_address = (str(sub_bound[0]), int(sub_bound[1]))
-        interval = get_settings().SWEEP_INTERVAL
-        if interval > 0:
-            self._sweeper = asyncio.create_task(self._sweep_every(interval))
         return str(bound[0]), int(bound[1])
+
+    def _listening(self) -> list[asyncio.Server]:
+        return [
+            listener
+            for listener in (self._server, self._tls_server, self._submission_server)
+            if listener is not None
+        ]
+
+    def _close_listeners(self) -> None:
+        for listener in self._listening():
+            listener.close()
+        self._listeners.close()
 
     async def _sweep_every(self, interval: float) -> None:
         # At-least-once processing: re-schedule messages whose task was lost, whose
@@ -192,9 +257,8 @@ class InboundServer:
         processing, and close database connections."""
         grace = get_settings().SHUTDOWN_GRACE if grace is None else grace
         deadline = asyncio.get_running_loop().time() + grace
-        for listener in (self._server, self._tls_server, self._submission_server):
-            if listener is not None:
-                listener.close()
+        for listener in self._listening():
+            listener.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -212,9 +276,8 @@ class InboundServer:
         await asyncio.sleep(0)  # let a finished commit write its reply
         self.abort()
         await self._unwind(sessions)
-        for listener in (self._server, self._tls_server, self._submission_server):
-            if listener is not None:
-                await listener.wait_closed()
+        for listener in self._listening():
+            await listener.wait_closed()
         if not await _bridge.drain_processing(grace):
             logger.warning("message processing still running after the grace period")
         await _bridge.close_connections()
@@ -260,9 +323,8 @@ class InboundServer:
 
     def abort(self) -> None:
         """Say ``421 4.3.2`` to every open session and close it, now."""
-        for listener in (self._server, self._tls_server, self._submission_server):
-            if listener is not None:
-                listener.close()
+        for listener in self._listening():
+            listener.close()
         self.handler.draining = True
         for protocol in self._open():
             self._goodbye(protocol)
@@ -289,10 +351,14 @@ async def run_server(
     reuse_port: bool = False,
     tls_bind: str | None = None,
     submission_bind: str | None = None,
+    listeners: Listeners | None = None,
+    before_serving: Callable[[], object] | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then stop cleanly. A second signal skips the grace;
     SIGHUP re-reads the TLS certificate and key. ``reuse_port``, ``tls_bind`` and
-    ``submission_bind`` are for ``smtpd --workers`` (see :class:`InboundServer`)."""
+    ``submission_bind`` are for ``smtpd --workers``; ``listeners`` and
+    ``before_serving`` for sockets made before us and privileges dropped after binding
+    (see :class:`InboundServer`)."""
     server = InboundServer(
         hostname=hostname,
         tls_certfile=tls_certfile,
@@ -300,6 +366,8 @@ async def run_server(
         reuse_port=reuse_port,
         tls_bind=tls_bind,
         submission_bind=submission_bind,
+        listeners=listeners,
+        before_serving=before_serving,
     )
     bound_host, bound_port = await server.start(host, port)
     stop = asyncio.Event()

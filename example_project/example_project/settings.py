@@ -72,6 +72,17 @@ DATABASES = {
         },
     }
 }
+# PostgreSQL instead, when its host is given (deploy/compose.yaml does; needs psycopg).
+if os.environ.get("EXAMPLE_POSTGRES_HOST"):
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ["EXAMPLE_POSTGRES_HOST"],
+            "NAME": os.environ.get("EXAMPLE_POSTGRES_DB", "inbound"),
+            "USER": os.environ.get("EXAMPLE_POSTGRES_USER", "inbound"),
+            "PASSWORD": os.environ.get("EXAMPLE_POSTGRES_PASSWORD", ""),
+        }
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 STORAGES = {

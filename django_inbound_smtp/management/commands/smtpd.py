@@ -20,7 +20,7 @@ from django.db import connections
 
 from django_inbound_smtp import _db
 from django_inbound_smtp.conf import get_settings
-from django_inbound_smtp.smtp import workers
+from django_inbound_smtp.smtp import listeners, workers
 from django_inbound_smtp.smtp._worker import ParentChannel, label_logs
 from django_inbound_smtp.smtp.server import InboundServer, run_server, split_bind
 
@@ -66,6 +66,14 @@ class Command(BaseCommand):
             help="Worker processes sharing the port (SO_REUSEPORT, Linux); 'auto' is one "
             "per core. Default 1: this process serves.",
         )
+        parser.add_argument(
+            "--user",
+            help="Start as root, bind the listeners, then run as this user (and drop root "
+            "for good) before any mail or database work.",
+        )
+        parser.add_argument(
+            "--group", help="With --user: the group to run as (default: the user's own)."
+        )
         # Internal: how the parent of `--workers N` starts each worker.
         for internal in ("--worker-index", "--worker-channel"):
             parser.add_argument(internal, type=int, help=SUPPRESS)
@@ -81,6 +89,21 @@ class Command(BaseCommand):
         if options["worker_index"] is not None:
             self._serve_as_worker(host, port, options)  # its parent ran the checks
             return
+        if options["user"] or options["group"]:
+            try:  # before any work: a wrong name or a non-root start fails at once
+                listeners.resolve_identity(options["user"], options["group"])
+            except listeners.ListenerError as error:
+                raise CommandError(str(error)) from error
+        # Sockets from systemd (LISTEN_FDS), taken before anything else can inherit them.
+        try:
+            options["listeners"] = listeners.from_systemd()
+        except listeners.ListenerError as error:
+            raise CommandError(str(error)) from error
+        if options["listeners"] is not None and options["workers"] > 1:
+            raise CommandError(
+                "--workers cannot share sockets passed by systemd yet: run one smtpd per "
+                "socket unit, or let --workers bind the port itself."
+            )
         if not options["skip_checks"]:
             self.stdout.write("Performing system checks...")
             self.check(display_num_errors=True)
@@ -155,6 +178,10 @@ class Command(BaseCommand):
                     ("--tls-cert", "tls_cert"),
                     ("--tls-key", "tls_key"),
                     ("--pythonpath", "pythonpath"),
+                    # Each worker binds as root (SO_REUSEPORT), then drops privileges;
+                    # the supervisor does no mail work and stays root to restart them.
+                    ("--user", "user"),
+                    ("--group", "group"),
                 )
                 if options.get(key)
             ] + list(binds.items())
@@ -229,6 +256,12 @@ def _run(
     # A daemon (a single smtpd, or each worker): connections stay open while usable,
     # whatever CONN_MAX_AGE says. The parent of workers has none to keep.
     _db.keep_connections_open()
+    user, group = options.get("user"), options.get("group")
+
+    def drop_privileges() -> None:
+        uid, gid = listeners.drop_privileges(user, group)
+        logging.getLogger(__name__).info("running as uid %d, gid %d", uid, gid)
+
     try:
         asyncio.run(
             run_server(
@@ -238,9 +271,13 @@ def _run(
                 tls_certfile=options["tls_cert"],
                 tls_keyfile=options["tls_key"],
                 on_ready=on_ready,
+                listeners=options.get("listeners"),
+                before_serving=drop_privileges if user or group else None,
                 **listen,
             )
         )
+    except listeners.ListenerError as error:
+        raise CommandError(str(error)) from error
     except OSError as error:
         raise CommandError(_bind_error(host, port, error)) from error
 
@@ -276,7 +313,8 @@ def _bind_error(host: str, port: int, error: OSError) -> str:
         return (
             f"Permission denied binding {host}:{port}. Ports below 1024 need privileges: "
             "listen on a high port behind a redirect (e.g. 25 -> 2525), or grant "
-            "CAP_NET_BIND_SERVICE."
+            "CAP_NET_BIND_SERVICE, or start as root with --user, or use systemd socket "
+            "activation."
         )
     if error.errno == errno.EADDRINUSE:
         return f"{host}:{port} is already in use by another process."

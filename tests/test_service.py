@@ -1,0 +1,302 @@
+"""Running as a service: bind as root then drop privileges; systemd socket activation.
+
+Everything real: ``manage.py smtpd`` as a subprocess, a privileged port on loopback, a
+TLS key only root can read, ``systemd-socket-activate`` handing over a listening socket.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from django_inbound_smtp.models import InboundMessage, Mailbox
+from django_inbound_smtp.smtp import listeners
+from tests.helpers import Certs, GuardedSMTP, subprocess_env
+from tests.smtpd_process import ROOT, gone
+
+pytestmark = [pytest.mark.integration]
+
+BANNER = re.compile(r"Inbound SMTP server listening on 127\.0\.0\.1:(\d+)")
+NOBODY = "nobody"
+
+# The child's own settings: the test settings, with a database and a media folder in
+# a folder the unprivileged user owns (it creates the SQLite WAL files and the spool).
+_OWN_FOLDER_SETTINGS = """\
+from tests.settings import *  # noqa: F403
+
+DATABASES = {{"default": {{
+    "ENGINE": "django.db.backends.sqlite3",
+    "NAME": {database!r},
+    "OPTIONS": {{"timeout": 20, "init_command": "PRAGMA journal_mode=WAL"}},
+}}}}
+STORAGES = {{**STORAGES, "default": {{  # noqa: F405
+    "BACKEND": "django.core.files.storage.FileSystemStorage",
+    "OPTIONS": {{"location": {media!r}}},
+}}}}
+INBOUND_SMTP = {{**INBOUND_SMTP, "TLS_CERTFILE": {cert!r}, "TLS_KEYFILE": {key!r}}}  # noqa: F405
+"""
+
+
+@pytest.fixture
+def own_folder() -> Iterator[Path]:
+    """A folder the unprivileged user can reach: pytest's own are root's alone (0700)."""
+    with tempfile.TemporaryDirectory(prefix="inbound-service-") as name:
+        os.chmod(name, 0o755)
+        yield Path(name)
+
+
+def _free_privileged_port() -> int:
+    for port in range(700, 1000):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.fail("no free port below 1024 on 127.0.0.1")
+
+
+def _ids(pid: int) -> dict[str, list[int]]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return {
+        key: [int(value) for value in rest.split()]
+        for key, rest in (line.split(":", 1) for line in status.splitlines())
+        if key in ("Uid", "Gid", "Groups")
+    }
+
+
+def _wait_banner(process: subprocess.Popen[str], output: list[str]) -> int:
+    assert process.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        output.append(line)
+        if match := BANNER.search(line):
+            return int(match[1])
+    process.kill()
+    pytest.fail("smtpd did not start:\n" + "".join(output))
+
+
+def _worker_pids(process: subprocess.Popen[str], output: list[str]) -> list[int]:
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    output.append(line)
+    assert line.startswith("Worker pids: "), "".join(output)
+    return [int(pid) for pid in line.removeprefix("Worker pids: ").split(", ")]
+
+
+def _stop(process: subprocess.Popen[str], output: list[str]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    if process.stdout is not None:
+        with process.stdout:
+            output += process.stdout.readlines()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs a root test run")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_binds_a_privileged_port_as_root_then_serves_as_nobody(
+    tmp_path: Path, certs: Certs, own_folder: Path, workers: int
+):
+    """Bound as root (port < 1024, a key only root may read), then every uid, gid and
+    supplementary group is the unprivileged user's before mail is served; STARTTLS
+    still works with the key read before the drop, and mail is stored by that user.
+    With ``--workers`` each worker drops; the supervisor, which serves nothing, stays
+    root to restart them."""
+    nobody = pwd.getpwnam(NOBODY)
+    folder = own_folder
+    (folder / "media").mkdir(parents=True)
+    database = folder / "db.sqlite3"
+    os.chmod(certs.keyfile, 0o600)  # root's alone
+    (tmp_path / "child_settings.py").write_text(
+        _OWN_FOLDER_SETTINGS.format(
+            database=str(database),
+            media=str(folder / "media"),
+            cert=str(certs.certfile),
+            key=str(certs.keyfile),
+        )
+    )
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="child_settings",
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]),
+    )
+    manage = [sys.executable, "-m", "django"]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [*manage, "inbound_mailbox", "add", "user@our.test"], cwd=ROOT, env=env, check=True
+    )
+    for path in [folder, *folder.rglob("*")]:
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    port = _free_privileged_port()
+    process = subprocess.Popen(
+        [
+            *manage,
+            "smtpd",
+            f"127.0.0.1:{port}",
+            "--skip-checks",
+            "--user",
+            NOBODY,
+            "--workers",
+            str(workers),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    try:
+        assert _wait_banner(process, output) == port
+        servers = [process.pid] if workers == 1 else _worker_pids(process, output)
+        assert len(servers) == workers
+        for pid in servers:
+            ids = _ids(pid)
+            assert ids["Uid"] == [nobody.pw_uid] * 4, ids  # real, effective, saved, fs
+            assert ids["Gid"] == [nobody.pw_gid] * 4, ids
+            assert ids["Groups"] == [nobody.pw_gid], ids
+
+        with GuardedSMTP("127.0.0.1", port, local_hostname="client.test", timeout=30) as client:
+            client.starttls(context=certs.client_context())
+            refused = client.sendmail(
+                "a@example.org", ["user@our.test"], b"Subject: hi\r\n\r\nx\r\n"
+            )
+            assert refused == {}
+    finally:
+        _stop(process, output)
+    assert process.returncode == 0, "".join(output)
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT subject, tls FROM inbound_smtp_inboundmessage").fetchall()
+    assert rows == [("hi", 1)]
+    # Everything the server wrote belongs to the unprivileged user.
+    written = [path for path in (folder / "media").rglob("*") if path.is_file()]
+    assert written
+    assert {path.stat().st_uid for path in written} == {nobody.pw_uid}
+
+
+def test_user_without_root_is_a_clear_error(transactional_db) -> None:
+    """Run as ``nobody`` (when the tests run as root) or as the test user: asking for
+    another user cannot work, and says why instead of serving as the wrong user."""
+    command = [sys.executable, "-m", "django", "smtpd", "127.0.0.1:0", "--skip-checks"]
+    env = subprocess_env()
+    if os.geteuid() == 0:
+        # Any unprivileged user will do: setpriv runs the command as nobody.
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) is missing"
+        nobody = pwd.getpwnam(NOBODY)
+        command = [
+            setpriv,
+            f"--reuid={nobody.pw_uid}",
+            f"--regid={nobody.pw_gid}",
+            "--clear-groups",
+            *command,
+        ]
+    result = subprocess.run(
+        [*command, "--user", "root"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "--user/--group need smtpd to start as root" in result.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_serves_the_socket_systemd_passes(tmp_path: Path) -> None:
+    """``systemd-socket-activate`` binds, and starts smtpd at the first connection with
+    the listening socket as descriptor 3 (``LISTEN_FDS``); the mail is stored."""
+    activate = shutil.which("systemd-socket-activate")
+    assert activate, "systemd-socket-activate (Debian package systemd) is missing"
+    Mailbox.objects.create(address="user@our.test")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = subprocess_env()
+    process = subprocess.Popen(
+        [
+            activate,
+            f"--listen=127.0.0.1:{port}",
+            "--fdname=smtp",
+            *(f"--setenv={key}" for key in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH")),
+            *(f"--setenv={key}" for key in env if key.startswith("INBOUND_TEST_")),
+            sys.executable,
+            "-m",
+            "django",
+            "smtpd",
+            "--skip-checks",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    try:
+        # The socket listens before smtpd runs: this connection starts it.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client = GuardedSMTP("127.0.0.1", port, local_hostname="client.test", timeout=60)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "systemd-socket-activate did not listen"
+                time.sleep(0.1)
+        with client:
+            refused = client.sendmail(
+                "a@example.org", ["user@our.test"], b"Subject: sd\r\n\r\nx\r\n"
+            )
+            assert refused == {}
+        assert _wait_banner(process, output) == port
+    finally:
+        _stop(process, output)
+        assert gone(process.pid)
+    assert list(InboundMessage.objects.values_list("subject", flat=True)) == ["sd"]
+
+
+def test_systemd_variables_for_another_process_are_ignored_and_removed() -> None:
+    environ = {"LISTEN_PID": "1", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "smtp"}
+    assert listeners.from_systemd(environ, pid=2) is None
+    assert environ == {}  # nothing we start takes them for its own
+
+
+def test_systemd_socket_count_must_be_a_number() -> None:
+    environ = {"LISTEN_PID": "7", "LISTEN_FDS": "many"}
+    with pytest.raises(listeners.ListenerError, match="LISTEN_FDS='many'"):
+        listeners.from_systemd(environ, pid=7)
+
+
+def test_passed_descriptor_that_is_not_a_listening_socket_is_refused() -> None:
+    """A connected (not listening) socket at descriptor 3 of a child: refused by name."""
+    script = (
+        "import os, socket\n"
+        "from django_inbound_smtp.smtp import listeners\n"
+        "a, b = socket.socketpair()\n"
+        "os.dup2(a.fileno(), 3)\n"
+        "env = {'LISTEN_PID': str(os.getpid()), 'LISTEN_FDS': '1', 'LISTEN_FDNAMES': 'smtp'}\n"
+        "try:\n"
+        "    listeners.from_systemd(env)\n"
+        "except listeners.ListenerError as error:\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert "Passed descriptor 3 (smtp) is not a listening TCP socket" in result.stdout
