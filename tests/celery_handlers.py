@@ -38,3 +38,12 @@ def fail_until_released(*, message: Any, **kwargs: Any) -> None:
         _log(f"fail {message.subject}")
         raise RuntimeError("handler not ready")
     _log(f"done {message.subject}")
+
+
+def record_host(*, message: Any, **kwargs: Any) -> None:
+    """Note the message with the worker's pid, a little slowly: two tasks for one
+    message (a re-dispatch racing the first) overlap, and only a claim keeps them
+    from both running the handler."""
+    _log(f"start {message.queue_id} {os.getpid()}")
+    time.sleep(0.05)
+    _log(f"done {message.queue_id} {os.getpid()}")
