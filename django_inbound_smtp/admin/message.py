@@ -7,6 +7,7 @@ download with ``Content-Disposition: attachment`` and ``nosniff``, never inline.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django.contrib import admin, messages
@@ -23,6 +24,7 @@ from django.utils.translation import ngettext
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from django_inbound_smtp import parsing
+from django_inbound_smtp.admin import export, forward, inject
 from django_inbound_smtp.admin._downloads import download
 from django_inbound_smtp.admin.inlines import AttachmentInline, RecipientInline, SenderCheckInline
 from django_inbound_smtp.lifecycle import schedule
@@ -67,7 +69,7 @@ class InboundMessageAdmin(admin.ModelAdmin):
     )
     date_hierarchy = "received_at"
     inlines = (RecipientInline, AttachmentInline, SenderCheckInline)
-    actions = ("reprocess",)
+    actions = ("reprocess", export.export_mbox, forward.forward_selected)
     fieldsets = (
         (
             _("Envelope"),
@@ -76,6 +78,7 @@ class InboundMessageAdmin(admin.ModelAdmin):
                     "queue_id",
                     "status",
                     "received_at",
+                    ("received_via", "injected_by"),
                     "envelope_from_display",
                     ("peer_ip", "peer_port"),
                     "helo",
@@ -119,7 +122,7 @@ class InboundMessageAdmin(admin.ModelAdmin):
         return False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[InboundMessage]:
-        queryset = super().get_queryset(request).select_related("sender_check")
+        queryset = super().get_queryset(request).select_related("sender_check", "injected_by")
         return queryset.prefetch_related("recipients")
 
     def has_reprocess_permission(self, request: HttpRequest) -> bool:
@@ -155,9 +158,21 @@ class InboundMessageAdmin(admin.ModelAdmin):
                 messages.WARNING,
             )
 
+    def has_forward_permission(self, request: HttpRequest) -> bool:
+        """Forwarding sends mail out: the view permission and ``forward_message``."""
+        opts = self.opts
+        return self.has_view_permission(request) and bool(
+            request.user.has_perm(f"{opts.app_label}.{forward.PERMISSION}")
+        )
+
     @admin.display(description=_("envelope sender"), ordering="envelope_from")
     def envelope_from_display(self, message: InboundMessage) -> str:
-        return message.envelope_from or "<>"
+        sender = message.envelope_from or "<>"
+        if message.received_via != InboundMessage.ReceivedVia.ADMIN:
+            return sender
+        user = message.injected_by
+        who = user.get_username() if user is not None else _("a deleted user")
+        return format_html("{} <small>({} {})</small>", sender, _("injected by"), who)
 
     @admin.display(description=_("sender verified"), boolean=True)
     def sender_verified(self, message: InboundMessage) -> bool | None:
@@ -239,7 +254,17 @@ class InboundMessageAdmin(admin.ModelAdmin):
             self.admin_site.admin_view(self.attachment_view),
             name="inbound_smtp_attachment_download",
         )
-        return [raw, html, attachment, *super().get_urls()]
+        mail_in = path(
+            "inject/",
+            self.admin_site.admin_view(partial(inject.inject_view, self)),
+            name="inbound_smtp_inboundmessage_inject",
+        )
+        forward_out = path(
+            "forward/",
+            self.admin_site.admin_view(partial(forward.forward_view, self)),
+            name="inbound_smtp_inboundmessage_forward",
+        )
+        return [raw, html, attachment, mail_in, forward_out, *super().get_urls()]
 
     def _viewable(self, request: HttpRequest, pk: int) -> InboundMessage:
         message = get_object_or_404(InboundMessage, pk=pk)

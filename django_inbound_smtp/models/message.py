@@ -5,6 +5,7 @@ from __future__ import annotations
 from email.message import EmailMessage
 from typing import IO, TYPE_CHECKING, ClassVar
 
+from django.conf import settings
 from django.core.files.storage import Storage, storages
 from django.db import models
 from django.utils import timezone
@@ -30,6 +31,10 @@ class InboundMessage(models.Model):
         PROCESSED = "processed", _("processed")
         FAILED = "failed", _("failed")
         DUPLICATE = "duplicate", _("duplicate")
+
+    class ReceivedVia(models.TextChoices):
+        SMTP = "smtp", _("SMTP")
+        ADMIN = "admin", _("admin (injected)")
 
     queue_id = models.CharField(
         _("queue id"),
@@ -182,12 +187,35 @@ class InboundMessage(models.Model):
         help_text=_("The first delivery of the same message, for a repeat delivery."),
     )
 
+    # How the message came in: over SMTP, or put in from the admin by a staff user.
+    received_via = models.CharField(
+        _("received via"),
+        max_length=16,
+        choices=ReceivedVia.choices,
+        default=ReceivedVia.SMTP,
+        help_text=_("smtp: a client sent it; admin: a staff user put it in from the admin."),
+    )
+    injected_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        # The record outlives the account: received_via still says it was injected.
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("injected by"),
+        help_text=_("The staff user who put the message in from the admin."),
+    )
+
     objects: ClassVar[InboundMessageQuerySet] = InboundMessageQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         verbose_name = _("inbound message")
         verbose_name_plural = _("inbound messages")
         ordering = ("-received_at", "-pk")
+        permissions = [
+            ("inject_message", _("Can put a message in from the admin")),
+            ("forward_message", _("Can forward a stored message by email")),
+        ]
         constraints = [
             # One original per dedupe key: of two identical deliveries racing, one
             # commits and the other is stored as its duplicate.

@@ -69,6 +69,8 @@ def message_row(
         subject=summary.subject,
         from_header=summary.from_header,
         date_header=summary.date,
+        received_via=envelope.received_via,
+        injected_by_id=envelope.injected_by,
         **fields,
     )
 
@@ -117,4 +119,6 @@ def envelope_of(
         tls_cipher=message.tls_cipher,
         auth_user=message.auth_user,
         bare_newlines=message.bare_newlines,
+        received_via=message.received_via,
+        injected_by=message.injected_by_id,
     )

@@ -1,0 +1,217 @@
+"""Put a message in from the admin: upload an ``.eml`` or paste a source, with an envelope.
+
+Staff with the ``inbound_smtp.inject_message`` permission only. The envelope and the
+bytes go through the same checks as SMTP mail (``_submit``); every refusal is a form
+error quoting the reply an SMTP client would have had, never a server error.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from django import forms
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponseRedirect
+from django.http.response import HttpResponseBase
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from django_inbound_smtp import replies
+from django_inbound_smtp.admin._submit import NotAMessage, Prepared, Refused, prepare, resolve
+from django_inbound_smtp.admin._submit import submit as submit_message
+from django_inbound_smtp.conf import get_settings
+from django_inbound_smtp.envelope import ResolvedRecipient, address_key, address_syntax_error
+from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
+from django_inbound_smtp.models import InboundMessage
+from django_inbound_smtp.smtp._trace import new_queue_id
+from django_inbound_smtp.spool import is_disk_full
+
+if TYPE_CHECKING:
+    from django.contrib.admin import ModelAdmin
+
+__all__ = ["InjectForm", "inject_view"]
+
+logger = logging.getLogger(__name__)
+
+PERMISSION = "inject_message"
+_SEPARATORS = re.compile(r"[\s,;]+")
+
+
+def _bare(address: str) -> str:
+    address = address.strip()
+    if address.startswith("<") and address.endswith(">"):
+        address = address[1:-1].strip()
+    return address
+
+
+class InjectForm(forms.Form):
+    """The envelope (MAIL FROM, RCPT TO) and the message (a file or a pasted source)."""
+
+    mail_from = forms.CharField(
+        label=gettext_lazy("MAIL FROM"),
+        required=False,
+        max_length=256,
+        help_text=gettext_lazy("The envelope sender; empty for the null sender <>."),
+    )
+    rcpt_to = forms.CharField(
+        label=gettext_lazy("RCPT TO"),
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text=gettext_lazy(
+            "One or more envelope recipients, one a line. Each is checked by the recipient "
+            "validators, as at RCPT time."
+        ),
+    )
+    eml = forms.FileField(
+        label=gettext_lazy("Message file (.eml)"),
+        required=False,
+        help_text=gettext_lazy("A whole message, headers and body, as saved by a mail client."),
+    )
+    source = forms.CharField(
+        label=gettext_lazy("or paste its source"),
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 14, "cols": 90, "style": "font-family: monospace"}),
+    )
+
+    def __init__(self, *args: Any, secure: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.secure = secure
+        self.prepared: Prepared | None = None
+        self.recipients: list[ResolvedRecipient] = []
+
+    def clean_mail_from(self) -> str:
+        address = _bare(self.cleaned_data["mail_from"])
+        if address and (problem := address_syntax_error(address)):
+            raise forms.ValidationError(
+                _("%(reply)s (%(problem)s)")
+                % {"reply": replies.BAD_SENDER_SYNTAX, "problem": problem}
+            )
+        return address
+
+    def clean_rcpt_to(self) -> list[str]:
+        addresses: list[str] = []
+        seen: set[str] = set()
+        for item in _SEPARATORS.split(self.cleaned_data["rcpt_to"]):
+            address = _bare(item)
+            if not address or address_key(address) in seen:
+                continue  # a repeated RCPT is one recipient, as over SMTP
+            if address_syntax_error(address) and address.lower() != "postmaster":
+                raise forms.ValidationError(
+                    _("%(address)s: %(reply)s")
+                    % {"address": address, "reply": replies.BAD_RECIPIENT_SYNTAX}
+                )
+            seen.add(address_key(address))
+            addresses.append(address)
+        if not addresses:
+            raise forms.ValidationError(_("Give at least one recipient."))
+        if len(addresses) > get_settings().MAX_RECIPIENTS:
+            raise forms.ValidationError(str(replies.TOO_MANY_RECIPIENTS))
+        return addresses
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        field, raw = self._content(cleaned)
+        if raw is not None:
+            try:
+                self.prepared = prepare(raw)
+            except NotAMessage as error:
+                self.add_error(field, str(error))
+            except Refused as refusal:
+                self.add_error(field, str(refusal.reply))
+        if "rcpt_to" in cleaned and "mail_from" in cleaned:
+            self._resolve(cleaned["mail_from"], cleaned["rcpt_to"])
+        return cleaned
+
+    def _content(self, cleaned: dict[str, Any]) -> tuple[str, bytes | None]:
+        upload, source = cleaned.get("eml"), cleaned.get("source") or ""
+        if upload and source:
+            self.add_error(None, _("Upload a file or paste a source, not both."))
+            return "eml", None
+        if upload:
+            limit = get_settings().MAX_MESSAGE_SIZE
+            if limit and upload.size > limit:
+                self.add_error("eml", str(replies.MESSAGE_TOO_BIG))
+                return "eml", None
+            return "eml", upload.read()
+        if source:
+            return "source", source.encode("utf-8", "surrogateescape")
+        if "eml" in cleaned:  # an empty upload is reported by the file field itself
+            self.add_error(None, _("Upload a message file or paste its source."))
+        return "eml", None
+
+    def _resolve(self, mail_from: str, addresses: list[str]) -> None:
+        for address in addresses:
+            try:
+                self.recipients.append(resolve(address, mail_from=mail_from, secure=self.secure))
+            except (Rejected, TemporaryFailure) as refusal:
+                # What the SMTP client would have read: "550 5.1.1 <a@b>: ... User unknown".
+                self.add_error("rcpt_to", str(refusal.reply.about(address)))
+            except Exception:
+                reference = new_queue_id()
+                logger.exception("recipient check failed for an injected message (ref %s)", reference)
+                self.add_error(
+                    "rcpt_to", str(replies.LOOKUP_FAILURE.about(address).with_reference(reference))
+                )
+
+
+def inject_view(model_admin: ModelAdmin[InboundMessage], request: HttpRequest) -> HttpResponseBase:
+    """The inject page: GET shows the form, POST stores the message and goes to it."""
+    opts = model_admin.opts
+    if not request.user.has_perm(f"{opts.app_label}.{PERMISSION}"):
+        raise PermissionDenied
+    secure = request.is_secure()
+    if request.method == "POST":
+        form = InjectForm(request.POST, request.FILES, secure=secure)
+        if form.is_valid() and (pk := _store(form, request)) is not None:
+            return HttpResponseRedirect(
+                reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[pk])
+            )
+    else:
+        form = InjectForm(secure=secure)
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": _("Put a message in"),
+        "opts": opts,
+        "form": form,
+        "max_size": get_settings().MAX_MESSAGE_SIZE,
+    }
+    return TemplateResponse(request, "admin/inbound_smtp/inboundmessage/inject.html", context)
+
+
+def _store(form: InjectForm, request: HttpRequest) -> int | None:
+    assert form.prepared is not None
+    try:
+        pk = submit_message(
+            form.prepared,
+            mail_from=form.cleaned_data["mail_from"],
+            recipients=form.recipients,
+            user_id=request.user.pk,
+            secure=form.secure,
+        )
+    except Exception as error:
+        reference = new_queue_id()
+        logger.exception("storing an injected message failed (ref %s)", reference)
+        reply = replies.INSUFFICIENT_STORAGE if is_disk_full(error) else replies.TEMPORARY_FAILURE
+        form.add_error(None, _("Not stored: %(reply)s") % {"reply": reply.with_reference(reference)})
+        return None
+    message = InboundMessage.objects.only("queue_id", "status", "duplicate_of").get(pk=pk)
+    if message.status == InboundMessage.Status.DUPLICATE:
+        messages.warning(
+            request,
+            _(
+                "Stored as %(queue_id)s, a duplicate of message %(original)s: the same bytes, "
+                "sender and recipients were stored before, so it is not processed again."
+            )
+            % {"queue_id": message.queue_id, "original": message.duplicate_of_id},
+        )
+    else:
+        messages.success(
+            request,
+            _("Stored as %(queue_id)s; processing is scheduled.") % {"queue_id": message.queue_id},
+        )
+    return pk
