@@ -81,7 +81,8 @@ def test_an_injected_message_is_stored_processed_and_attributed(
     assert content == SENT
     assert trace.startswith(b"Received: from admin (")
     assert f"with HTTP id {message.queue_id}".encode() in trace
-    assert trace.endswith(b"\r\n") and trace.count(b"\r\n") == 3
+    assert trace.endswith(b"\r\n")
+    assert trace.count(b"\r\n") == 3
     assert message.size == len(raw)
     assert message.injected_by == boss
     assert message.received_via == InboundMessage.ReceivedVia.ADMIN
@@ -232,5 +233,6 @@ def test_a_storage_failure_is_a_form_error_not_a_500(
     response = _post(staff, UNIX_FILE)
     assert response.status_code == 200
     text = str(response.context["form"].non_field_errors())
-    assert "Not stored: 451 4.3.0" in text and "(ref " in text
+    assert "Not stored: 451 4.3.0" in text
+    assert "(ref " in text
     assert not InboundMessage.objects.exists()

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 
@@ -108,9 +109,9 @@ def prepare(raw: bytes) -> Prepared:
     return Prepared(content=content, bare_newlines=newlines.seen)
 
 
-async def _here(function: object, /, *args: object, **kwargs: object) -> object:
+async def _here(function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     # The caller's thread (thread-sensitive), so validators see its transaction.
-    return await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)  # type: ignore[arg-type]
+    return await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
 
 
 def resolve(address: str, *, mail_from: str, secure: bool) -> ResolvedRecipient:
@@ -124,7 +125,9 @@ def _hostname() -> str:
     return get_settings().HOSTNAME or socket.getfqdn()
 
 
-def trace_header(*, queue_id: str, recipients: Sequence[str], when: datetime, secure: bool) -> bytes:
+def trace_header(
+    *, queue_id: str, recipients: Sequence[str], when: datetime, secure: bool
+) -> bytes:
     """Our ``Received:`` line for an injected message: no client, the admin over HTTP."""
     lines = [
         "Received: from admin (message put in from the Django admin)",

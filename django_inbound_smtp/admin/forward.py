@@ -21,9 +21,9 @@ import django
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import QuerySet
 from django.core.exceptions import PermissionDenied
 from django.core.mail import EmailMessage
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
@@ -58,11 +58,22 @@ class ForwardForm(forms.Form):
     )
 
 
-def rfc822_part(raw: bytes, *, filename: str) -> email.message.Message:
-    """A ``message/rfc822`` attachment whose body is ``raw``, written out unchanged.
+class _Verbatim(str):
+    """Message bytes held as text (one character per byte, 8-bit ones as surrogates)
+    that encode back to exactly those bytes.
 
-    A string payload of a ``message/*`` part is emitted as is by the stdlib generator
-    (never parsed and re-folded, never ``>From``-mangled)."""
+    The stdlib generator writes a string payload of a ``message/*`` part as is (never
+    parsed and re-folded, never ``>From``-mangled), but its bytes generator encodes it
+    as strict ASCII, which 8-bit mail is not."""
+
+    __slots__ = ()
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return str.encode(self, "ascii", "surrogateescape")
+
+
+def rfc822_part(raw: bytes, *, filename: str) -> email.message.Message:
+    """A ``message/rfc822`` attachment whose body is ``raw``, written out unchanged."""
     part: email.message.Message
     if django.VERSION >= (6, 0):
         part = email.message.MIMEPart()  # Django 6 deprecates MIMEBase attachments
@@ -71,7 +82,7 @@ def rfc822_part(raw: bytes, *, filename: str) -> email.message.Message:
         part = MIMEBase("message", "rfc822")  # Django 5.2 takes MIMEBase only
     part["Content-Disposition"] = f'attachment; filename="{filename}"'
     part["Content-Transfer-Encoding"] = "7bit" if raw.isascii() else "8bit"
-    part.set_payload(raw.decode("ascii", "surrogateescape"))
+    part.set_payload(_Verbatim(raw.decode("ascii", "surrogateescape")))
     return part
 
 
@@ -100,7 +111,8 @@ def forward_email(message: InboundMessage, *, to: str, note: str, user: Any) -> 
         to=[to],
         reply_to=[user.email] if getattr(user, "email", "") else None,
     )
-    forwarded.attach(rfc822_part(message.raw_bytes, filename=f"{message.queue_id}.eml"))
+    # MIMEBase on Django 5.2, MIMEPart on 6.x (rfc822_part): the stubs know one only.
+    forwarded.attach(rfc822_part(message.raw_bytes, filename=f"{message.queue_id}.eml"))  # type: ignore[call-overload]
     return forwarded
 
 
@@ -153,7 +165,10 @@ def _send(chosen: list[InboundMessage], form: ForwardForm, request: HttpRequest)
     for message in chosen:
         try:
             forward_email(
-                message, to=form.cleaned_data["to"], note=form.cleaned_data["note"], user=request.user
+                message,
+                to=form.cleaned_data["to"],
+                note=form.cleaned_data["note"],
+                user=request.user,
             ).send()
         except Exception:
             # The email backend failed (relay down, refused): said, never a server error.

@@ -153,7 +153,9 @@ class InjectForm(forms.Form):
                 self.add_error("rcpt_to", str(refusal.reply.about(address)))
             except Exception:
                 reference = new_queue_id()
-                logger.exception("recipient check failed for an injected message (ref %s)", reference)
+                logger.exception(
+                    "recipient check failed for an injected message (ref %s)", reference
+                )
                 self.add_error(
                     "rcpt_to", str(replies.LOOKUP_FAILURE.about(address).with_reference(reference))
                 )
@@ -197,7 +199,9 @@ def _store(form: InjectForm, request: HttpRequest) -> int | None:
         reference = new_queue_id()
         logger.exception("storing an injected message failed (ref %s)", reference)
         reply = replies.INSUFFICIENT_STORAGE if is_disk_full(error) else replies.TEMPORARY_FAILURE
-        form.add_error(None, _("Not stored: %(reply)s") % {"reply": reply.with_reference(reference)})
+        form.add_error(
+            None, _("Not stored: %(reply)s") % {"reply": reply.with_reference(reference)}
+        )
         return None
     message = InboundMessage.objects.only("queue_id", "status", "duplicate_of").get(pk=pk)
     if message.status == InboundMessage.Status.DUPLICATE:
