@@ -125,6 +125,20 @@ def test_forward_from_the_list_and_the_message_page(staff: Client, mailoutbox) -
         assert b"Content-Transfer-Encoding: 7bit" in _attached(_serialized(sent))[0]
     page = staff.get(reverse("admin:inbound_smtp_inboundmessage_change", args=[first.pk]))
     assert f"{reverse(FORWARD)}?ids={first.pk}" in page.content.decode()
+    gone = staff.get(f"{reverse(FORWARD)}?ids=999999")
+    assert gone.status_code == 302
+    assert gone["Location"] == reverse(CHANGELIST)
+
+
+def test_forwarding_many_takes_the_first_twenty(staff: Client, mailoutbox) -> None:
+    stored = [_store(b"Subject: m%d\r\n\r\nx\r\n" % i, f"QMANY{i}") for i in range(21)]
+    chosen = staff.post(
+        reverse(CHANGELIST),
+        {"action": "forward_selected", "_selected_action": [m.pk for m in stored]},
+        follow=True,
+    )
+    assert len(chosen.context["chosen"]) == 20
+    assert any("At most 20" in str(m) for m in chosen.context["messages"])
 
 
 def test_a_failing_email_backend_is_a_form_error(staff: Client, settings) -> None:

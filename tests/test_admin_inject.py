@@ -216,7 +216,9 @@ def test_injecting_needs_the_inject_permission(mailbox: Mailbox) -> None:
     assert url not in listing.content.decode()  # no button either
     clerk.user_permissions.add(Permission.objects.get(codename="inject_message"))
     client.force_login(User.objects.get(pk=clerk.pk))
-    assert client.get(url).status_code == 200
+    form_page = client.get(url)
+    assert form_page.status_code == 200
+    assert "Largest message accepted: 25.0\xa0MB" in form_page.content.decode()
     listing = client.get(reverse("admin:inbound_smtp_inboundmessage_changelist"))
     assert url in listing.content.decode()
     assert _post(client, UNIX_FILE).status_code == 302
@@ -235,4 +237,45 @@ def test_a_storage_failure_is_a_form_error_not_a_500(
     text = str(response.context["form"].non_field_errors())
     assert "Not stored: 451 4.3.0" in text
     assert "(ref " in text
+    assert not InboundMessage.objects.exists()
+
+
+def broken_validator(address: str, **kwargs: object) -> None:
+    raise RuntimeError("directory service down: password=hunter2")
+
+
+def test_envelope_errors_read_as_smtp_replies(staff: Client, mailbox: Mailbox, settings) -> None:
+    bad_sender = _errors(_post(staff, UNIX_FILE, mail_from="no-at-sign"))
+    assert "501 5.1.7" in bad_sender
+    settings.INBOUND_SMTP = {**settings.INBOUND_SMTP, "MAX_RECIPIENTS": 2}
+    many = _errors(_post(staff, UNIX_FILE, to="a@our.test, b@our.test; c@our.test"))
+    assert "452 4.5.3 Error: too many recipients" in many
+    assert "Give at least one recipient" in _errors(_post(staff, UNIX_FILE, to=" ,; "))
+    # An upload already larger than the limit is refused before it is read.
+    settings.INBOUND_SMTP = {**settings.INBOUND_SMTP, "MAX_MESSAGE_SIZE": 10}
+    assert "552 5.3.4" in _errors(_post(staff, UNIX_FILE))
+    assert not InboundMessage.objects.exists()
+
+
+def test_a_failing_validator_is_a_4xx_form_error_without_its_text(
+    staff: Client, mailbox: Mailbox, settings
+) -> None:
+    settings.INBOUND_SMTP = {
+        **settings.INBOUND_SMTP,
+        "RECIPIENT_VALIDATORS": ["tests.test_admin_inject.broken_validator"],
+    }
+    errors = _errors(_post(staff, UNIX_FILE))
+    assert errors.startswith("451 4.3.0 <user@our.test>: ")
+    assert "(ref " in errors
+    assert "hunter2" not in errors
+    assert not InboundMessage.objects.exists()
+
+
+def test_a_paste_over_djangos_post_limit_is_a_400_not_a_500(
+    staff: Client, mailbox: Mailbox, settings
+) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    source = "Subject: big\r\n\r\n" + "x" * 2000 + "\r\n"
+    response = staff.post(reverse(URL), {"rcpt_to": "user@our.test", "source": source})
+    assert response.status_code == 400
     assert not InboundMessage.objects.exists()

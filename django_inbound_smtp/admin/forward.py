@@ -190,6 +190,13 @@ def forward_selected(
     modeladmin: Any, request: HttpRequest, queryset: QuerySet[InboundMessage]
 ) -> HttpResponseRedirect:
     """Admin action: the forward form for the selected messages (at most MAX_MESSAGES)."""
-    pks = list(queryset.values_list("pk", flat=True)[:MAX_MESSAGES])
+    pks = list(queryset.values_list("pk", flat=True)[: MAX_MESSAGES + 1])
+    if len(pks) > MAX_MESSAGES:
+        pks = pks[:MAX_MESSAGES]
+        messages.warning(
+            request,
+            _("At most %(count)d messages are forwarded at once: the first %(count)d are.")
+            % {"count": MAX_MESSAGES},
+        )
     url = reverse("admin:inbound_smtp_inboundmessage_forward")
     return HttpResponseRedirect(f"{url}?ids={','.join(map(str, pks))}")
