@@ -74,6 +74,8 @@ def test_an_injected_message_is_stored_processed_and_attributed(
         "admin:inbound_smtp_inboundmessage_change", args=[message.pk]
     )
     assert [c.message.pk for c in captured] == [message.pk]
+    envelope = captured[0].kwargs["envelope"]
+    assert (envelope.received_via, envelope.injected_by) == ("admin", boss.pk)
     assert message.status == InboundMessage.Status.PROCESSED
     # Our Received: line, then the file exactly as an SMTP client sends it (CRLF).
     raw = message.raw_bytes
