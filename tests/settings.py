@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import django
+
 BASE_DIR = Path(__file__).resolve().parent
 SECRET_KEY = "tests-only-not-secret"  # noqa: S105 - test settings
 DEBUG = False
@@ -120,3 +122,8 @@ LOGGING = {
     "loggers": {"django_inbound_smtp": {"handlers": ["null"], "level": "INFO"}},
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only
+
+# Django 6.1 replaces EMAIL_BACKEND with MAILERS and warns when neither is set; the test
+# runner swaps every mailer for the locmem backend (forwarding tests read mail.outbox).
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}

@@ -143,8 +143,13 @@ def test_forwarding_many_takes_the_first_twenty(staff: Client, mailoutbox) -> No
 
 def test_a_failing_email_backend_is_a_form_error(staff: Client, settings) -> None:
     # The relay cannot be reached: the SMTP backend pointed at a closed loopback port.
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", 9, 5
+    backend = "django.core.mail.backends.smtp.EmailBackend"
+    if django.VERSION >= (6, 1):  # MAILERS replaces the EMAIL_* settings
+        options = {"host": "127.0.0.1", "port": 9, "timeout": 5}
+        settings.MAILERS = {"default": {"BACKEND": backend, "OPTIONS": options}}
+    else:
+        settings.EMAIL_BACKEND = backend
+        settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", 9, 5
     message = _store(b"Subject: one\r\n\r\n1\r\n", "QFAIL")
     response = staff.post(reverse(FORWARD), {"ids": str(message.pk), "to": "dev@example.net"})
     assert response.status_code == 200
