@@ -234,3 +234,21 @@ def test_export_needs_the_view_permission_and_skips_a_missing_file(db, tmp_path:
     assert data.count(b"\nFrom ") + data.startswith(b"From ") == 1
     assert b"Subject: kept" in data
     assert b"Subject: lost" not in data
+
+
+def test_export_fetches_rows_in_batches_as_it_streams(db, monkeypatch) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from django_inbound_smtp.admin import export
+
+    monkeypatch.setattr(export, "ROWS", 2)
+    stored = [_store(b"Subject: s%d\r\n\r\nx\r\n" % i, f"QBATCH{i}") for i in range(5)]
+    stream = export.mbox_stream([m.pk for m in stored])
+    with CaptureQueriesContext(connection) as queries:
+        first = next(stream)
+        assert len(queries) == 1  # only the first batch is read to start the download
+        rest = b"".join(stream)
+    assert len(queries) == 3
+    assert first.startswith(b"From sender@x.test ")
+    assert (first + rest).count(b"\nSubject: s") == 5

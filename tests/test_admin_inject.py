@@ -281,3 +281,30 @@ def test_a_paste_over_djangos_post_limit_is_a_400_not_a_500(
     response = staff.post(reverse(URL), {"rcpt_to": "user@our.test", "source": source})
     assert response.status_code == 400
     assert not InboundMessage.objects.exists()
+
+
+def test_an_upload_past_the_limit_is_not_read_whole(
+    staff: Client, mailbox: Mailbox, settings
+) -> None:
+    settings.INBOUND_SMTP = {**settings.INBOUND_SMTP, "MAX_MESSAGE_SIZE": 64 * 1024}
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1024  # Django would spool anything bigger to disk
+    huge = b"Subject: huge\r\n\r\n" + b"x" * 1023 + b"\r\n"
+    response = _post(staff, huge * 200)  # ~200 KiB, cut off after the first 64 KiB
+    assert "552 5.3.4" in _errors(response)
+    assert response.context["form"].too_big
+    assert not InboundMessage.objects.exists()
+
+
+def test_the_inject_form_still_checks_csrf(boss: User, mailbox: Mailbox) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(boss)
+    assert _post(client, UNIX_FILE).status_code == 403
+    page = client.get(reverse(URL))
+    token = page.context["csrf_token"]
+    upload = SimpleUploadedFile("test.eml", UNIX_FILE)
+    response = client.post(
+        reverse(URL),
+        {"csrfmiddlewaretoken": token, "rcpt_to": "user@our.test", "eml": upload},
+    )
+    assert response.status_code == 302
+    assert schedule.drain(10)

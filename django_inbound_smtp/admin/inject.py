@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.http import HttpRequest, HttpResponseRedirect
 from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from django_inbound_smtp import replies
 from django_inbound_smtp.admin._submit import NotAMessage, Prepared, Refused, prepare, resolve
@@ -34,7 +36,7 @@ from django_inbound_smtp.spool import is_disk_full
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
 
-__all__ = ["InjectForm", "inject_view"]
+__all__ = ["InjectForm", "inject_view", "inject_url_view"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +80,12 @@ class InjectForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 14, "cols": 90, "style": "font-family: monospace"}),
     )
 
-    def __init__(self, *args: Any, secure: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, secure: bool = False, too_big: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.secure = secure
+        self.too_big = too_big  # the upload was cut off past MAX_MESSAGE_SIZE
         self.prepared: Prepared | None = None
         self.recipients: list[ResolvedRecipient] = []
 
@@ -129,6 +134,9 @@ class InjectForm(forms.Form):
 
     def _content(self, cleaned: dict[str, Any]) -> tuple[str, bytes | None]:
         upload, source = cleaned.get("eml"), cleaned.get("source") or ""
+        if self.too_big:
+            self.add_error("eml", str(replies.MESSAGE_TOO_BIG))
+            return "eml", None
         if upload and source:
             self.add_error(None, _("Upload a file or paste a source, not both."))
             return "eml", None
@@ -161,14 +169,61 @@ class InjectForm(forms.Form):
                 )
 
 
-def inject_view(model_admin: ModelAdmin[InboundMessage], request: HttpRequest) -> HttpResponseBase:
+class _SizeCap(FileUploadHandler):
+    """Stops reading an upload as soon as it passes ``MAX_MESSAGE_SIZE``, so a huge
+    file is never written to a temporary file whole; the form then says it is too big.
+    The rest of the request body is read and dropped (the browser gets its answer)."""
+
+    def __init__(self, request: HttpRequest, limit: int) -> None:
+        super().__init__(request)
+        self.limit = limit
+        self.exceeded = False
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
+        if self.limit and start + len(raw_data) > self.limit:
+            self.exceeded = True
+            raise StopUpload(connection_reset=False)
+        return raw_data
+
+    def file_complete(self, file_size: int) -> None:
+        return None  # the next handler (Django's) holds the file
+
+
+def inject_url_view(model_admin: ModelAdmin[InboundMessage]) -> Any:
+    """The view to route (inside ``admin_site.admin_view``).
+
+    CSRF is checked inside, after the size cap is installed: the check reads the
+    request body, and upload handlers can only be changed before that (Django's
+    documented pattern for custom upload handlers)."""
+
+    @csrf_exempt
+    def view(request: HttpRequest) -> HttpResponseBase:
+        cap = _SizeCap(request, get_settings().MAX_MESSAGE_SIZE)
+        try:
+            request.upload_handlers = [cap, *request.upload_handlers]
+        except AttributeError:
+            pass  # a middleware read the body already: Django's own limits apply
+
+        def checked(request: HttpRequest) -> HttpResponseBase:
+            return inject_view(model_admin, request, cap=cap)
+
+        return csrf_protect(checked)(request)
+
+    return view
+
+
+def inject_view(
+    model_admin: ModelAdmin[InboundMessage], request: HttpRequest, *, cap: _SizeCap | None = None
+) -> HttpResponseBase:
     """The inject page: GET shows the form, POST stores the message and goes to it."""
     opts = model_admin.opts
     if not request.user.has_perm(f"{opts.app_label}.{PERMISSION}"):
         raise PermissionDenied
     secure = request.is_secure()
     if request.method == "POST":
-        form = InjectForm(request.POST, request.FILES, secure=secure)
+        data, files = request.POST, request.FILES  # reading the body runs the size cap
+        too_big = cap is not None and cap.exceeded
+        form = InjectForm(data, files, secure=secure, too_big=too_big)
         if form.is_valid() and (pk := _store(form, request)) is not None:
             return HttpResponseRedirect(
                 reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[pk])

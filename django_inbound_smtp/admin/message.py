@@ -256,7 +256,7 @@ class InboundMessageAdmin(admin.ModelAdmin):
         )
         mail_in = path(
             "inject/",
-            self.admin_site.admin_view(partial(inject.inject_view, self)),
+            self.admin_site.admin_view(inject.inject_url_view(self)),
             name="inbound_smtp_inboundmessage_inject",
         )
         forward_out = path(
