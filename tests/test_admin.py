@@ -176,14 +176,18 @@ def test_html_body_is_previewed_in_a_sandbox_that_fetches_nothing(
 ) -> None:
     page = staff.get(reverse("admin:inbound_smtp_inboundmessage_change", args=[parsed_html.pk]))
     content = page.content.decode()
-    assert "alert(4)" not in content
-    assert "tracker.example" not in content
+    # Only escaped, in the Source tab.
+    assert "<script>alert(4)" not in content
+    assert "<img src=https://tracker.example" not in content
     frame_url = reverse("admin:inbound_smtp_inboundmessage_html", args=[parsed_html.pk])
-    assert f'<iframe sandbox="" src="{frame_url}"' in content
+    assert 'sandbox="allow-popups allow-popups-to-escape-sandbox"' in content
+    assert f'src="{frame_url}"></iframe>' in content
     frame = staff.get(frame_url)
     assert frame.status_code == 200
     csp = frame["Content-Security-Policy"]
-    assert csp.startswith("sandbox;")
+    assert csp.startswith("sandbox allow-popups allow-popups-to-escape-sandbox;")
+    assert "allow-scripts" not in csp
+    assert "allow-same-origin" not in csp
     assert "default-src 'none'" in csp
     assert "script-src" not in csp
     assert "https:" not in csp

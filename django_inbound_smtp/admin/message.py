@@ -1,8 +1,9 @@
-"""Admin for received messages: read-only, with a safe detail view and raw download.
+"""Admin for received messages: read-only, a page built for reading mail, safe downloads.
 
-Received content is hostile: nothing from a message is ever rendered as HTML. Header
-values and the text body are shown escaped inside ``<pre>``; the raw message is a
-download with ``Content-Disposition: attachment`` and ``nosniff``, never inline.
+Received content is hostile: nothing from a message is ever rendered as HTML in the
+admin's own pages. Headers, the text body and the source are shown escaped; the HTML
+body only inside a sandboxed frame served with its own Content-Security-Policy
+(``_views``, ``_preview``); the raw message and attachments are downloads.
 """
 
 from __future__ import annotations
@@ -12,37 +13,40 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
-from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
-from django.http.response import HttpResponseBase
-from django.shortcuts import get_object_or_404
+from django.db.models import Exists, OuterRef, QuerySet
+from django.http import HttpRequest
+from django.template.defaultfilters import filesizeformat
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
-from django_inbound_smtp import parsing
-from django_inbound_smtp.admin import export, forward, inject
-from django_inbound_smtp.admin._downloads import download
+from django_inbound_smtp.admin import _page, export, forward, inject
+from django_inbound_smtp.admin._views import MessageViews
 from django_inbound_smtp.admin.inlines import AttachmentInline, RecipientInline, SenderCheckInline
 from django_inbound_smtp.lifecycle import schedule
 from django_inbound_smtp.models import Attachment, InboundMessage
 
-# The admin detail parses the stored message on demand. Bigger messages are shown
-# without their body: parsing hostile MIME in a web request has no time limit yet.
-PREVIEW_MAX_BYTES = 2 * 1024 * 1024
+# List cells longer than this are cut on the server (the full value is the title).
+CELL_MAX_CHARS = 200
+
+
+def _cell(value: str, *, css: str) -> str:
+    """A list cell cut with an ellipsis by CSS, the whole value in its tooltip."""
+    value = _page.visible(value)
+    return format_html('<span class="{}" title="{}">{}</span>', css, value, value[:CELL_MAX_CHARS])
 
 
 @admin.register(InboundMessage)
-class InboundMessageAdmin(admin.ModelAdmin):
+class InboundMessageAdmin(MessageViews, admin.ModelAdmin):
     list_display = (
-        "received_at",
-        "envelope_from_display",
+        "received",
+        "from_display",
         "recipient_list",
-        "subject",
-        "size",
+        "subject_display",
+        "attachment_flag",
+        "size_display",
         "status",
         "sender_verified",
     )
@@ -70,46 +74,62 @@ class InboundMessageAdmin(admin.ModelAdmin):
     date_hierarchy = "received_at"
     inlines = (RecipientInline, AttachmentInline, SenderCheckInline)
     actions = ("reprocess", export.export_mbox, forward.forward_selected)
+    # Fieldsets with an "inbound-tab-<tab>" class go in that tab (_page.TABS); the
+    # first is the summary above the tabs.
     fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "subject",
+                    "from_header",
+                    "to_display",
+                    ("date_display", "received_display"),
+                    ("status", "size_display", "raw_download"),
+                )
+            },
+        ),
         (
             _("Envelope"),
             {
+                "classes": ("inbound-tab-envelope",),
                 "fields": (
                     "queue_id",
-                    "status",
-                    "received_at",
                     ("received_via", "injected_by"),
                     "envelope_from_display",
                     ("peer_ip", "peer_port"),
                     "helo",
-                    "tls",
-                    "size",
-                    "raw_download",
-                )
-            },
-        ),
-        (
-            _("Headers"),
-            {
-                "fields": (
+                    ("tls", "tls_version", "tls_cipher"),
+                    "auth_user",
                     "message_id",
-                    "subject",
-                    "from_header",
-                    "date_header",
                     "in_reply_to",
-                    "header_table",
-                )
+                ),
             },
-        ),
-        (
-            _("Body"),
-            {"fields": ("text_body", "html_preview", "parsed_at", "parse_error", "defects")},
         ),
         (
             _("Processing"),
-            {"fields": ("attempts", "processed_at", "claimed_by", "duplicate_of", "error")},
+            {
+                "classes": ("inbound-tab-processing",),
+                "fields": (
+                    ("attempts", "processed_display"),
+                    "claimed_by",
+                    "duplicate_of",
+                    "error",
+                ),
+            },
+        ),
+        (
+            _("Parsing"),
+            {
+                "classes": ("inbound-tab-processing",),
+                "fields": ("parsed_display", "parse_error", "defects"),
+            },
         ),
     )
+
+    class Media:
+        css = {"all": ("inbound_smtp/message.css",)}
+        js = ("inbound_smtp/message.js",)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -123,7 +143,9 @@ class InboundMessageAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[InboundMessage]:
         queryset = super().get_queryset(request).select_related("sender_check", "injected_by")
-        return queryset.prefetch_related("recipients")
+        # The paperclip: one EXISTS per row of the page, in the same query.
+        attached = Attachment.objects.filter(message=OuterRef("pk"), inline=False)
+        return queryset.prefetch_related("recipients").annotate(has_attachments=Exists(attached))
 
     def has_reprocess_permission(self, request: HttpRequest) -> bool:
         """Re-running receivers has side effects: it takes the change permission, which
@@ -158,6 +180,38 @@ class InboundMessageAdmin(admin.ModelAdmin):
                 messages.WARNING,
             )
 
+    @admin.display(description=_("received"), ordering="received_at")
+    def received(self, message: InboundMessage) -> str:
+        return _page.seconds(message.received_at, zone=False)
+
+    @admin.display(description=_("from"), ordering="from_header")
+    def from_display(self, message: InboundMessage) -> str:
+        return _cell(message.from_header or message.envelope_from or "<>", css="inbound-cut")
+
+    @admin.display(description=_("to"))
+    def recipient_list(self, message: InboundMessage) -> str:
+        addresses = ", ".join(r.address for r in message.recipients.all())
+        return _cell(addresses, css="inbound-cut")
+
+    @admin.display(description=_("subject"), ordering="subject")
+    def subject_display(self, message: InboundMessage) -> str:
+        return _cell(message.subject, css="inbound-cut")
+
+    @admin.display(description=_("attachments"), ordering="has_attachments")
+    def attachment_flag(self, message: InboundMessage) -> str:
+        if not getattr(message, "has_attachments", False):
+            return ""
+        label = _("has attachments")
+        return format_html(
+            '<span class="inbound-clip" role="img" aria-label="{}" title="{}">\N{PAPERCLIP}</span>',
+            label,
+            label,
+        )
+
+    @admin.display(description=_("size"), ordering="size")
+    def size_display(self, message: InboundMessage) -> str:
+        return filesizeformat(message.size)
+
     def has_forward_permission(self, request: HttpRequest) -> bool:
         """Forwarding sends mail out: the view permission and ``forward_message``."""
         opts = self.opts
@@ -180,126 +234,113 @@ class InboundMessageAdmin(admin.ModelAdmin):
         check = getattr(message, "sender_check", None)
         return None if check is None else check.sender_verified
 
-    @admin.display(description=_("recipients"))
-    def recipient_list(self, message: InboundMessage) -> str:
-        return ", ".join(r.address for r in message.recipients.all())
+    @admin.display(description=_("to"))
+    def to_display(self, message: InboundMessage) -> str:
+        return ", ".join(message.header_values("To")) or "-"
+
+    @admin.display(description=_("Date header"))
+    def date_display(self, message: InboundMessage) -> str:
+        return _page.seconds(message.date_header)
+
+    @admin.display(description=_("received"))
+    def received_display(self, message: InboundMessage) -> str:
+        return _page.seconds(message.received_at)
+
+    @admin.display(description=_("processed"))
+    def processed_display(self, message: InboundMessage) -> str:
+        return _page.seconds(message.processed_at)
+
+    @admin.display(description=_("parsed"))
+    def parsed_display(self, message: InboundMessage) -> str:
+        return _page.seconds(message.parsed_at)
 
     @admin.display(description=_("raw message"))
     def raw_download(self, message: InboundMessage) -> str:
         url = reverse("admin:inbound_smtp_inboundmessage_raw", args=[message.pk])
-        return format_html('<a href="{}">{}</a>', url, _("Download .eml"))
+        return format_html('<a href="{}" id="raw-download">{}</a>', url, _("Download .eml"))
 
-    def _parsed(self, message: InboundMessage) -> Any:
-        with message.open_raw() as handle:
-            raw = handle.read(PREVIEW_MAX_BYTES + 1)
-        if len(raw) > PREVIEW_MAX_BYTES:
-            return None
-        try:
-            return parsing.parse(raw)
-        except (Exception, RecursionError):
-            # Hostile structure (hostile-inputs #71): the page must still render.
-            return None
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,  # noqa: FBT001, FBT002 - Django's signature
+        change: bool = False,  # noqa: FBT001, FBT002
+        form_url: str = "",
+        obj: InboundMessage | None = None,
+    ) -> Any:
+        if obj is not None:
+            context["page"] = self.page_context(request, obj, context)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
-    @admin.display(description=_("all headers"))
-    def header_table(self, message: InboundMessage) -> str:
-        if message.parsed_at is None:
-            # Not parsed yet: the header block as received.
-            with message.open_raw() as handle:
-                block = parsing.header_block(handle.read(parsing.MAX_HEADER_BLOCK))
-            text = block.decode("utf-8", errors="replace")
-        else:
-            text = "\n".join(f"{name}: {decoded}" for name, _raw, decoded in message.headers)
-        return format_html('<pre style="white-space: pre-wrap">{}</pre>', text)
-
-    @admin.display(description=_("text body"))
-    def text_body(self, message: InboundMessage) -> str:
-        if message.parsed_at is not None:
-            body: str | None = message.text
-        else:
-            parsed = self._parsed(message)
-            body = None if parsed is None else parsing.text_body(parsed)
-        if body is None:
-            return str(_("Cannot preview this message; download the raw message."))
-        body = body or str(_("(no text/plain part)"))
-        return format_html('<pre style="white-space: pre-wrap">{}</pre>', body)
-
-    @admin.display(description=_("HTML body"))
-    def html_preview(self, message: InboundMessage) -> str:
-        if not message.html:
-            return "-"
-        # A sandboxed frame: no scripts, no forms, no same-origin access; the page it
-        # loads also forbids every fetch, so remote images (tracking pixels) stay out.
-        url = reverse("admin:inbound_smtp_inboundmessage_html", args=[message.pk])
-        return format_html(
-            '<iframe sandbox="" src="{}" style="width: 100%; height: 30em; border: 1px solid #ccc">'
-            "</iframe>",
-            url,
+    def page_context(
+        self, request: HttpRequest, message: InboundMessage, context: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What the tabs of the message page show (templates under
+        ``admin/inbound_smtp/inboundmessage/``)."""
+        remote = request.GET.get("remote_images") == "1"
+        preview = self.preview(request, message, remote=remote) if message.html else None
+        summary, tabs, others = _page.group_tabs(
+            context["adminform"],
+            context["inline_admin_formsets"],
+            active="html" if preview else "text",
         )
+        with message.open_raw() as handle:
+            source = handle.read(_page.SOURCE_MAX_BYTES)
+        html_url = reverse("admin:inbound_smtp_inboundmessage_html", args=[message.pk])
+        return {
+            "summary": summary,
+            "tabs": tabs,
+            "other_inlines": others,
+            "preview": preview,
+            "remote_allowed": remote,
+            "html_url": f"{html_url}?remote_images=1" if remote else html_url,
+            "text": _page.text_body(message),
+            "raw_headers": _page.raw_headers(message),
+            "headers": _page.decoded_headers(message),
+            "source": _page.numbered_source(source),
+            "source_cut": message.size > len(source),
+            "source_limit": _page.SOURCE_MAX_BYTES,
+            "raw_url": reverse("admin:inbound_smtp_inboundmessage_raw", args=[message.pk]),
+        }
 
     def get_urls(self) -> list[URLPattern]:
-        raw = path(
-            "<int:pk>/raw/",
-            self.admin_site.admin_view(self.raw_view),
-            name="inbound_smtp_inboundmessage_raw",
-        )
-        html = path(
-            "<int:pk>/html/",
-            # Framed by our own change page: SAMEORIGIN, where Django's clickjacking
-            # middleware would send DENY and the preview would not show.
-            self.admin_site.admin_view(xframe_options_sameorigin(self.html_view)),
-            name="inbound_smtp_inboundmessage_html",
-        )
-        attachment = path(
-            "attachment/<int:pk>/",
-            self.admin_site.admin_view(self.attachment_view),
-            name="inbound_smtp_attachment_download",
-        )
-        mail_in = path(
-            "inject/",
-            self.admin_site.admin_view(inject.inject_url_view(self)),
-            name="inbound_smtp_inboundmessage_inject",
-        )
-        forward_out = path(
-            "forward/",
-            self.admin_site.admin_view(partial(forward.forward_view, self)),
-            name="inbound_smtp_inboundmessage_forward",
-        )
-        return [raw, html, attachment, mail_in, forward_out, *super().get_urls()]
+        def view(function: Any) -> Any:
+            return self.admin_site.admin_view(function)
 
-    def _viewable(self, request: HttpRequest, pk: int) -> InboundMessage:
-        message = get_object_or_404(InboundMessage, pk=pk)
-        if not self.has_view_permission(request, message):
-            raise PermissionDenied
-        return message
-
-    def raw_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
-        """The stored message as an ``.eml`` attachment; staff with view permission only."""
-        message = self._viewable(request, pk)
-        return download(
-            message.open_raw(), filename=f"{message.queue_id}.eml", content_type="message/rfc822"
-        )
-
-    def attachment_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
-        """One attachment as a download (``application/octet-stream``, never rendered)."""
-        attachment = get_object_or_404(Attachment, pk=pk)
-        self._viewable(request, attachment.message_id)
-        return download(
-            attachment.open(),
-            filename=attachment.filename,
-            content_type="application/octet-stream",
-        )
-
-    def html_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
-        """The HTML body for the sandboxed preview frame: no scripts, nothing fetched."""
-        message = self._viewable(request, pk)
-        response = HttpResponse(message.html, content_type="text/html; charset=utf-8")
-        response["Content-Security-Policy"] = (
-            "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
-            "frame-ancestors 'self'"
-        )
-        response["X-Content-Type-Options"] = "nosniff"
-        response["Referrer-Policy"] = "no-referrer"
-        return response
+        return [
+            path("<int:pk>/raw/", view(self.raw_view), name="inbound_smtp_inboundmessage_raw"),
+            path(
+                "<int:pk>/html/",
+                # Framed by our own change page: SAMEORIGIN, where Django's clickjacking
+                # middleware would send DENY and the preview would not show.
+                view(xframe_options_sameorigin(self.html_view)),
+                name="inbound_smtp_inboundmessage_html",
+            ),
+            path("<int:pk>/link/", view(self.link_view), name="inbound_smtp_inboundmessage_link"),
+            path(
+                "attachment/<int:pk>/",
+                view(self.attachment_view),
+                name="inbound_smtp_attachment_download",
+            ),
+            # Not through admin_view: the preview frame's requests carry no session
+            # cookie, so the view checks a signed token or goes through admin_view itself.
+            path(
+                "attachment/<int:pk>/image/",
+                self.image_view,
+                name="inbound_smtp_attachment_image",
+            ),
+            path(
+                "inject/",
+                view(inject.inject_url_view(self)),
+                name="inbound_smtp_inboundmessage_inject",
+            ),
+            path(
+                "forward/",
+                view(partial(forward.forward_view, self)),
+                name="inbound_smtp_inboundmessage_forward",
+            ),
+            *super().get_urls(),
+        ]
 
 
 __all__ = ["InboundMessageAdmin"]

@@ -1,0 +1,244 @@
+"""The HTML body, rewritten for the sandboxed preview frame.
+
+A real HTML tokenizer (stdlib ``html.parser``) walks the sender's HTML and writes it
+back with four changes, none of which the frame's safety depends on (the sandbox and
+its Content-Security-Policy do that); they make the preview useful:
+
+- ``cid:`` references point at our own inline-image endpoint, for attachments that
+  are safe raster images; any other ``cid:`` is dropped.
+- Remote images (``src``/``srcset``/``background`` and CSS ``url()`` with http(s) or a
+  scheme-relative ``//host``) are counted, and unless loading them was asked for they
+  are moved to ``data-blocked-*`` attributes, so not even a CSP bug could fetch them.
+- Links open in a new tab through our warning page; ``javascript:``, ``data:`` and
+  every other scheme but http(s) and mailto lose their ``href``.
+- The sender's ``<base>`` and ``<meta http-equiv="refresh">`` are dropped, and ours,
+  ``<base target="_blank">``, comes first: a link the tokenizer saw differently from
+  the browser still leaves the admin's frame.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from html import escape
+from html.parser import HTMLParser
+from urllib.parse import unquote, urlsplit
+
+__all__ = ["Preview", "external_target", "rewrite"]
+
+# Browsers drop these from URLs before looking at the scheme ("java\tscript:").
+_URL_NOISE = re.compile(r"[\t\n\r]")
+_CSS_URL = re.compile(r"""url\(\s*(['"]?)\s*((?:https?:)?//[^'")\s]*)\s*\1\s*\)""", re.IGNORECASE)
+_REMOTE = re.compile(r"^(?:https?:)?//", re.IGNORECASE)
+_C0_AND_SPACE = "".join(map(chr, range(0x21)))
+# Names we write back; anything else (quotes, "<" in a name) is not written at all.
+_NAME = re.compile(r"^[a-zA-Z_:][-a-zA-Z0-9_:.]*$")
+_LINKABLE = frozenset({"http", "https", "mailto"})
+# Elements the sender may not have: they would steer where our rewritten URLs go
+# (<base href>) or navigate the frame by themselves (refresh).
+_DROPPED_META = frozenset({"refresh", "set-cookie"})
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The rewritten HTML and what was found in it."""
+
+    html: str
+    remote_images: int
+    inline_images: int
+
+
+def _clean_url(value: str) -> str:
+    return _URL_NOISE.sub("", value).strip(_C0_AND_SPACE)
+
+
+def external_target(value: str) -> str | None:
+    """The URL a link may lead to (http, https or mailto), or ``None`` if it may not.
+
+    Scheme-relative ``//host/path`` becomes ``https://host/path``; relative URLs and
+    every other scheme (``javascript:``, ``data:``, ``file:`` ...) are refused.
+    """
+    url = _clean_url(value)
+    if url.startswith("//"):
+        url = "https:" + url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in _LINKABLE:
+        return None
+    if parts.scheme.lower() != "mailto" and not parts.netloc:
+        return None
+    return url
+
+
+def _content_id(value: str) -> str | None:
+    url = _clean_url(value)
+    if url[:4].lower() != "cid:":
+        return None
+    # RFC 2392: the cid URL is the %-encoded Content-ID; some senders keep the <>.
+    return unquote(url[4:]).strip().removeprefix("<").removesuffix(">")
+
+
+class _Rewriter(HTMLParser):
+    def __init__(
+        self,
+        *,
+        image_url: Callable[[str], str | None],
+        link_url: Callable[[str], str],
+        allow_remote: bool,
+    ) -> None:
+        super().__init__(convert_charrefs=True)
+        self._image_url = image_url
+        self._link_url = link_url
+        self._allow_remote = allow_remote
+        self._out: list[str] = []
+        self._base_written = False
+        self.remote_images = 0
+        self.inline_images = 0
+
+    def _base(self) -> None:
+        if not self._base_written:
+            self._base_written = True
+            self._out.append('<base target="_blank">')
+
+    def _css(self, text: str) -> str:
+        found = len(_CSS_URL.findall(text))
+        self.remote_images += found
+        if not found or self._allow_remote:
+            return text
+        return _CSS_URL.sub("url(about:invalid)", text)
+
+    def _image_source(self, attrs: dict[str, str | None], name: str) -> None:
+        value = attrs.get(name)
+        if value is None:
+            return
+        if name == "srcset":
+            self._srcset(attrs, value)
+            return
+        content_id = _content_id(value)
+        if content_id is not None:
+            url = self._image_url(content_id)
+            if url is None:
+                del attrs[name]
+            else:
+                attrs[name] = url
+                self.inline_images += 1
+        elif _REMOTE.match(_clean_url(value)):
+            self.remote_images += 1
+            if not self._allow_remote:
+                attrs[f"data-blocked-{name}"] = attrs.pop(name)
+
+    def _srcset(self, attrs: dict[str, str | None], value: str) -> None:
+        # "url 1x, url 2x": one image, whatever the number of candidates.
+        urls = [_clean_url(candidate).split(" ")[0] for candidate in value.split(",")]
+        if any(url[:4].lower() == "cid:" for url in urls):
+            del attrs["srcset"]
+        elif any(_REMOTE.match(url) for url in urls):
+            self.remote_images += 1
+            if not self._allow_remote:
+                attrs["data-blocked-srcset"] = attrs.pop("srcset")
+
+    def _link(self, attrs: dict[str, str | None]) -> None:
+        for name in ("href", "xlink:href"):
+            value = attrs.pop(name, None)
+            if value is None:
+                continue
+            if _clean_url(value).startswith("#"):
+                # Within the document: harmless, and it stays in the frame.
+                attrs[name] = value
+                attrs["target"] = "_self"
+                continue
+            target = external_target(value)
+            if target is not None:
+                attrs[name] = self._link_url(target)
+                attrs["target"] = "_blank"
+                attrs["rel"] = "noopener noreferrer"
+
+    def _attributes(self, tag: str, pairs: list[tuple[str, str | None]]) -> str | None:
+        attrs: dict[str, str | None] = {}
+        for name, value in pairs:
+            if _NAME.match(name):
+                attrs.setdefault(name, value)  # the first of duplicates wins, as in browsers
+        if tag == "base" or not _NAME.match(tag):
+            return None
+        if tag == "meta" and (attrs.get("http-equiv") or "").strip().lower() in _DROPPED_META:
+            return None
+        attrs.pop("target", None)
+        for name in ("src", "srcset", "background", "poster"):
+            self._image_source(attrs, name)
+        if tag in {"a", "area"}:
+            self._link(attrs)
+        if attrs.get("style"):
+            attrs["style"] = self._css(attrs["style"] or "")
+        return "".join(
+            f" {name}" if value is None else f' {name}="{escape(value)}"'
+            for name, value in attrs.items()
+        )
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._base()
+        rendered = self._attributes(tag, attrs)
+        if rendered is not None:
+            self._out.append(f"<{tag}{rendered}>")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._base()
+        rendered = self._attributes(tag, attrs)
+        if rendered is not None:
+            self._out.append(f"<{tag}{rendered} />")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._base()
+        if tag != "base" and _NAME.match(tag):
+            self._out.append(f"</{tag}>")
+
+    def handle_data(self, data: str) -> None:
+        if getattr(self, "cdata_elem", None) is not None:
+            # Raw text of <style> (or <script>): written back as is, never escaped.
+            self._out.append(self._css(data))
+            return
+        if data.strip():
+            self._base()
+        self._out.append(escape(data, quote=False))
+
+    def handle_comment(self, data: str) -> None:
+        self._out.append(f"<!--{data}-->")
+
+    def handle_decl(self, decl: str) -> None:
+        # <!DOCTYPE> first, then our <base>: before it the page would be in quirks mode.
+        self._out.append(f"<!{decl}>")
+        self._base()
+
+    def unknown_decl(self, data: str) -> None:
+        self._out.append(f"<![{data}]>")
+
+    def handle_pi(self, data: str) -> None:
+        self._out.append(f"<?{data}>")
+
+    def result(self) -> str:
+        self._base()
+        return "".join(self._out)
+
+
+def rewrite(
+    html: str,
+    *,
+    image_url: Callable[[str], str | None],
+    link_url: Callable[[str], str],
+    allow_remote: bool = False,
+) -> Preview:
+    """Rewrite the sender's ``html`` for the preview frame (see the module docstring).
+
+    ``image_url(content_id)`` gives our URL for an inline image or ``None`` (not served
+    inline); ``link_url(target)`` gives the warning-page URL for an external target.
+    """
+    rewriter = _Rewriter(image_url=image_url, link_url=link_url, allow_remote=allow_remote)
+    rewriter.feed(html)
+    rewriter.close()
+    return Preview(
+        html=rewriter.result(),
+        remote_images=rewriter.remote_images,
+        inline_images=rewriter.inline_images,
+    )
