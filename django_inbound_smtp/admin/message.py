@@ -15,7 +15,6 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
-from django.template.defaultfilters import filesizeformat
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
@@ -23,23 +22,15 @@ from django.utils.translation import ngettext
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from django_inbound_smtp.admin import _page, export, forward, inject
+from django_inbound_smtp.admin._columns import MessageColumns
 from django_inbound_smtp.admin._views import MessageViews
 from django_inbound_smtp.admin.inlines import AttachmentInline, RecipientInline, SenderCheckInline
 from django_inbound_smtp.lifecycle import schedule
 from django_inbound_smtp.models import Attachment, InboundMessage
 
-# List cells longer than this are cut on the server (the full value is the title).
-CELL_MAX_CHARS = 200
-
-
-def _cell(value: str, *, css: str) -> str:
-    """A list cell cut with an ellipsis by CSS, the whole value in its tooltip."""
-    value = _page.visible(value)
-    return format_html('<span class="{}" title="{}">{}</span>', css, value, value[:CELL_MAX_CHARS])
-
 
 @admin.register(InboundMessage)
-class InboundMessageAdmin(MessageViews, admin.ModelAdmin):
+class InboundMessageAdmin(MessageColumns, MessageViews, admin.ModelAdmin):
     list_display = (
         "received",
         "from_display",
@@ -180,59 +171,12 @@ class InboundMessageAdmin(MessageViews, admin.ModelAdmin):
                 messages.WARNING,
             )
 
-    @admin.display(description=_("received"), ordering="received_at")
-    def received(self, message: InboundMessage) -> str:
-        return _page.seconds(message.received_at, zone=False)
-
-    @admin.display(description=_("from"), ordering="from_header")
-    def from_display(self, message: InboundMessage) -> str:
-        return _cell(message.from_header or message.envelope_from or "<>", css="inbound-cut")
-
-    @admin.display(description=_("to"))
-    def recipient_list(self, message: InboundMessage) -> str:
-        addresses = ", ".join(r.address for r in message.recipients.all())
-        return _cell(addresses, css="inbound-cut")
-
-    @admin.display(description=_("subject"), ordering="subject")
-    def subject_display(self, message: InboundMessage) -> str:
-        return _cell(message.subject, css="inbound-cut")
-
-    @admin.display(description=_("attachments"), ordering="has_attachments")
-    def attachment_flag(self, message: InboundMessage) -> str:
-        if not getattr(message, "has_attachments", False):
-            return ""
-        label = _("has attachments")
-        return format_html(
-            '<span class="inbound-clip" role="img" aria-label="{}" title="{}">\N{PAPERCLIP}</span>',
-            label,
-            label,
-        )
-
-    @admin.display(description=_("size"), ordering="size")
-    def size_display(self, message: InboundMessage) -> str:
-        return filesizeformat(message.size)
-
     def has_forward_permission(self, request: HttpRequest) -> bool:
         """Forwarding sends mail out: the view permission and ``forward_message``."""
         opts = self.opts
         return self.has_view_permission(request) and bool(
             request.user.has_perm(f"{opts.app_label}.{forward.PERMISSION}")
         )
-
-    @admin.display(description=_("envelope sender"), ordering="envelope_from")
-    def envelope_from_display(self, message: InboundMessage) -> str:
-        sender = message.envelope_from or "<>"
-        if message.received_via != InboundMessage.ReceivedVia.ADMIN:
-            return sender
-        user = message.injected_by
-        who = user.get_username() if user is not None else _("a deleted user")
-        return format_html("{} <small>({} {})</small>", sender, _("injected by"), who)
-
-    @admin.display(description=_("sender verified"), boolean=True)
-    def sender_verified(self, message: InboundMessage) -> bool | None:
-        """``None`` (unknown) when the message has no sender checks."""
-        check = getattr(message, "sender_check", None)
-        return None if check is None else check.sender_verified
 
     @admin.display(description=_("to"))
     def to_display(self, message: InboundMessage) -> str:
