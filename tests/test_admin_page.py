@@ -341,6 +341,8 @@ def test_every_tab_is_present_and_escaped(staff: Client, mailbox: Mailbox) -> No
     assert "Traceback &lt;b&gt;boom&lt;/b&gt;" in processing
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", page)  # seconds
     assert 'id="message-no-html"' in page
+    assert 'id="message-no-sender-checks"' in page  # checks are off in the test settings
+    assert 'id="message-no-attachments"' in page
 
 
 def test_source_is_cut_with_a_note_and_the_download(staff: Client, mailbox: Mailbox) -> None:

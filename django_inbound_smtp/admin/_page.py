@@ -77,7 +77,7 @@ class Tab:
     id: str
     label: str
     active: bool = False
-    count: int | None = None
+    count: int = 0  # rows of its inlines
     fieldsets: list[Any] = field(default_factory=list)
     inlines: list[Any] = field(default_factory=list)
 
@@ -101,8 +101,9 @@ def group_tabs(
     for inline in inlines:
         tab_id = INLINE_TABS.get(inline.opts.opts.model_name)
         (tabs[tab_id].inlines if tab_id else others).append(inline)
+    for tab in tabs.values():
+        tab.count = sum(len(inline.formset.forms) for inline in tab.inlines)
     attachments = tabs["attachments"]
-    attachments.count = sum(len(inline.formset.forms) for inline in attachments.inlines)
     attachments.label = f"{attachments.label} ({attachments.count})"
     return summary, list(tabs.values()), others
 
