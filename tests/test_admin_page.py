@@ -487,3 +487,11 @@ def test_attachment_rows_have_human_sizes_and_downloads(
     assert f'<a href="{download}" class="inbound-download" download>' in panel
     assert 'id="tab-attachments"' in page
     assert "Attachments (3)" in page
+
+
+def test_page_renders_when_the_raw_file_is_gone(staff: Client, mailbox: Mailbox) -> None:
+    message = deliver(_html_mail("<p>kept</p>"), to=["user@our.test"])
+    message.storage.delete(message.raw_file)
+    page = _page(staff, message)
+    assert 'id="message-raw-missing"' in page
+    assert "plain text part" in page  # the parsed parts are still there

@@ -31,6 +31,7 @@ __all__ = [
     "decoded_headers",
     "group_tabs",
     "numbered_source",
+    "raw_head",
     "raw_headers",
     "seconds",
     "text_body",
@@ -134,10 +135,19 @@ def numbered_source(raw: bytes) -> SafeString:
     return mark_safe(rendered)  # noqa: S308 - every line went through escape()
 
 
-def raw_headers(message: InboundMessage) -> str:
+def raw_head(message: InboundMessage) -> bytes | None:
+    """The first ``SOURCE_MAX_BYTES`` of the raw message, or ``None`` if its file cannot
+    be read (deleted from storage, say): the page must still render."""
+    try:
+        with message.open_raw() as handle:
+            return handle.read(SOURCE_MAX_BYTES)
+    except OSError:
+        return None
+
+
+def raw_headers(head: bytes) -> str:
     """The header block as received (bytes decoded for display), unescaped text."""
-    with message.open_raw() as handle:
-        block = parsing.header_block(handle.read(parsing.MAX_HEADER_BLOCK))
+    block = parsing.header_block(head)
     return visible(block.decode("utf-8", errors="backslashreplace"))
 
 
@@ -147,8 +157,11 @@ def decoded_headers(message: InboundMessage) -> list[tuple[str, str]]:
 
 
 def _parsed(message: InboundMessage) -> Any:
-    with message.open_raw() as handle:
-        raw = handle.read(PREVIEW_MAX_BYTES + 1)
+    try:
+        with message.open_raw() as handle:
+            raw = handle.read(PREVIEW_MAX_BYTES + 1)
+    except OSError:
+        return None
     if len(raw) > PREVIEW_MAX_BYTES:
         return None
     try:

@@ -228,8 +228,7 @@ class InboundMessageAdmin(MessageColumns, MessageViews, admin.ModelAdmin):
             context["inline_admin_formsets"],
             active="html" if preview else "text",
         )
-        with message.open_raw() as handle:
-            source = handle.read(_page.SOURCE_MAX_BYTES)
+        head = _page.raw_head(message)
         html_url = reverse("admin:inbound_smtp_inboundmessage_html", args=[message.pk])
         return {
             "summary": summary,
@@ -239,10 +238,11 @@ class InboundMessageAdmin(MessageColumns, MessageViews, admin.ModelAdmin):
             "remote_allowed": remote,
             "html_url": f"{html_url}?remote_images=1" if remote else html_url,
             "text": _page.text_body(message),
-            "raw_headers": _page.raw_headers(message),
+            "raw_missing": head is None,
+            "raw_headers": _page.raw_headers(head or b""),
             "headers": _page.decoded_headers(message),
-            "source": _page.numbered_source(source),
-            "source_cut": message.size > len(source),
+            "source": _page.numbered_source(head or b""),
+            "source_cut": head is not None and message.size > len(head),
             "source_limit": _page.SOURCE_MAX_BYTES,
             "raw_url": reverse("admin:inbound_smtp_inboundmessage_raw", args=[message.pk]),
         }
