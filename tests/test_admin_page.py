@@ -23,7 +23,8 @@ from django.urls import reverse
 
 from django_inbound_smtp.admin._page import SOURCE_MAX_BYTES, group_tabs
 from django_inbound_smtp.models import Attachment, InboundMessage, Mailbox
-from django_inbound_smtp.testing import deliver
+from django_inbound_smtp.testing import deliver, running_server
+from tests.helpers import GuardedSMTP
 
 
 def _png() -> bytes:
@@ -170,6 +171,7 @@ def test_svg_and_fake_images_are_never_served_inline(
         response = staff.get(url)
         assert response.status_code == 404, content_id  # ... its bytes are no PNG
     page = _page(staff, inline_images)
+    assert 'data-inline-images="3"' in page  # a, b and d
     logo = inline_images.attachments.get(content_id="logo@x.test")
     svg = inline_images.attachments.get(content_id="pic@x.test")
     assert reverse("admin:inbound_smtp_attachment_image", args=[logo.pk]) in page  # thumbnail
@@ -495,3 +497,29 @@ def test_page_renders_when_the_raw_file_is_gone(staff: Client, mailbox: Mailbox)
     page = _page(staff, message)
     assert 'id="message-raw-missing"' in page
     assert "plain text part" in page  # the parsed parts are still there
+
+
+@pytest.mark.integration
+def test_inline_image_received_over_smtp_renders_from_our_endpoint(transactional_db: None) -> None:
+    # The whole way: real SMTP on loopback, stored and processed by the server, then read
+    # through the admin as the sandboxed frame's browser would (no session cookie).
+    Mailbox.objects.create(address="user@our.test")
+    staff = Client()
+    staff.force_login(User.objects.create_superuser("boss", "boss@x.test", "pw"))
+    sent = _html_mail('<p><img id="a" src="cid:logo@x.test"></p>', subject="over smtp")
+    html_part = sent.get_body(preferencelist=("html",))
+    assert isinstance(html_part, EmailMessage)
+    html_part.add_related(PNG, "image", "png", cid="<logo@x.test>", filename="logo.png")
+    with running_server() as server:
+        client = GuardedSMTP(server.host, server.port, local_hostname="client.test", timeout=10)
+        try:
+            client.sendmail("sender@x.test", ["user@our.test"], sent.as_bytes())
+        finally:
+            client.quit()
+    message = InboundMessage.objects.get(subject="over smtp")
+    src = _img_src(_frame(staff, message).content.decode(), "a")
+    assert src is not None
+    image = Client().get(src)
+    assert image.status_code == 200
+    assert image["Content-Type"] == "image/png"
+    assert image.getvalue() == PNG
