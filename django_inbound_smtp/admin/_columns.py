@@ -49,7 +49,7 @@ class MessageColumns:
     def subject_display(self, message: InboundMessage) -> str:
         return _cell(message.subject, css="inbound-cut")
 
-    @admin.display(description=_("attachments"), ordering="has_attachments", empty_value="")
+    @admin.display(description=_("attachments"), empty_value="")
     def attachment_flag(self, message: InboundMessage) -> str | None:
         if not getattr(message, "has_attachments", False):
             return None
