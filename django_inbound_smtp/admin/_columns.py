@@ -27,6 +27,14 @@ def _cell(value: str, *, css: str) -> str:
     return format_html('<span class="{}" title="{}">{}</span>', css, value, value[:CELL_MAX_CHARS])
 
 
+def _injected_by(message: InboundMessage) -> str | None:
+    """Who put the message in from the admin (``None`` for mail that came by SMTP)."""
+    if message.received_via != InboundMessage.ReceivedVia.ADMIN:
+        return None
+    user = message.injected_by  # select_related by the admin's queryset
+    return user.get_username() if user is not None else str(_("a deleted user"))
+
+
 class MessageColumns:
     """List columns mixed into ``InboundMessageAdmin``."""
 
@@ -38,7 +46,18 @@ class MessageColumns:
 
     @admin.display(description=_("from"), ordering="from_header")
     def from_display(self, message: InboundMessage) -> str:
-        return _cell(message.from_header or message.envelope_from or "<>", css="inbound-cut")
+        sender = message.from_header or message.envelope_from or "<>"
+        who = _injected_by(message)
+        if who is None:
+            return _cell(sender, css="inbound-cut")
+        # Put in from the admin: who did it comes first, so the cut never hides it.
+        return format_html(
+            '<span class="inbound-cut" title="{}"><small>({} {})</small> {}</span>',
+            _page.visible(sender),
+            _("injected by"),
+            who,
+            _page.visible(sender)[:CELL_MAX_CHARS],
+        )
 
     @admin.display(description=_("to"))
     def recipient_list(self, message: InboundMessage) -> str:
@@ -67,10 +86,9 @@ class MessageColumns:
     @admin.display(description=_("envelope sender"), ordering="envelope_from")
     def envelope_from_display(self, message: InboundMessage) -> str:
         sender = message.envelope_from or "<>"
-        if message.received_via != InboundMessage.ReceivedVia.ADMIN:
+        who = _injected_by(message)
+        if who is None:
             return sender
-        user = message.injected_by
-        who = user.get_username() if user is not None else _("a deleted user")
         return format_html("{} <small>({} {})</small>", sender, _("injected by"), who)
 
     @admin.display(description=_("verified"), boolean=True)
