@@ -20,6 +20,7 @@ from django.utils.module_loading import import_string
 
 from django_inbound_smtp.conf import DEFAULTS, SETTINGS_NAME, load_callable
 from django_inbound_smtp.exceptions import ConfigurationError
+from django_inbound_smtp.monitoring.checks import observability_errors
 from django_inbound_smtp.senderauth.network import parse_zone
 from django_inbound_smtp.senderauth.resolver import parse_nameserver
 from django_inbound_smtp.tls import server_context
@@ -378,6 +379,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         if value is not None and (not isinstance(value, str) or not _BIND.match(value)):
             errors.append(_key_error(key, "must be 'HOST:PORT'", f"Got {value!r}.", "E006"))
     errors += _sender_check_errors(raw)
+    errors += observability_errors(raw)
     bind = raw.get("BIND", DEFAULTS["BIND"])
     if not isinstance(bind, str) or not _BIND.match(bind):
         errors.append(_key_error("BIND", "must be 'HOST:PORT'", f"Got {bind!r}.", "E006"))

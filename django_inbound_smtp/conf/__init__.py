@@ -320,6 +320,38 @@ class InboundSmtpSettings:
         value = self._get("AUTHSERV_ID")
         return None if value is None else str(value)
 
+    @property
+    def METRICS_BIND(self) -> str | None:
+        """``HOST:PORT`` of the metrics and health listener, or ``None``."""
+        value = self._get("METRICS_BIND")
+        return None if value is None else str(value)
+
+    @property
+    def METRICS_CACHE(self) -> float:
+        """Seconds the queue gauges are reused between scrapes."""
+        return float(self._get("METRICS_CACHE"))
+
+    @property
+    def READY_TIMEOUT(self) -> float:
+        """Seconds ``/readyz`` waits for its database and folder checks."""
+        return float(self._get("READY_TIMEOUT"))
+
+    @property
+    def READY_MIN_FREE_SPACE(self) -> int:
+        """Free bytes ``/readyz`` requires in each message folder."""
+        value = self._get("READY_MIN_FREE_SPACE")
+        return self.MIN_FREE_SPACE if value is None else int(value)
+
+    @property
+    def STUCK_WARNING_AFTER(self) -> float:
+        """Seconds of waiting after which ``inbound_status`` warns."""
+        return float(self._get("STUCK_WARNING_AFTER"))
+
+    @property
+    def STUCK_CRITICAL_AFTER(self) -> float:
+        """Seconds of waiting after which ``inbound_status`` is critical."""
+        return float(self._get("STUCK_CRITICAL_AFTER"))
+
 
 def user_settings() -> Mapping[str, Any]:
     """The project's raw ``INBOUND_SMTP`` value (``{}`` when unset)."""

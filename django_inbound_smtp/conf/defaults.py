@@ -177,4 +177,21 @@ DEFAULTS: Mapping[str, Any] = {
     # authserv-id of our Authentication-Results field (RFC 8601 §2.5). None: HOSTNAME.
     # Incoming fields claiming it are renamed X-Original-Authentication-Results.
     "AUTHSERV_ID": None,
+    # "HOST:PORT" of the HTTP listener serving /metrics (Prometheus), /healthz and
+    # /readyz; `manage.py smtpd --metrics` overrides it. None: no listener. Needs the
+    # metrics extra (prometheus-client). Loopback by default: metrics name your traffic.
+    "METRICS_BIND": None,
+    # Seconds the queue gauges (messages by status, oldest waiting) are reused between
+    # scrapes: however many scrapers, the database is asked at most this often.
+    "METRICS_CACHE": 10,
+    # Seconds /readyz waits for the database and the folder checks before it says 503.
+    "READY_TIMEOUT": 3,
+    # Free bytes /readyz requires in every message folder. None: MIN_FREE_SPACE (below
+    # which MAIL is refused anyway); set it higher to be taken out of rotation earlier.
+    "READY_MIN_FREE_SPACE": None,
+    # Seconds the oldest received-but-unprocessed message may wait before
+    # `manage.py inbound_status` exits 1 (warning) or 2 (critical). Above
+    # REDISPATCH_AFTER, so a message the sweeper is about to retry is not an alarm.
+    "STUCK_WARNING_AFTER": 600,
+    "STUCK_CRITICAL_AFTER": 1800,
 }

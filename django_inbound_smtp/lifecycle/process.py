@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 import traceback
 import uuid
 from collections.abc import Sequence
@@ -30,11 +31,13 @@ from datetime import datetime, timedelta
 from django.db.models import F, Prefetch, Q
 from django.utils import timezone
 
+from django_inbound_smtp import metrics
 from django_inbound_smtp._db import unit_of_work
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.lifecycle import leases, owners
 from django_inbound_smtp.lifecycle.extract import LARGE_MESSAGE, extract_many
 from django_inbound_smtp.lifecycle.notify import notify
+from django_inbound_smtp.logging import about
 from django_inbound_smtp.models import InboundMessage, InboundRecipient
 
 __all__ = ["Outcome", "claim", "process_batch", "process_message"]
@@ -113,9 +116,10 @@ def process_batch(pks: Sequence[int], *, owner: str) -> dict[int, Outcome]:
     Database errors propagate, leaving the claims to expire for a retry."""
     execution = owners.execution_of(owner, uuid.uuid4().hex[:12])
     outcomes: dict[int, Outcome] = {}
+    started = time.monotonic()
     with unit_of_work():
         messages = claim_many(pks, execution=execution)
-        claimed = [(message.pk, message.queue_id) for message in messages]
+        claimed = [(m.pk, m.queue_id, m.received_at) for m in messages]
         errors: dict[int, list[BaseException]] = {}
         with leases.keeper().holding(execution):
             while messages:
@@ -126,7 +130,9 @@ def process_batch(pks: Sequence[int], *, owner: str) -> dict[int, Outcome]:
                 extraction = extract_many(chunk)
                 for message in chunk:
                     failure = extraction.failures.get(message.pk)
-                    errors[message.pk] = [failure] if failure else notify(message)
+                    # Receivers' own log lines carry the queue id of their message.
+                    with about(message.queue_id):
+                        errors[message.pk] = [failure] if failure else notify(message)
                 del chunk, extraction
         now = timezone.now()
         recorded = _record(execution, errors, now)
@@ -138,15 +144,23 @@ def process_batch(pks: Sequence[int], *, owner: str) -> dict[int, Outcome]:
             if unclaimed
             else []
         )
-    for pk, queue_id in claimed:
+    for pk, queue_id, received_at in claimed:
         if pk not in recorded:
-            logger.warning("processing of %s outlived its lease; another worker took over", pk)
+            logger.warning(
+                "processing of %s outlived its lease; another worker took over",
+                pk,
+                extra={"queue_id": queue_id},
+            )
             outcomes[pk] = Outcome.LOST
+            metrics.processed(Outcome.LOST.value, None)
             continue
         outcomes[pk] = Outcome.FAILED if errors[pk] else Outcome.PROCESSED
         logger.info("processed %s: %s", queue_id, outcomes[pk].value, extra={"queue_id": queue_id})
+        metrics.processed(outcomes[pk].value, (now - received_at).total_seconds())
     for pk in unclaimed:
         outcomes[pk] = Outcome.BUSY if pk in busy else Outcome.SKIPPED
+    if claimed:
+        metrics.processing_batch(time.monotonic() - started)
     return outcomes
 
 

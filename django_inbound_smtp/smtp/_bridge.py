@@ -24,6 +24,7 @@ from asgiref.sync import sync_to_async
 from django_inbound_smtp import _db, accounts, store, validators
 from django_inbound_smtp.envelope import ReceivedEnvelope, RecipientContext, ResolvedRecipient
 from django_inbound_smtp.lifecycle import schedule
+from django_inbound_smtp.logging import set_queue_id
 from django_inbound_smtp.smtp._threads import DatabaseThreads
 from django_inbound_smtp.spool import Spool
 from django_inbound_smtp.store import files, orphans
@@ -169,6 +170,9 @@ class GroupCommitter:
             while self._queue:
                 group = self._queue[: self.max_group]
                 del self._queue[: self.max_group]
+                # This task's own context: the store's log lines name the message when
+                # it stores one, and none (not the first session's) for a group.
+                set_queue_id(group[0][0].queue_id if len(group) == 1 else "")
                 try:
                     outcomes = await store_batch([(r, s) for r, s, _ in group])
                 except BaseException as error:

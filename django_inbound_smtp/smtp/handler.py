@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from aiosmtpd.proxy_protocol import V2_CMD
 
-from django_inbound_smtp import replies
+from django_inbound_smtp import metrics, replies
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.envelope import (
     ReceivedEnvelope,
@@ -27,6 +28,7 @@ from django_inbound_smtp.envelope import (
     utf8_error,
 )
 from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
+from django_inbound_smtp.logging import set_queue_id
 from django_inbound_smtp.parsing import MAX_HEADER_BLOCK
 from django_inbound_smtp.smtp import _bridge, sender_checks
 from django_inbound_smtp.smtp._diskspace import FreeSpace, declared_size
@@ -225,6 +227,8 @@ class InboundHandler:
                 return str(refusal)
             envelope.mail_from = address
             envelope.mail_options.extend(options)
+            envelope.queue_id = new_queue_id()  # at MAIL: the RCPT log lines carry it
+            set_queue_id(envelope.queue_id)
             return str(replies.SENDER_OK)
         except Exception:
             return self._failed("MAIL", replies.TEMPORARY_FAILURE)
@@ -274,9 +278,9 @@ class InboundHandler:
     def open_spool(self, session: Any, envelope: InboundEnvelope) -> Spool:
         """The spool one message is received into, starting with our ``Received:`` line.
 
-        Called by the protocol when DATA starts; the queue id and the time of receipt
-        are chosen here."""
-        envelope.queue_id = new_queue_id()
+        Called by the protocol when DATA starts; the time of receipt is chosen here
+        (the queue id at MAIL)."""
+        envelope.queue_id = envelope.queue_id or new_queue_id()
         envelope.received_at = datetime.now(UTC)
         peer_host, _ = _peer(session)
         tls, tls_version, tls_cipher = _tls(session)
@@ -305,6 +309,7 @@ class InboundHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: InboundEnvelope) -> str:
         queue_id = envelope.queue_id
         spool = envelope.spool
+        dot = time.monotonic()
         try:
             assert spool is not None  # the protocol sets it before calling this hook
             peer_host, peer_port = _peer(session)
@@ -334,6 +339,7 @@ class InboundHandler:
             full = is_disk_full(error)
             reply = replies.INSUFFICIENT_STORAGE if full else replies.TEMPORARY_FAILURE
             return self._failed("DATA", reply, reference=queue_id)
+        metrics.message_stored(len(spool.prefix) + spool.size, time.monotonic() - dot)
         logger.info(
             "accepted %s from <%s> for %d recipient(s), %d bytes",
             queue_id,

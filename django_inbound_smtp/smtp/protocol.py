@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, syntax
 
-from django_inbound_smtp import replies
+from django_inbound_smtp import metrics, replies
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.envelope import ResolvedRecipient
+from django_inbound_smtp.logging import set_queue_id, set_session
 from django_inbound_smtp.replies import Reply
 from django_inbound_smtp.smtp._compat import CommandSizeLimits, enhance
 from django_inbound_smtp.smtp._intake import DrainExceeded, Intake, discard_spool
@@ -77,10 +79,14 @@ class InboundSMTP(AuthMechanisms, SMTP):
         self._data_timeout = data_timeout
         self._client: str | None = None
         self._refusal: Reply | None = None
+        self._metered = False  # counted in the session metrics (once, STARTTLS or not)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None  # not the STARTTLS re-entry
         super().connection_made(transport)
+        if first and not self._metered:
+            self._metered = True
+            metrics.session_started()
         ssl_object = transport.get_extra_info("ssl_object")
         if first and ssl_object is not None and self.session is not None:
             # Implicit TLS (RFC 8314): aiosmtpd records TLS only after STARTTLS.
@@ -113,6 +119,7 @@ class InboundSMTP(AuthMechanisms, SMTP):
                 # the idle timeout (hostile-inputs #23). Say so and hang up.
                 if isinstance(self.transport, asyncio.WriteTransport):
                     self.transport.write(f"{replies.TLS_ON_PLAIN_PORT}\r\n".encode("ascii"))
+                    metrics.reply_sent(str(replies.TLS_ON_PLAIN_PORT))
                 self._close()
                 return
         super().data_received(data)
@@ -121,9 +128,16 @@ class InboundSMTP(AuthMechanisms, SMTP):
         if self._limiter is not None and self._client is not None:
             self._limiter.release(self._client)
             self._client = None
+        if self._metered:
+            self._metered = False
+            metrics.session_ended()
         super().connection_lost(error)
 
     async def _handle_client(self) -> None:
+        # This task's context: every log line of the session (the database threads
+        # copy it) carries the session id, and the queue id once MAIL chose one.
+        set_session(secrets.token_hex(4))
+        set_queue_id("")
         if self._refusal is not None:
             # Over a session cap: refuse instead of greeting (RFC 5321 §3.1 allows 421).
             await self.push(str(self._refusal.from_host(self.hostname)))
@@ -170,6 +184,7 @@ class InboundSMTP(AuthMechanisms, SMTP):
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
             line = str(replies.TIMEOUT.from_host(self.hostname)) + "\r\n"
             transport.write(line.encode("ascii"))
+            metrics.reply_sent(line)
         super()._timeout_cb()
 
     async def _not_smtp(self, arg: str | None) -> None:
@@ -207,6 +222,7 @@ class InboundSMTP(AuthMechanisms, SMTP):
             if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
                 reply = replies.TOO_MANY_AUTH_FAILURES.from_host(self.hostname)
                 transport.write(f"{reply}\r\n".encode("ascii"))
+                metrics.reply_sent(str(reply))
             self._close()
 
     def _pipelined_too_early(self) -> bool:
@@ -244,7 +260,18 @@ class InboundSMTP(AuthMechanisms, SMTP):
     def _create_envelope(self) -> InboundEnvelope:
         return InboundEnvelope()
 
+    def _set_rset_state(self) -> None:
+        super()._set_rset_state()
+        set_queue_id("")  # RSET, a new EHLO: the transaction (and its queue id) is gone
+
+    def _set_post_data_state(self) -> None:
+        super()._set_post_data_state()
+        set_queue_id("")
+
     async def push(self, status: str | bytes) -> None:
+        # Every reply of a session passes here (greeting, 354, 334 included): one
+        # counter increment, labelled by its code.
+        metrics.reply_sent(status)
         if isinstance(status, str):
             # Enhanced codes on aiosmtpd's replies; never a client's CR, NUL or other
             # control byte echoed back inside a reply line.

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
+from django_inbound_smtp import metrics
 from django_inbound_smtp.conf import DnsOptions, get_settings
 from django_inbound_smtp.replies import Reply
 from django_inbound_smtp.senderauth import dkim, dmarc, network, policy, spf
@@ -133,6 +134,8 @@ async def at_mail(
     )
     verdicts.values.update(earlier)
     verdicts.values.update(results)
+    for check, found in verdicts.values.items():
+        metrics.sender_check(check, found.result)
     for check in ("dnsbl", "iprev", "sender_domain", "spf"):
         if (verdict := verdicts.values.get(check)) and (reply := policy.refusal(check, verdict)):
             logger.info("MAIL refused by %s (%s): %s", check, verdict.result, verdict.reason)
@@ -208,6 +211,9 @@ async def at_data(
     header = authentication_results(
         authserv_id, verdicts, mail_from=mail_from, helo=helo, peer=peer
     )
+    for check in ("dkim", "arc", "dmarc"):
+        if check in verdicts.values:
+            metrics.sender_check(check, verdicts.values[check].result)
     verdicts.values = {m: verdicts.values[m] for m in METHODS if m in verdicts.values}
     record = verdicts.record(header.decode("ascii").removesuffix("\r\n"))
     for check in ("dkim", "dmarc"):

@@ -18,6 +18,7 @@ import ssl
 import weakref
 from collections.abc import Callable
 
+from django_inbound_smtp import metrics
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.smtp import _bridge
 from django_inbound_smtp.smtp._diskspace import FreeSpace
@@ -243,6 +244,7 @@ class InboundServer:
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
             with contextlib.suppress(Exception):
                 transport.write(self.handler.shutting_down().encode("ascii") + b"\r\n")
+                metrics.reply_sent(self.handler.shutting_down())
             transport.close()
 
     def _open(self) -> list[InboundSMTP]:

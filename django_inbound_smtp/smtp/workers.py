@@ -149,10 +149,13 @@ class Supervisor:
         count: int,
         command: Callable[[int, int], Sequence[str]],
         env: dict[str, str] | None = None,
+        on_exit: Callable[[int], None] | None = None,
     ) -> None:
         self.count = count
         self.command = command
         self.env = env
+        #: Called with the pid of each worker that exited (metrics bookkeeping).
+        self.on_exit = on_exit
         self.workers: dict[int, Worker] = {}
         self._stopping = asyncio.Event()
 
@@ -219,6 +222,8 @@ class Supervisor:
         while True:
             status = await worker.process.wait()
             worker.channel.close()
+            if self.on_exit is not None:
+                self.on_exit(worker.pid)
             if self._stopping.is_set():
                 if status != 0:
                     logger.warning(
@@ -251,6 +256,13 @@ class Supervisor:
             elif "error" in worker.report:
                 # It exits now; the next turn logs that and waits longer before the next try.
                 logger.error("worker %d did not start: %s", worker.index, worker.report["error"])
+
+    def state(self) -> tuple[bool, str]:
+        """Whether every worker is serving, and how many are (``/readyz``)."""
+        if self._stopping.is_set():
+            return False, "stopping: workers finishing their work"
+        up = sum(1 for w in self.workers.values() if w.ready and w.process.returncode is None)
+        return up == self.count, f"{up} of {self.count} workers serving"
 
     def _stop(self, signum: int) -> None:
         # The first signal starts a graceful stop in every worker; a second one is passed

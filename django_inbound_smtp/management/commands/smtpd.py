@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
-import re
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 from argparse import SUPPRESS, ArgumentParser, ArgumentTypeError
 from collections.abc import Callable
@@ -18,24 +18,20 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from django_inbound_smtp import _db
+from django_inbound_smtp import _db, metrics
 from django_inbound_smtp.conf import get_settings
+from django_inbound_smtp.management.commands._monitor import (
+    Monitor,
+    bind_error,
+    forget_worker,
+    metrics_bind,
+    parse_addrport,
+)
 from django_inbound_smtp.smtp import listeners, workers
 from django_inbound_smtp.smtp._worker import ParentChannel, label_logs
 from django_inbound_smtp.smtp.server import InboundServer, run_server, split_bind
 
-_ADDRPORT = re.compile(r"^(?:\[(?P<ipv6>[^\]]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d+)$")
-
-
-def parse_addrport(value: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[IPv6]:PORT`` or a bare ``PORT`` (on 127.0.0.1) to ``(host, port)``."""
-    if value.isdigit():
-        return "127.0.0.1", int(value)
-    match = _ADDRPORT.match(value)
-    if not match or int(match["port"]) > 65535:
-        raise CommandError(f"{value!r} is not a valid address:port (e.g. 127.0.0.1:8025).")
-    host = match["ipv6"] or match["host"] or "127.0.0.1"
-    return host, int(match["port"])
+__all__ = ["Command", "parse_addrport"]
 
 
 class Command(BaseCommand):
@@ -74,10 +70,16 @@ class Command(BaseCommand):
         parser.add_argument(
             "--group", help="With --user: the group to run as (default: the user's own)."
         )
+        parser.add_argument(
+            "--metrics",
+            metavar="ADDR:PORT",
+            help="Serve /metrics (Prometheus), /healthz and /readyz over HTTP there "
+            "(default: INBOUND_SMTP['METRICS_BIND']; needs prometheus-client).",
+        )
         # Internal: how the parent of `--workers N` starts each worker.
         for internal in ("--worker-index", "--worker-channel"):
             parser.add_argument(internal, type=int, help=SUPPRESS)
-        for internal in ("--tls-bind", "--submission-bind"):
+        for internal in ("--tls-bind", "--submission-bind", "--metrics-dir"):
             parser.add_argument(internal, help=SUPPRESS)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -104,6 +106,7 @@ class Command(BaseCommand):
                 "--workers cannot share sockets passed by systemd yet: run one smtpd per "
                 "socket unit, or let --workers bind the port itself."
             )
+        options["metrics_bind"] = metrics_bind(options["metrics"])
         if not options["skip_checks"]:
             self.stdout.write("Performing system checks...")
             self.check(display_num_errors=True)
@@ -120,7 +123,10 @@ class Command(BaseCommand):
         sys.stdout.flush()
 
     def _serve(self, host: str, port: int, options: dict[str, Any]) -> None:
+        serving: list[InboundServer] = []
+
         def ready(server: InboundServer, bound_host: str, bound_port: int) -> None:
+            serving.append(server)
             self._banner(
                 bound_host,
                 bound_port,
@@ -128,7 +134,17 @@ class Command(BaseCommand):
                 tls_address=server.tls_address,
             )
 
-        _run(host, port, options, on_ready=ready)
+        def state() -> tuple[bool, str]:
+            if not serving:
+                return False, "starting"
+            if serving[0].handler.draining:
+                return False, "stopping: no new transactions"
+            return True, "serving"
+
+        if options["metrics_bind"] is not None:
+            metrics.enable()
+        self._monitor = Monitor(options["metrics_bind"], state)
+        _run(host, port, options, on_ready=ready, monitor=self._monitor)
 
     def _banner(
         self,
@@ -149,6 +165,12 @@ class Command(BaseCommand):
             lines.append(f"Worker pids: {', '.join(map(str, pids))}")
         if tls_address is not None:
             lines.append(f"Implicit TLS listening on {_shown(*tls_address)}")
+        monitor: Monitor | None = getattr(self, "_monitor", None)
+        if monitor is not None and monitor.address is not None:
+            lines.append(
+                f"Metrics and health on http://{_shown(*monitor.address)}/ "
+                "(/metrics, /healthz, /readyz)"
+            )
         lines.append("Quit with CONTROL-C.")
         self.stdout.write("\n".join(lines))
         self.stdout.flush()
@@ -160,6 +182,7 @@ class Command(BaseCommand):
             # The parent's whole job hangs on signals, which only the main thread gets.
             raise CommandError("--workers needs the main thread (it handles the signals).")
         reserved: list[socket.socket] = []
+        folder = None
         try:
             port = _reserve(reserved, host, port)
             binds = {
@@ -185,6 +208,13 @@ class Command(BaseCommand):
                 )
                 if options.get(key)
             ] + list(binds.items())
+            # Metrics: each worker writes its values to files in a fresh folder, this
+            # process sums them when scraped (prometheus-client's multiprocess mode).
+            if options["metrics_bind"] is not None:
+                folder = tempfile.mkdtemp(prefix="inbound-smtp-metrics-")
+                if options.get("user") or options.get("group"):
+                    os.chown(folder, *listeners.resolve_identity(options["user"], options["group"]))
+                passed.append(("--metrics-dir", folder))
 
             def command(index: int, channel: int) -> list[str]:
                 args = [*entry, "smtpd", _shown(host, port)]
@@ -204,18 +234,34 @@ class Command(BaseCommand):
 
             # The settings module as this process resolved it (--settings included).
             env = {**os.environ, "DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE}
-            supervisor = workers.Supervisor(count=options["workers"], command=command, env=env)
+            if folder is not None:
+                # Read by prometheus-client when a worker first imports it.
+                env["PROMETHEUS_MULTIPROC_DIR"] = folder
+            supervisor = workers.Supervisor(
+                count=options["workers"],
+                command=command,
+                env=env,
+                on_exit=None if folder is None else forget_worker(folder),
+            )
+            self._monitor = Monitor(
+                options["metrics_bind"], supervisor.state, multiprocess_dir=folder
+            )
             try:
-                asyncio.run(supervisor.run(ready))
+                asyncio.run(self._monitor.around(supervisor.run(ready)))
             except workers.StartupFailed as error:
                 raise CommandError(str(error)) from error
         finally:
             for sock in reserved:
                 sock.close()
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _serve_as_worker(self, host: str, port: int, options: dict[str, Any]) -> None:
         channel = ParentChannel(options["worker_channel"])
         label_logs(options["worker_index"])
+        if options["metrics_dir"]:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = options["metrics_dir"]
+            metrics.enable()  # recorded to files; the parent serves them
 
         def ready(server: InboundServer, bound_host: str, bound_port: int) -> None:
             channel.ready(
@@ -251,6 +297,7 @@ def _run(
     options: dict[str, Any],
     *,
     on_ready: Callable[[InboundServer, str, int], None],
+    monitor: Monitor | None = None,
     **listen: Any,
 ) -> None:
     # A daemon (a single smtpd, or each worker): connections stay open while usable,
@@ -262,24 +309,24 @@ def _run(
         uid, gid = listeners.drop_privileges(user, group)
         logging.getLogger(__name__).info("running as uid %d, gid %d", uid, gid)
 
+    serving = run_server(
+        host,
+        port,
+        hostname=options["hostname"],
+        tls_certfile=options["tls_cert"],
+        tls_keyfile=options["tls_key"],
+        on_ready=on_ready,
+        listeners=options.get("listeners"),
+        before_serving=drop_privileges if user or group else None,
+        **listen,
+    )
     try:
-        asyncio.run(
-            run_server(
-                host,
-                port,
-                hostname=options["hostname"],
-                tls_certfile=options["tls_cert"],
-                tls_keyfile=options["tls_key"],
-                on_ready=on_ready,
-                listeners=options.get("listeners"),
-                before_serving=drop_privileges if user or group else None,
-                **listen,
-            )
-        )
+        # The metrics listener binds first, as the SMTP ones do, before privileges drop.
+        asyncio.run(serving if monitor is None else monitor.around(serving))
     except listeners.ListenerError as error:
         raise CommandError(str(error)) from error
     except OSError as error:
-        raise CommandError(_bind_error(host, port, error)) from error
+        raise CommandError(bind_error(host, port, error)) from error
 
 
 def _worker_count(value: str) -> int:
@@ -294,7 +341,7 @@ def _reserve(reserved: list[socket.socket], host: str, port: int) -> int:
     try:
         sockets = workers.reserve(host, port)
     except OSError as error:
-        raise CommandError(_bind_error(host, port, error)) from error
+        raise CommandError(bind_error(host, port, error)) from error
     reserved += sockets
     return int(sockets[0].getsockname()[1])
 
@@ -306,18 +353,3 @@ def _reserve_bind(reserved: list[socket.socket], value: str) -> str:
 
 def _shown(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _bind_error(host: str, port: int, error: OSError) -> str:
-    if error.errno == errno.EACCES:
-        return (
-            f"Permission denied binding {host}:{port}. Ports below 1024 need privileges: "
-            "listen on a high port behind a redirect (e.g. 25 -> 2525), or grant "
-            "CAP_NET_BIND_SERVICE, or start as root with --user, or use systemd socket "
-            "activation."
-        )
-    if error.errno == errno.EADDRINUSE:
-        return f"{host}:{port} is already in use by another process."
-    if error.errno == errno.EADDRNOTAVAIL:
-        return f"{host} is not an address of this machine."
-    return f"Cannot listen on {host}:{port}: {error.strerror or error}."
