@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.dispatch import receiver
@@ -9,6 +10,7 @@ from django.dispatch import receiver
 from django_inbound_smtp import replies
 from django_inbound_smtp.envelope import ReceivedEnvelope, RecipientContext, ResolvedRecipient
 from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
+from django_inbound_smtp.logging import JSONFormatter, QueueIdFilter, about
 from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
 from django_inbound_smtp.signals import message_received
 from django_inbound_smtp.testing import RunningServer, running_server
@@ -42,3 +44,12 @@ def serve() -> int:
     with running_server() as server:
         running: RunningServer = server
         return running.port
+
+
+def json_logging() -> logging.Handler:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JSONFormatter())
+    handler.addFilter(QueueIdFilter())
+    with about("6B1F0C2A9D3E4F57"):
+        logging.getLogger("inbox").info("about one message")
+    return handler
