@@ -20,10 +20,12 @@ not one per request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 from django_inbound_smtp import _db, metrics
@@ -43,12 +45,19 @@ JSON = "application/json"
 
 class Probe(Generic[T]):
     """Runs blocking ``function`` in a thread of its own, one call at a time, and
-    reuses its result for ``ttl`` seconds."""
+    reuses its result for ``ttl`` seconds.
+
+    A daemon thread, kept for the life of the probe (one database connection, not one
+    per call): a call stuck on a hung database must not keep the process from exiting
+    (the threads of a ``ThreadPoolExecutor`` are joined at exit)."""
 
     def __init__(self, function: Callable[[], T], *, ttl: float, name: str) -> None:
         self._function = function
         self._ttl = ttl
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"inbound-smtp-{name}")
+        self._calls: queue.SimpleQueue[asyncio.Future[T] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._serve, name=f"inbound-smtp-{name}", daemon=True
+        )
         self._running: asyncio.Future[T] | None = None
         self._result: tuple[float, T] | None = None
 
@@ -59,9 +68,24 @@ class Probe(Generic[T]):
         if self._result is not None and loop.time() - self._result[0] < self._ttl:
             return self._result[1]
         if self._running is None:
-            self._running = loop.run_in_executor(self._executor, self._function)
+            if not self._thread.is_alive():
+                self._thread.start()
+            self._running = loop.create_future()
             self._running.add_done_callback(self._done)
+            self._calls.put(self._running)
         return await asyncio.wait_for(asyncio.shield(self._running), within)
+
+    def _serve(self) -> None:
+        try:
+            while (future := self._calls.get()) is not None:
+                try:
+                    result = self._function()
+                except BaseException as error:  # handed to the caller
+                    _settle(future, error=error)
+                else:
+                    _settle(future, result=result)
+        finally:
+            _db.close_thread_connections()
 
     def _done(self, future: asyncio.Future[T]) -> None:
         self._running = None
@@ -69,9 +93,22 @@ class Probe(Generic[T]):
             self._result = (asyncio.get_running_loop().time(), future.result())
 
     def close(self) -> None:
-        """Close this thread's database connections, then let the thread go."""
-        self._executor.submit(_db.close_thread_connections)
-        self._executor.shutdown(wait=False)
+        """Let the thread go once its call in flight (if any) is done; it closes its
+        database connections on the way out."""
+        self._calls.put(None)
+
+
+def _settle(future: asyncio.Future[Any], *, result: Any = None, error: Any = None) -> None:
+    def settle() -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+        future.get_loop().call_soon_threadsafe(settle)
 
 
 class MonitoringServer:
