@@ -9,9 +9,12 @@ connections).
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import signal
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,7 +34,9 @@ from tests.observe import (
     value,
     wait_for,
 )
-from tests.smtpd_process import Smtpd, logged_settings
+from tests.smtpd_process import ROOT, Smtpd, logged_settings
+from tests.test_service import _OWN_FOLDER_SETTINGS
+from tests.test_service import own_folder as own_folder  # a fixture
 
 pytestmark = [pytest.mark.integration]
 
@@ -285,6 +290,59 @@ def test_workers_metrics_are_the_sum_of_every_worker(transactional_db, tmp_path)
         assert moved(before, final, "inbound_smtp_messages_stored_total") == 14
         assert moved(before, final, "inbound_smtp_sessions_total") == 14
         assert value(final, "inbound_smtp_sessions_current") == 0
+        assert server.stop() == 0
+    finally:
+        server.kill()
+    assert "Traceback" not in server.text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs a root test run")
+def test_workers_count_after_dropping_privileges(tmp_path, certs, own_folder) -> None:
+    """``--user nobody --workers 2 --metrics``: the workers write their metrics as
+    ``nobody`` into the folder the root parent made for them, and the parent sums."""
+    nobody = pwd.getpwnam("nobody")
+    (own_folder / "media").mkdir()
+    (tmp_path / "child_settings.py").write_text(
+        _OWN_FOLDER_SETTINGS.format(
+            database=str(own_folder / "db.sqlite3"),
+            media=str(own_folder / "media"),
+            cert=str(certs.certfile),
+            key=str(certs.keyfile),
+        )
+        + 'INBOUND_SMTP["METRICS_CACHE"] = 0\n'
+    )
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="child_settings",
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]),
+    )
+    manage = [sys.executable, "-m", "django"]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [*manage, "inbound_mailbox", "add", "user@our.test"], cwd=ROOT, env=env, check=True
+    )
+    for path in [own_folder, *own_folder.rglob("*")]:
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    server = Smtpd(env, "--user", "nobody", "--workers", "2", "--metrics", "127.0.0.1:0")
+    try:
+        port = metrics_port(server)
+        before = scrape(port)
+        for n in range(4):
+            with GuardedSMTP("127.0.0.1", server.port, timeout=30) as client:
+                body = f"Subject: {n}\r\n\r\nx\r\n".encode()
+                assert client.sendmail("a@example.org", ["user@our.test"], body) == {}
+        after = scrape_until(
+            port, lambda s: moved(before, s, "inbound_smtp_messages_stored_total") >= 4
+        )
+        assert moved(before, after, "inbound_smtp_messages_stored_total") == 4
+        assert moved(before, after, "inbound_smtp_sessions_total") == 4
+        assert (
+            value(after, "inbound_smtp_messages", status="received")
+            + value(after, "inbound_smtp_messages", status="processed")
+            + value(after, "inbound_smtp_messages", status="processing")
+            == 4
+        )
+        assert get(port, "/readyz")[0] == 200
         assert server.stop() == 0
     finally:
         server.kill()
