@@ -40,6 +40,8 @@ MAX_RAW_VALUE = 4096
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 _SURROGATES = re.compile("[\udc80-\udcff]")
+# An RFC 2047 encoded word (no "?" inside its parts: one scan, linear in the value).
+_ENCODED_WORD = re.compile(r"=\?[^?]*\?[qQbB]\?[^?]*\?=")
 
 # C0/C1 controls (NUL, CR, LF included) and bidi overrides (U+202A-202E, U+2066-2069),
 # which can make "invoice\u202Efdp.exe" display as "invoiceexe.pdf"; and lone
@@ -89,28 +91,50 @@ class HeaderSummary:
     subject: str = ""
     from_header: str = ""
     date: datetime | None = None
+    #: ``UndeclaredHeaderCharset`` defects of Subject and From (as the parse words them).
+    defects: tuple[str, ...] = ()
 
 
 def _first_raw(headers: Message, name: str) -> str:
     # First value wins when a singular header is repeated (hostile-inputs #83). Raw
     # items: no structured parsing (the stdlib's is quadratic on some inputs, CPython
-    # gh-136063, and raises on others), and cut before any decoding.
+    # gh-136063, and raises on others), and cut before any decoding (one character
+    # over: the decoding then knows it was cut).
     wanted = name.lower()
     for key, value in headers.raw_items():
         if key.lower() == wanted:
-            return str(value)[:MAX_RAW_VALUE]
+            return str(value)[: MAX_RAW_VALUE + 1]
     return ""
 
 
-def _decode(value: str) -> str:
-    if _SURROGATES.search(value):
-        # 8-bit header bytes (RFC 6532 allows UTF-8): recover them, replacing what is
-        # not UTF-8 rather than failing.
-        value = value.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+def _decode_words(value: str) -> str:
+    """RFC 2047-decode ``value`` (``value`` if that fails)."""
     try:
         return str(make_header(decode_header(value)))
     except Exception:  # unknown charset, broken encoded word: keep the text as sent
         return value
+
+
+def _decode(value: str) -> str:
+    if _SURROGATES.search(value):
+        # Callers decode 8-bit bytes first (``_headers``); should one not, UTF-8 with
+        # U+FFFD rather than a failure.
+        value = value.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+    if value.isascii():
+        return _decode_words(value)
+    # Text from 8-bit bytes around encoded words, which decode_header cannot mix (it
+    # reads unencoded runs as ASCII): each word alone; white space between two
+    # adjacent words goes (RFC 2047 §6.2).
+    pieces: list[str] = []
+    end, after_word = 0, False
+    for word in _ENCODED_WORD.finditer(value):
+        between = value[end : word.start()]
+        if not (after_word and not between.strip()):
+            pieces.append(between)
+        pieces.append(_decode_words(word.group()))
+        end, after_word = word.end(), True
+    pieces.append(value[end:])
+    return "".join(pieces)
 
 
 def _date(value: str) -> datetime | None:
@@ -130,15 +154,32 @@ def summarize_headers(raw: bytes) -> HeaderSummary:
     """Extract Message-ID, Subject, From and Date from the header block of ``raw``.
 
     Never raises: a field that cannot be read is left empty. Cost is bounded by
-    ``MAX_HEADER_BLOCK`` and ``MAX_RAW_VALUE``, whatever the input.
+    ``MAX_HEADER_BLOCK`` and ``MAX_RAW_VALUE``, whatever the input. 8-bit bytes in
+    Subject and From are decoded as the full parse decodes them (see ``_headers``):
+    only when they are not UTF-8 is the message's charset looked for, in the start of
+    ``raw`` (the whole message, or at least its first ``MAX_HEADER_BLOCK`` bytes).
     """
+    # Imported here: these modules use this one's helpers.
+    from django_inbound_smtp.parsing._headers import HeaderText, undeclared_defect
+    from django_inbound_smtp.parsing.mime import declared_charset
+
     try:
         headers = BytesHeaderParser(policy=compat32).parsebytes(header_block(raw))
+        text = HeaderText(lambda: declared_charset(headers, raw))
+        defects: list[str] = []
+
+        def decoded(name: str) -> str:
+            value, used = text.decode(_first_raw(headers, name), limit=MAX_RAW_VALUE)
+            if used:
+                defects.append("part 1: " + undeclared_defect(name, used))
+            return clean_text(_decode(value))
+
         return HeaderSummary(
             message_id=clean_text(_first_raw(headers, "Message-ID"), limit=512),
-            subject=clean_text(_decode(_first_raw(headers, "Subject"))),
-            from_header=clean_text(_decode(_first_raw(headers, "From"))),
+            subject=decoded("Subject"),
+            from_header=decoded("From"),
             date=_date(_first_raw(headers, "Date")),
+            defects=tuple(defects),
         )
     except Exception:  # a summary is a convenience; storing the message is not optional
         return HeaderSummary()

@@ -16,9 +16,10 @@ from django_inbound_smtp.parsing import MAX_RAW_VALUE, _decode, clean_text
 from django_inbound_smtp.parsing._bodies import BodySlots
 from django_inbound_smtp.parsing._bounded import serialize_body
 from django_inbound_smtp.parsing._charsets import decode_text
+from django_inbound_smtp.parsing._headers import HeaderText, undeclared_defect
 from django_inbound_smtp.parsing.attachments import AttachmentPart, sanitize_filename
 
-__all__ = ["MAX_TEXT", "Walker", "decoded", "recover"]
+__all__ = ["MAX_TEXT", "Walker", "decoded"]
 
 # Each body is kept up to this many characters (and at most four times as many bytes
 # are decoded to get them): bodies are display data, the raw message is the record.
@@ -30,18 +31,6 @@ _ANGLED = re.compile(r"<([^<>]*)>")
 _LINE_END = re.compile(r"\r\n?")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _MESSAGE_TYPES = frozenset(("message/rfc822", "message/global"))
-
-
-def recover(value: str) -> str:
-    """``value`` from the parser with its raw 8-bit bytes read as UTF-8 (else U+FFFD).
-
-    ``BytesFeedParser`` keeps non-ASCII bytes as lone surrogates (surrogateescape),
-    which no database column and no UTF-8 encoder accepts.
-    """
-    try:
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    except UnicodeEncodeError:  # a surrogate surrogateescape did not make
-        return value.encode("utf-8", "replace").decode("utf-8")
 
 
 def decoded(value: str, *, limit: int = 998) -> str:
@@ -58,10 +47,26 @@ def _content_type(part: Message) -> str:
     return value if _MEDIA_TYPE.fullmatch(value) else "application/octet-stream"
 
 
-def _content_id(part: Message) -> str:
-    value = recover(str(part.get("content-id", "")))
+def _content_id(part: Message, text: HeaderText) -> str:
+    value, _used = text.decode(str(part.get("content-id", "")), limit=MAX_RAW_VALUE)
     angled = _ANGLED.search(value)
     return clean_text(angled.group(1) if angled else value, limit=512)
+
+
+def _filename(part: Message, headers: HeaderText) -> tuple[str | None, str]:
+    """``(part.get_filename(), used)``, 8-bit bytes in the headers it reads decoded by
+    ``headers`` first (the stdlib would make them U+FFFD); ``used`` as it says."""
+    raw: dict[str, str] = {}
+    for key, value in part.raw_items():
+        raw.setdefault(key.lower(), str(value))
+    wanted = {k: raw[k] for k in ("content-disposition", "content-type") if k in raw}
+    if all(value.isascii() for value in wanted.values()):
+        return part.get_filename(), ""
+    copy, used = Message(), ""
+    for key, value in wanted.items():
+        text, found = headers.decode(value, limit=MAX_RAW_VALUE)
+        copy[key], used = text, used or found
+    return copy.get_filename(), used
 
 
 class _Visit(NamedTuple):
@@ -73,7 +78,7 @@ class _Visit(NamedTuple):
 class Walker:
     """Collects ``text``, ``html``, ``attachments`` and ``defects`` from one tree."""
 
-    def __init__(self, slots: BodySlots | None = None) -> None:
+    def __init__(self, slots: BodySlots | None = None, headers: HeaderText | None = None) -> None:
         self.text = ""
         self.html = ""
         self.attachments: list[AttachmentPart] = []
@@ -81,6 +86,8 @@ class Walker:
         # The parse that made the tree decided the bodies of the leaves it read (and
         # kept only the start of those); this walk decides for the others.
         self._slots = slots or BodySlots()
+        # Decodes 8-bit bytes in the parts' header values (filenames, Content-IDs).
+        self._headers = headers or HeaderText(lambda: None)
         self._dropped = 0
 
     def walk(self, root: Message) -> None:
@@ -163,13 +170,15 @@ class Walker:
 
     def _attach(self, visit: _Visit, content_type: str, payload: bytes, *, default: str) -> None:
         part = visit.part
-        raw_name = part.get_filename()
+        raw_name, used = _filename(part, self._headers)
+        if used:
+            self._note(visit.number, undeclared_defect("filename", used))
         # A name may be RFC 2231-encoded (decoded by get_filename) or, against the
         # RFCs but as common mail clients write it, an RFC 2047 encoded word.
         name = ""
         if raw_name:
-            name = sanitize_filename(decoded(recover(raw_name), limit=MAX_RAW_VALUE))
-        content_id = _content_id(part)
+            name = sanitize_filename(decoded(raw_name, limit=MAX_RAW_VALUE))
+        content_id = _content_id(part, self._headers)
         # Clients mark cid images both inline and attachment; in a multipart/related
         # part with a Content-ID, the image belongs in the body either way.
         inline = part.get_content_disposition() == "inline" or (visit.related and bool(content_id))

@@ -22,10 +22,11 @@ from typing import BinaryIO
 
 from django_inbound_smtp.parsing import _date, clean_text
 from django_inbound_smtp.parsing._bounded import LimitBroken, Limiter, new_parser
-from django_inbound_smtp.parsing._walk import MAX_TEXT, Walker, decoded, recover
+from django_inbound_smtp.parsing._headers import HeaderText, message_charset, undeclared_defect
+from django_inbound_smtp.parsing._walk import MAX_TEXT, Walker, decoded
 from django_inbound_smtp.parsing.attachments import AttachmentPart
 
-__all__ = ["ParseLimits", "ParsedMessage", "parse_message"]
+__all__ = ["ParseLimits", "ParsedMessage", "declared_charset", "parse_message"]
 
 # Input is fed to the parser in pieces this big, from bytes or from a file alike.
 _CHUNK = 64 * 1024
@@ -42,6 +43,8 @@ _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 _SINGULAR = frozenset(
     "from sender reply-to to cc bcc message-id in-reply-to references subject date".split()
 )
+# UndeclaredHeaderCharset defects, one per header name, at most this many.
+_MAX_UNDECLARED = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,16 +65,18 @@ class ParsedMessage:
     """What ``parse_message`` read from one message. All text is cleaned and bounded.
 
     ``headers`` holds the top-level headers in order, repeats kept, as ``(name, raw,
-    decoded)``: ``raw`` is the value as sent (folding kept, 8-bit bytes read as UTF-8,
-    NUL removed, at most 16 KiB); ``decoded`` is RFC 2047-decoded, one line, at most
-    998 characters. Singular fields use the first header of the name. ``text`` and
-    ``html`` are the first text/plain and text/html parts that are not attachments
-    (at most 1 MiB of characters each, ``\\n`` line ends, NUL removed); every other
-    leaf, and each ``message/*`` part as a whole, is in ``attachments`` in document
-    order. ``defects`` describes, per part (numbered in document order from 1, the
-    message itself), what was malformed or repaired. ``error`` is non-empty when a
-    limit was broken or the structure could not be parsed: bodies and attachments are
-    then empty, and the headers (and their defects) are those read before the failure.
+    decoded)``: ``raw`` is the value as sent (folding kept, NUL removed, at most 16 KiB,
+    8-bit bytes decoded as UTF-8, else in the message's declared charset, else
+    windows-1252, with an ``UndeclaredHeaderCharset`` defect for those two); ``decoded``
+    is RFC 2047-decoded, one line, at most 998 characters. Singular fields use the
+    first header of the name. ``text`` and ``html`` are the first text/plain and
+    text/html parts that are not attachments (at most 1 MiB of characters each,
+    ``\\n`` line ends, NUL removed); every other leaf, and each ``message/*`` part
+    as a whole, is in ``attachments`` in document order. ``defects`` describes, per
+    part (numbered in document order from 1, the message itself), what was malformed
+    or repaired. ``error`` is non-empty when a limit was broken or the structure could
+    not be parsed: bodies and attachments are then empty, and the headers (and their
+    defects) are those read before the failure.
     """
 
     headers: list[tuple[str, str, str]] = field(default_factory=list)
@@ -131,10 +136,11 @@ def parse_message(
     try:
         # After a failure, the headers read so far; the root exists once any byte came.
         top = root if root is not None else limiter.root
+        text = HeaderText(lambda: None if top is None else message_charset(top))
         if top is not None:
-            _read_headers(top, result)
+            _read_headers(top, result, text)
         if root is not None:
-            walker = Walker(limiter.slots)
+            walker = Walker(limiter.slots, text)
             walker.walk(root)
             result.text, result.html = walker.text, walker.html
             result.attachments = walker.attachments
@@ -160,16 +166,42 @@ def _feed(source: bytes | BinaryIO, limiter: Limiter) -> Message:
     return parser.close()
 
 
-def _read_headers(root: Message, result: ParsedMessage) -> None:
+def declared_charset(headers: Message, raw: bytes) -> str | None:
+    """The charset of the message starting with ``raw`` (see ``message_charset``), whose
+    header block is ``headers``: its Content-Type's, else (a multipart) the first text
+    part's within ``raw``, parsed under the default limits."""
+    charset = headers.get_content_charset()
+    if charset or headers.get_content_maintype() != "multipart":
+        return str(charset) if charset else None
+    limiter = Limiter(
+        max_depth=_DEFAULT_LIMITS.max_depth,
+        max_parts=_DEFAULT_LIMITS.max_parts,
+        max_header_bytes=_DEFAULT_LIMITS.max_header_bytes,
+        text_cap=0,  # only the parts' headers are wanted
+    )
+    root: Message | None
+    try:
+        root = _feed(raw, limiter)
+    except Exception:  # a limit broken in what was read: the parts read so far
+        root = limiter.root
+    return None if root is None else message_charset(root)
+
+
+def _read_headers(root: Message, result: ParsedMessage, text: HeaderText) -> None:
     first: dict[str, str] = {}
     seen: dict[str, tuple[str, int]] = {}
+    undeclared: dict[str, str] = {}
     for name, value in root.raw_items():
-        raw = recover(str(value)[:_RAW_VALUE]).replace("\x00", "")
         key, shown = name.strip().lower(), clean_text(name, limit=100)
-        first.setdefault(key, raw)
         spelled, count = seen.get(key, (shown, 0))  # the first spelling names repeats
         seen[key] = (spelled, count + 1)
+        raw, used = text.decode(str(value), limit=_RAW_VALUE)
+        raw = raw.replace("\x00", "")
+        if used and key not in undeclared and len(undeclared) < _MAX_UNDECLARED:
+            undeclared[key] = undeclared_defect(spelled, used)
+        first.setdefault(key, raw)
         result.headers.append((shown, raw, decoded(raw)))
+    result.defects.extend(f"part 1: {defect}" for defect in undeclared.values())
     result.subject = decoded(first.get("subject", ""))
     result.from_, result.to, result.cc, result.reply_to = (
         _addresses(first.get(key, ""), key, result.defects)

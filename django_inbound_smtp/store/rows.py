@@ -71,6 +71,8 @@ def message_row(
         date_header=summary.date,
         received_via=envelope.received_via,
         injected_by_id=envelope.injected_by,
+        # Replaced by the full parse's list (which repeats these) after the 250.
+        defects=list(summary.defects),
         **fields,
     )
 
