@@ -39,7 +39,9 @@ _RELIABLE: dict[str, Any] = {
 
 
 def _process(task: Any, pks: list[int]) -> dict[int, Outcome]:
-    outcomes = process_batch(pks, owner=f"celery:{task.request.id}")
+    # The worker's name (celery@host) first: the processing history shows who ran it.
+    worker = task.request.hostname or "-"
+    outcomes = process_batch(pks, owner=f"celery:{worker}:{task.request.id}")
     busy = [pk for pk, outcome in outcomes.items() if outcome is Outcome.BUSY]
     if busy:
         # Another execution holds a live lease. If it was a worker that died (this is

@@ -1,4 +1,5 @@
-"""Read-only inlines of a message: recipients, attachments (with thumbnails), sender checks."""
+"""Read-only inlines of a message: recipients, attachments (with thumbnails), sender checks,
+processing history."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from django_inbound_smtp.admin._images import is_raster_type
-from django_inbound_smtp.models import Attachment, InboundRecipient, SenderCheck
+from django_inbound_smtp.admin._page import seconds
+from django_inbound_smtp.models import (
+    Attachment,
+    InboundRecipient,
+    ProcessingAttempt,
+    SenderCheck,
+)
 
 
 class _ReadOnly:
@@ -99,3 +106,29 @@ class SenderCheckInline(_ReadOnly, admin.StackedInline):
         "authentication_results",
     )
     readonly_fields = tuple(flatten(fields))
+
+
+class ProcessingAttemptInline(_ReadOnly, admin.TabularInline):
+    """Every processing attempt, newest first: when, by whom, how it ended, and the
+    tracebacks of a failure (escaped, in ``<pre>``). One query for all of them."""
+
+    model = ProcessingAttempt
+    fields = ("number", "started", "finished", "worker", "outcome", "traceback")
+    readonly_fields = fields
+    ordering = ("-number", "-pk")
+    verbose_name_plural = _("processing history")
+
+    @admin.display(description=_("started"))
+    def started(self, attempt: ProcessingAttempt) -> str:
+        return seconds(attempt.started_at)
+
+    @admin.display(description=_("finished"))
+    def finished(self, attempt: ProcessingAttempt) -> str:
+        return seconds(attempt.finished_at)
+
+    @admin.display(description=_("traceback"))
+    def traceback(self, attempt: ProcessingAttempt) -> str:
+        if not attempt.error:
+            return "-"
+        # format_html escapes it: a traceback quotes whatever the receiver raised.
+        return format_html('<pre style="white-space: pre-wrap">{}</pre>', attempt.error)

@@ -24,7 +24,12 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django_inbound_smtp.admin import _page, export, forward, inject
 from django_inbound_smtp.admin._columns import MessageColumns
 from django_inbound_smtp.admin._views import MessageViews
-from django_inbound_smtp.admin.inlines import AttachmentInline, RecipientInline, SenderCheckInline
+from django_inbound_smtp.admin.inlines import (
+    AttachmentInline,
+    ProcessingAttemptInline,
+    RecipientInline,
+    SenderCheckInline,
+)
 from django_inbound_smtp.lifecycle import schedule
 from django_inbound_smtp.models import Attachment, InboundMessage
 
@@ -63,7 +68,7 @@ class InboundMessageAdmin(MessageColumns, MessageViews, admin.ModelAdmin):
         "attachments__filename",
     )
     date_hierarchy = "received_at"
-    inlines = (RecipientInline, AttachmentInline, SenderCheckInline)
+    inlines = (RecipientInline, AttachmentInline, SenderCheckInline, ProcessingAttemptInline)
     actions = ("reprocess", export.export_mbox, forward.forward_selected)
     # Fieldsets with an "inbound-tab-<tab>" class go in that tab (_page.TABS); the
     # first is the summary above the tabs.

@@ -10,8 +10,10 @@ worker, ``django.tasks`` worker, test kit). Synchronous. Per batch, not per mess
 2. **parse**: each raw file is parsed; the results and attachment rows of the whole
    batch are written in one transaction (``extract.extract_many``);
 3. **notify**: receivers and mailbox handlers run, message by message;
-4. **record**: one ``UPDATE`` marks the processed ones, one per failed message
-   writes its traceback; only rows this execution still holds are touched.
+4. **record**: in one transaction, one ``UPDATE`` marks the processed ones, one per
+   failed message writes its traceback (only rows this execution still holds are
+   touched), and one ``INSERT`` adds a ``ProcessingAttempt`` row per claimed message
+   (the history: time, worker, outcome, tracebacks; never overwritten).
 
 A claim is a lease: the process's :class:`~.leases.LeaseKeeper` renews it while the
 work runs, so a slow but live worker keeps it and only a dead one's claim expires
@@ -28,6 +30,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from django.db import router, transaction
 from django.db.models import F, Prefetch, Q
 from django.utils import timezone
 
@@ -38,7 +41,7 @@ from django_inbound_smtp.lifecycle import leases, owners
 from django_inbound_smtp.lifecycle.extract import LARGE_MESSAGE, extract_many
 from django_inbound_smtp.lifecycle.notify import notify
 from django_inbound_smtp.logging import about
-from django_inbound_smtp.models import InboundMessage, InboundRecipient
+from django_inbound_smtp.models import InboundMessage, InboundRecipient, ProcessingAttempt
 
 __all__ = ["Outcome", "claim", "process_batch", "process_message"]
 
@@ -120,6 +123,8 @@ def process_batch(pks: Sequence[int], *, owner: str) -> dict[int, Outcome]:
     with unit_of_work():
         messages = claim_many(pks, execution=execution)
         claimed = [(m.pk, m.queue_id, m.received_at) for m in messages]
+        # Each attempt's number and start, as the claim wrote them, for its history row.
+        begun = {m.pk: (m.attempts, m.claimed_at) for m in messages}
         errors: dict[int, list[BaseException]] = {}
         with leases.keeper().holding(execution):
             while messages:
@@ -135,7 +140,7 @@ def process_batch(pks: Sequence[int], *, owner: str) -> dict[int, Outcome]:
                         errors[message.pk] = [failure] if failure else notify(message)
                 del chunk, extraction
         now = timezone.now()
-        recorded = _record(execution, errors, now)
+        recorded = _record(execution, errors, now, begun)
         unclaimed = [pk for pk in pks if pk not in errors]
         busy = set(
             InboundMessage.objects.filter(pk__in=unclaimed, status=Status.PROCESSING).values_list(
@@ -177,8 +182,41 @@ def _take_chunk(messages: list[InboundMessage]) -> list[InboundMessage]:
     return chunk
 
 
-def _record(execution: str, errors: dict[int, list[BaseException]], now: datetime) -> set[int]:
-    """Write the outcomes this execution still holds; the pks written."""
+def _record(
+    execution: str,
+    errors: dict[int, list[BaseException]],
+    now: datetime,
+    begun: dict[int, tuple[int, datetime | None]],
+) -> set[int]:
+    """Write the outcomes this execution still holds, and the history row of every
+    attempt, in one transaction; the pks whose outcome was written."""
+    if not errors:
+        return set()  # nothing claimed: no transaction (on SQLite it takes the write lock)
+    texts = {pk: _error_text(found) for pk, found in errors.items() if found}
+    with transaction.atomic(using=router.db_for_write(InboundMessage)):
+        recorded = _record_outcomes(execution, errors, now, texts)
+        ProcessingAttempt.objects.bulk_create(
+            ProcessingAttempt(
+                message_id=pk,
+                number=begun[pk][0],
+                started_at=begun[pk][1] or now,
+                finished_at=now,
+                worker=execution[:200],
+                outcome=(
+                    (Outcome.FAILED if pk in texts else Outcome.PROCESSED)
+                    if pk in recorded
+                    else Outcome.LOST
+                ).value,
+                error=texts.get(pk, ""),
+            )
+            for pk in errors
+        )
+    return recorded
+
+
+def _record_outcomes(
+    execution: str, errors: dict[int, list[BaseException]], now: datetime, texts: dict[int, str]
+) -> set[int]:
     mine = InboundMessage.objects.filter(claimed_by=execution, status=Status.PROCESSING)
     done = [pk for pk, found in errors.items() if not found]
     recorded: set[int] = set()
@@ -194,9 +232,9 @@ def _record(execution: str, errors: dict[int, list[BaseException]], now: datetim
                     pk__in=done, status=Status.PROCESSED, processed_at=now
                 ).values_list("pk", flat=True)
             )
-    for pk, found in errors.items():
-        if found and mine.filter(pk=pk).update(
-            status=Status.FAILED, processed_at=now, claimed_by="", error=_error_text(found)
+    for pk, text in texts.items():
+        if mine.filter(pk=pk).update(
+            status=Status.FAILED, processed_at=now, claimed_by="", error=text
         ):
             recorded.add(pk)
     return recorded

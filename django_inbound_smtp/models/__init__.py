@@ -1,4 +1,5 @@
-"""Recipient definitions, stored messages, their recipients and attachments.
+"""Recipient definitions, stored messages, their recipients, attachments and
+processing attempts.
 
 Models stay declarative and query-only: the write path is ``delivery.py``, the
 recipient policy is ``validators/``. No settings are read at class definition.
@@ -7,6 +8,7 @@ recipient policy is ``validators/``. No settings are read at class definition.
 from __future__ import annotations
 
 from django_inbound_smtp.models.attachment import Attachment
+from django_inbound_smtp.models.attempt import ProcessingAttempt
 from django_inbound_smtp.models.mailbox import (
     CATCH_ALL_LOCAL_PART,
     Mailbox,
@@ -21,6 +23,7 @@ __all__ = [
     "InboundMessage",
     "InboundRecipient",
     "Mailbox",
+    "ProcessingAttempt",
     "SenderCheck",
     "normalize_mailbox_address",
 ]
