@@ -162,16 +162,16 @@ def test_the_processing_history_names_the_celery_worker_of_each_attempt(setup: S
     _mailbox("fail_until_released")
     setup.worker.start()
     _send("history")
-    _wait(lambda: _status("history") == Status.FAILED, what="failed")
+    wait(lambda: _status("history") == Status.FAILED, what="failed")
     setup.release()
     message = InboundMessage.objects.get()
     assert dispatch.reprocess([message.pk]) == 1
-    _wait(lambda: _status("history") == Status.PROCESSED, what="processed")
+    wait(lambda: _status("history") == Status.PROCESSED, what="processed")
     attempts = list(message.processing_attempts.all())
     assert [(a.number, a.outcome) for a in attempts] == [(2, "processed"), (1, "failed")]
     assert "RuntimeError: handler not ready" in attempts[1].error
     # celery:<the worker's node name>:<task id>:<execution>, one task per attempt.
-    worker = f"celery:inbound-test-{os.getpid()}@localhost:"
+    worker = f"celery:{setup.worker.name}@localhost:"
     assert all(a.worker.startswith(worker) for a in attempts), [a.worker for a in attempts]
     assert attempts[0].worker.split(":")[2] != attempts[1].worker.split(":")[2]
 
