@@ -18,6 +18,8 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
+from django_inbound_smtp import routing
+from django_inbound_smtp._celery import celery_app
 from django_inbound_smtp.conf import DEFAULTS, SETTINGS_NAME, load_callable
 from django_inbound_smtp.exceptions import ConfigurationError
 from django_inbound_smtp.monitoring.checks import observability_errors
@@ -62,6 +64,19 @@ _BIND = re.compile(r"^(\[[^\]]+\]|[^:\[\]]*):\d{1,5}$")
 
 def _key_error(key: str, problem: str, hint: str, check_id: str) -> Error:
     return Error(f"{SETTINGS_NAME}[{key!r}] {problem}.", hint=hint, id=f"inbound_smtp.{check_id}")
+
+
+def _routes_errors(value: Any) -> list[CheckMessage]:
+    def tasks() -> list[str]:
+        try:
+            return list(celery_app().tasks)
+        except Exception:  # no usable Celery app: no task names to accept
+            return []
+
+    return [
+        _key_error("ROUTES", problem, "See the README, Routing.", "E055")
+        for problem in routing.route_errors(value, celery_tasks=tasks)
+    ]
 
 
 def _number_errors(values: dict[str, Any]) -> list[CheckMessage]:
@@ -307,6 +322,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         if key not in DEFAULTS
     ]
     errors += _number_errors(raw)
+    errors += _routes_errors(raw.get("ROUTES", DEFAULTS["ROUTES"]))
     errors += _validator_errors(raw.get("RECIPIENT_VALIDATORS", DEFAULTS["RECIPIENT_VALIDATORS"]))
     storage = raw.get("STORAGE", DEFAULTS["STORAGE"])
     if storage not in settings.STORAGES:

@@ -39,7 +39,7 @@ class _ReadOnly:
 
 class RecipientInline(_ReadOnly, admin.TabularInline):
     model = InboundRecipient
-    fields = ("address", "mailbox", "tag")
+    fields = ("address", "mailbox", "tag", "route")
     readonly_fields = fields
 
 

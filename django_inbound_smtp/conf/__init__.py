@@ -182,6 +182,11 @@ class InboundSmtpSettings:
         return tuple(self._get("RECIPIENT_VALIDATORS"))
 
     @property
+    def ROUTES(self) -> tuple[dict[str, Any], ...]:
+        """Routes (dicts: name, handler, conditions) tried in order for each recipient."""
+        return tuple(self._get("ROUTES"))
+
+    @property
     def DIRECTORY_TTL(self) -> float:
         """Seconds RCPT answers may be given from memory; 0 disables the directory."""
         return float(self._get("DIRECTORY_TTL"))

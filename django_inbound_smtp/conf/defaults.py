@@ -90,6 +90,9 @@ DEFAULTS: Mapping[str, Any] = {
     "PROXY_PROTOCOL_TIMEOUT": 5,
     # Dotted paths of recipient validators, asked in order at RCPT time.
     "RECIPIENT_VALIDATORS": ["django_inbound_smtp.validators.models.mailbox_validator"],
+    # Routes tried in order for each recipient after the commit (routing.py): the first
+    # match names the handler. Mailboxes' own handlers come after these.
+    "ROUTES": [],
     # Seconds the recipient directory (active mailboxes and served domains, and the answers
     # of validators marked cacheable) may be used before it is read again: RCPT costs no
     # query in between. A change to mailboxes reaches every process within this bound.

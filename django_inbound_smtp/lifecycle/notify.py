@@ -1,4 +1,4 @@
-"""Notify: the ``message_received`` signal and the mailboxes' handlers, for one message.
+"""Notify: the ``message_received`` signal, then each recipient's route's handler.
 
 The only place ``message_received`` is sent. Every receiver and handler error is
 logged and returned (the message becomes ``failed`` with the tracebacks); none
@@ -7,14 +7,15 @@ escapes, and none can change the SMTP outcome, which was decided long before.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from django.utils.module_loading import import_string
-
+from django_inbound_smtp import routing
 from django_inbound_smtp.lifecycle.backends import send_celery_task
-from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
+from django_inbound_smtp.models import InboundMessage, InboundRecipient
 from django_inbound_smtp.signals import message_received
 from django_inbound_smtp.store.rows import envelope_of
 
@@ -23,36 +24,73 @@ __all__ = ["notify"]
 logger = logging.getLogger(__name__)
 
 
-def _handler_for(path: str) -> Callable[..., Any] | None:
-    # A dotted path to a callable, else (None) the name of a Celery task.
+@functools.cache
+def _takes_route(handler: Callable[..., Any]) -> bool:
+    # Handlers written before routes take (message, mailbox, recipients) only.
     try:
-        target = import_string(path)
-    except ImportError:
-        return None
-    return target if callable(target) else None
+        parameters = inspect.signature(handler).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.kind is p.VAR_KEYWORD or p.name == "route" for p in parameters)
+
+
+def _route_all(
+    message: InboundMessage, recipients: list[InboundRecipient]
+) -> dict[routing.Route, list[InboundRecipient]]:
+    """Each recipient's route (``routing.explain``), its name stored on the row; the
+    recipients grouped by route."""
+    headers = [(name, decoded) for name, _raw, decoded in message.headers or ()]
+    kind = getattr(message, "kind", None) or None
+    groups: dict[routing.Route, list[InboundRecipient]] = {}
+    renamed: dict[str, list[int]] = {}
+    for recipient in recipients:
+        mailbox = recipient.mailbox
+        decision = routing.explain(
+            routing.Candidate(
+                address=recipient.address,
+                tag=recipient.tag,
+                headers=headers,
+                kind=kind,
+                mailbox_address=mailbox.address if mailbox else None,
+                mailbox_handler=mailbox.handler if mailbox else "",
+            )
+        )
+        name = decision.route.name if decision.route else ""
+        if decision.route is not None:
+            groups.setdefault(decision.route, []).append(recipient)
+        if recipient.route != name:
+            recipient.route = name
+            renamed.setdefault(name, []).append(recipient.pk)
+    for name, pks in renamed.items():  # nothing to write when nothing is routed
+        InboundRecipient.objects.filter(pk__in=pks).update(route=name)
+    return groups
 
 
 def _run_handlers(
-    message: InboundMessage, mailboxes: list[Mailbox], recipients: list[InboundRecipient]
+    message: InboundMessage, recipients: list[InboundRecipient]
 ) -> list[BaseException]:
     errors: list[BaseException] = []
-    for mailbox in mailboxes:
-        if not mailbox.handler:
-            continue
-        mine = [r for r in recipients if r.mailbox_id == mailbox.pk]
+    for route, mine in _route_all(message, recipients).items():
+        mailboxes = {r.mailbox_id for r in mine}
+        mailbox = mine[0].mailbox if len(mailboxes) == 1 else None
         try:
-            handler = _handler_for(mailbox.handler)
+            handler = routing.resolve_handler(route.handler)
             if handler is not None:
-                handler(message=message, mailbox=mailbox, recipients=mine)
+                extra = {"route": route} if _takes_route(handler) else {}
+                handler(message=message, mailbox=mailbox, recipients=mine, **extra)
             else:
                 # Only a task the project's Celery app knows: a typo in a dotted path
-                # must fail the message visibly, not vanish into a queue.
-                send_celery_task(mailbox.handler, [message.pk, mailbox.pk], known_only=True)
+                # must fail the message visibly, not vanish into a queue. A mailbox's
+                # task keeps its two arguments; a configured route's names itself.
+                args: list[Any] = [message.pk, mailbox.pk if mailbox else None]
+                if not route.name.startswith("mailbox:"):
+                    args.append(route.name)
+                send_celery_task(route.handler, args, known_only=True)
         except Exception as error:
             logger.error(
-                "handler %s of mailbox %s failed for %s",
-                mailbox.handler,
-                mailbox.address,
+                "handler %s of route %s failed for %s",
+                route.handler,
+                route.name,
                 message.queue_id,
                 exc_info=error,
             )
@@ -83,4 +121,4 @@ def notify(message: InboundMessage) -> list[BaseException]:
                 exc_info=error,
             )
             errors.append(error)
-    return errors + _run_handlers(message, mailboxes, recipients)
+    return errors + _run_handlers(message, recipients)

@@ -292,6 +292,15 @@ class InboundRecipient(models.Model):
     tag = models.CharField(
         _("tag"), max_length=64, blank=True, help_text=_("Plus-address tag (user+tag@...).")
     )
+    route = models.CharField(
+        _("route"),
+        max_length=200,
+        blank=True,
+        help_text=_(
+            "The route whose handler got this recipient (empty: none matched, or not "
+            "processed yet). See the README, Routing."
+        ),
+    )
 
     class Meta:
         verbose_name = _("recipient")

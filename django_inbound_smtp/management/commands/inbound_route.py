@@ -1,0 +1,96 @@
+"""``manage.py inbound_route ADDRESS [--eml FILE]``: which route and handler a message to
+ADDRESS would get, and why (see the README, *Routing*)."""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from pathlib import Path
+from typing import Any
+
+from asgiref.sync import async_to_sync, sync_to_async
+from django.core.management.base import BaseCommand, CommandError
+
+from django_inbound_smtp import routing, validators
+from django_inbound_smtp.envelope import RecipientContext, ResolvedRecipient
+from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
+from django_inbound_smtp.models import Mailbox
+from django_inbound_smtp.parsing.mime import parse_message
+
+
+async def _in_this_thread(function: Any, /, *args: Any, **kwargs: Any) -> Any:
+    return await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
+
+
+def _mailbox(accepted: ResolvedRecipient) -> Mailbox | None:
+    if accepted.mailbox_id is None:
+        return None
+    return Mailbox.objects.filter(pk=accepted.mailbox_id).first()
+
+
+class Command(BaseCommand):
+    help = (
+        "Show which route and handler a message to ADDRESS would get, and why: the RCPT "
+        "decision, then every route tried in order. --eml adds a message's headers."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("address", help="The recipient address, as in RCPT TO.")
+        parser.add_argument("--eml", type=Path, help="A message file whose headers to route on.")
+        parser.add_argument(
+            "--sender", default="", help="MAIL FROM for the validators (default: <>)."
+        )
+        parser.add_argument(
+            "--kind", help="The message's kind (regular, bounce, auto_reply, list, loop)."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        address: str = options["address"]
+        accepted = self._rcpt(address, sender=options["sender"])
+        mailbox = _mailbox(accepted)
+        headers: list[tuple[str, str]] = []
+        if options["eml"] is not None:
+            try:
+                raw = options["eml"].read_bytes()
+            except OSError as error:
+                raise CommandError(f"Cannot read {options['eml']}: {error.strerror}.") from error
+            headers = [(name, decoded) for name, _raw, decoded in parse_message(raw).headers]
+        decision = routing.explain(
+            routing.Candidate(
+                address=address,
+                tag=accepted.tag,
+                headers=headers,
+                kind=options["kind"],
+                mailbox_address=mailbox.address if mailbox else None,
+                mailbox_handler=mailbox.handler if mailbox else "",
+            )
+        )
+        self._report(decision)
+
+    def _rcpt(self, address: str, *, sender: str) -> ResolvedRecipient:
+        context = RecipientContext(
+            mail_from=sender, peer_host=None, helo="inbound_route", tls=False
+        )
+        try:
+            accepted: ResolvedRecipient = async_to_sync(validators.validate_recipient)(
+                address, context=context, run_sync=_in_this_thread
+            )
+        except (Rejected, TemporaryFailure) as refusal:
+            raise CommandError(f"{address}: refused at RCPT: {refusal.reply}") from refusal
+        mailbox = _mailbox(accepted)
+        where = f"mailbox {mailbox.address}" if mailbox else "a validator (no mailbox)"
+        tag = f", tag {accepted.tag!r}" if accepted.tag else ""
+        self.stdout.write(f"{address}: accepted at RCPT by {where}{tag}")
+        return accepted
+
+    def _report(self, decision: routing.Decision) -> None:
+        if not decision.trace:
+            self.stdout.write("  no routes configured, and the mailbox names no handler")
+        for position, (name, matched, reasons) in enumerate(decision.trace, start=1):
+            verdict = "MATCH" if matched else "no"
+            self.stdout.write(f"  {position}. {name}: {verdict}: {'; '.join(reasons)}")
+        route = decision.route
+        if route is None:
+            self.stdout.write("=> no route: the message_received signal only")
+            return
+        kind = "callable" if routing.resolve_handler(route.handler) is not None else "Celery task"
+        self.stdout.write(f"=> route {route.name}: handler {route.handler} ({kind})")

@@ -1,0 +1,221 @@
+"""Routing: the first matching route names the handler; ``inbound_route`` explains it."""
+
+from __future__ import annotations
+
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.checks import run_checks
+from django.core.management import CommandError, call_command
+from django.test import override_settings
+
+from django_inbound_smtp import routing
+from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
+from django_inbound_smtp.testing import deliver, running_server
+from tests.helpers import GuardedSMTP
+
+CALLS: list[dict[str, Any]] = []
+
+
+def ticket_handler(*, message: InboundMessage, recipients: list[InboundRecipient], **kwargs: Any):
+    CALLS.append(
+        {
+            "handler": "ticket",
+            "subject": message.subject,
+            "route": kwargs["route"].name,
+            "recipients": [r.address for r in recipients],
+            "mailbox": kwargs["mailbox"].address if kwargs["mailbox"] else None,
+        }
+    )
+
+
+def list_handler(*, message: InboundMessage, recipients: list[InboundRecipient], **kwargs: Any):
+    CALLS.append({"handler": "list", "subject": message.subject, "route": kwargs["route"].name})
+
+
+def mailbox_handler(*, message: InboundMessage, **kwargs: Any) -> None:
+    CALLS.append({"handler": "mailbox", "subject": message.subject, "route": kwargs["route"].name})
+
+
+ROUTES = [
+    {
+        "name": "lists",
+        "headers": {"List-Id": "*<dev.lists.example.org>"},
+        "handler": f"{__name__}.list_handler",
+    },
+    {"name": "tickets", "address": "ticket+*@our.test", "handler": f"{__name__}.ticket_handler"},
+    {"name": "bug reports", "tag": "bug", "handler": f"{__name__}.ticket_handler"},
+]
+
+
+@pytest.fixture(autouse=True)
+def _calls():
+    CALLS.clear()
+    yield
+    CALLS.clear()
+
+
+def _candidate(address: str, **fields: Any) -> routing.Candidate:
+    return routing.Candidate(address=address, **fields)
+
+
+def _routes(entries: list[dict[str, Any]]) -> list[routing.Route]:
+    return [routing.parse_route(entry, position=n) for n, entry in enumerate(entries, start=1)]
+
+
+def test_first_matching_route_wins_and_the_trace_says_why() -> None:
+    routes = _routes(ROUTES)
+    decision = routing.explain(
+        _candidate(
+            "Ticket+42@OUR.test", tag="42", headers=[("List-Id", "Dev <dev.lists.example.org>")]
+        ),
+        routes,
+    )
+    assert decision.route is not None
+    assert decision.route.name == "lists"  # first, although tickets matches too
+    assert decision.trace == [
+        (
+            "lists",
+            True,
+            ["List-Id 'Dev <dev.lists.example.org>' matches '*<dev.lists.example.org>'"],
+        )
+    ]
+
+    decision = routing.explain(_candidate("ticket+42@our.test", tag="42"), routes)
+    assert decision.route is not None
+    assert decision.route.name == "tickets"
+    assert decision.trace[0] == (
+        "lists",
+        False,
+        ["no List-Id header (wanted '*<dev.lists.example.org>')"],
+    )
+    assert decision.trace[1][1] is True
+
+
+def test_tag_kind_and_presence_conditions() -> None:
+    [bug] = _routes([{"tag": "bug", "handler": "x"}])
+    assert bug.check(_candidate("a+bug@our.test", tag="bug"))[0]
+    assert not bug.check(_candidate("a+bugs@our.test", tag="bugs"))[0]
+    [untagged] = _routes([{"tag": "", "handler": "x"}])
+    assert untagged.check(_candidate("a@our.test"))[0]
+    assert not untagged.check(_candidate("a+x@our.test", tag="x"))[0]
+    [present] = _routes([{"headers": {"X-Kind": "*"}, "handler": "x"}])
+    assert present.check(_candidate("a@our.test", headers=[("x-kind", "")]))[0]
+    assert not present.check(_candidate("a@our.test"))[0]
+    [regular] = _routes([{"kinds": ["regular"], "handler": "x"}])
+    assert regular.check(_candidate("a@our.test", kind="regular"))[0]
+    ok, reasons = regular.check(_candidate("a@our.test", kind="auto_reply"))
+    assert not ok
+    assert reasons == ["kind auto_reply not in ['regular']"]
+
+
+def test_a_mailbox_handler_is_the_route_after_the_configured_ones() -> None:
+    decision = routing.explain(
+        _candidate("help@our.test", mailbox_address="help@our.test", mailbox_handler="pkg.h"),
+        _routes([{"address": "sales@*", "handler": "x"}]),
+    )
+    assert decision.route == routing.mailbox_route("help@our.test", "pkg.h")
+    assert [name for name, _ok, _why in decision.trace] == ["route 1", "mailbox:help@our.test"]
+
+
+@pytest.mark.parametrize(
+    ("entries", "problem"),
+    [
+        ({"name": "x"}, "must be a list of routes"),
+        (
+            [{"name": "t", "handler": "no.such.module.handler"}],
+            "t: handler 'no.such.module.handler' is neither",
+        ),
+        ([{"handler": "x.y", "adress": "a@b"}], "route 1 has unknown keys: adress"),
+        ([{"name": "t", "handler": "os.getcwd", "kinds": "regular"}], "t: 'kinds' must be a list"),
+        (
+            [{"name": "t", "handler": "os.getcwd"}, {"name": "t", "handler": "os.getcwd"}],
+            "t: the name is used twice",
+        ),
+    ],
+)
+def test_a_broken_route_is_a_system_check_error(entries: Any, problem: str) -> None:
+    with override_settings(INBOUND_SMTP={"ROUTES": entries}):
+        errors = [e for e in run_checks() if e.id == "inbound_smtp.E055"]
+    assert len(errors) == 1
+    assert problem in errors[0].msg
+
+
+def test_good_routes_pass_the_checks() -> None:
+    with override_settings(INBOUND_SMTP={"ROUTES": ROUTES}):
+        assert not [e for e in run_checks() if e.id == "inbound_smtp.E055"]
+
+
+@pytest.mark.django_db
+def test_processing_calls_each_routes_handler_once_with_its_recipients() -> None:
+    support = Mailbox.objects.create(address="ticket@our.test")
+    Mailbox.objects.create(address="help@our.test", handler=f"{__name__}.mailbox_handler")
+    Mailbox.objects.create(address="plain@our.test")
+    raw = b"From: a@example.org\r\nSubject: routed\r\n\r\nhi\r\n"
+    to = ["ticket+1@our.test", "ticket+2@our.test", "help@our.test", "plain@our.test"]
+    with override_settings(INBOUND_SMTP={"ROUTES": ROUTES}):
+        message = deliver(raw, to=to)
+    assert message.status == InboundMessage.Status.PROCESSED
+    assert sorted(CALLS, key=lambda c: c["handler"]) == [
+        {"handler": "mailbox", "subject": "routed", "route": "mailbox:help@our.test"},
+        {
+            "handler": "ticket",
+            "subject": "routed",
+            "route": "tickets",
+            "recipients": ["ticket+1@our.test", "ticket+2@our.test"],
+            "mailbox": support.address,
+        },
+    ]
+    routes = dict(message.recipients.values_list("address", "route"))
+    assert routes == {
+        "ticket+1@our.test": "tickets",
+        "ticket+2@our.test": "tickets",
+        "help@our.test": "mailbox:help@our.test",
+        "plain@our.test": "",
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_list_message_over_smtp_goes_to_the_list_route_and_the_admin_shows_it(
+    admin_client,
+) -> None:
+    Mailbox.objects.create(address="ticket@our.test")
+    raw = (
+        b"From: a@example.org\r\nList-Id: Developers <dev.lists.example.org>\r\n"
+        b"Subject: list mail\r\n\r\nhi\r\n"
+    )
+    with override_settings(INBOUND_SMTP={"ROUTES": ROUTES, "DISPATCH": "inline"}):
+        with running_server() as server:
+            with GuardedSMTP(server.host, server.port, timeout=30) as client:
+                assert client.sendmail("a@example.org", ["ticket+9@our.test"], raw) == {}
+    message = InboundMessage.objects.get()
+    assert message.status == InboundMessage.Status.PROCESSED
+    assert CALLS == [{"handler": "list", "subject": "list mail", "route": "lists"}]
+    assert message.recipients.get().route == "lists"
+    page = admin_client.get(f"/admin/inbound_smtp/inboundmessage/{message.pk}/change/")
+    assert ">lists<" in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_inbound_route_explains_the_decision(tmp_path: Path) -> None:
+    Mailbox.objects.create(address="ticket@our.test")
+    eml = tmp_path / "reply.eml"
+    eml.write_bytes(b"From: a@example.org\r\nSubject: Re: yours\r\n\r\nthanks\r\n")
+    out = StringIO()
+    with override_settings(INBOUND_SMTP={"ROUTES": ROUTES}):
+        call_command("inbound_route", "ticket+42@our.test", "--eml", str(eml), stdout=out)
+    assert out.getvalue().splitlines() == [
+        "ticket+42@our.test: accepted at RCPT by mailbox ticket@our.test, tag '42'",
+        "  1. lists: no: no List-Id header (wanted '*<dev.lists.example.org>')",
+        "  2. tickets: MATCH: address ticket+42@our.test matches 'ticket+*@our.test'",
+        f"=> route tickets: handler {__name__}.ticket_handler (callable)",
+    ]
+
+
+@pytest.mark.django_db
+def test_inbound_route_says_when_rcpt_would_refuse() -> None:
+    Mailbox.objects.create(address="ticket@our.test")
+    with pytest.raises(CommandError, match=r"nobody@our.test: refused at RCPT: 550 5\.1\.1"):
+        call_command("inbound_route", "nobody@our.test")
