@@ -39,7 +39,7 @@ def mailbox_handler(*, message: InboundMessage, **kwargs: Any) -> None:
     CALLS.append({"handler": "mailbox", "subject": message.subject, "route": kwargs["route"].name})
 
 
-ROUTES = [
+ROUTES: list[dict[str, Any]] = [
     {
         "name": "lists",
         "headers": {"List-Id": "*<dev.lists.example.org>"},
