@@ -141,9 +141,7 @@ def is_attribution(line: str) -> bool:
 
 def may_start_attribution(line: str) -> bool:
     """``line`` (normalised) may be the first line of a wrapped attribution."""
-    return len(line) <= MAX_MARKER and bool(
-        _ATTRIBUTION_START.match(line) or line[:1].isdigit()
-    )
+    return len(line) <= MAX_MARKER and bool(_ATTRIBUTION_START.match(line) or line[:1].isdigit())
 
 
 def is_original_marker(line: str) -> bool:
@@ -176,12 +174,12 @@ def is_header_block(lines: list[str]) -> bool:
 
 
 def is_mobile_line(line: str) -> bool:
-    """"Sent from my iPhone", "Get Outlook for Android", "Envoyé de mon iPhone" ..."""
+    """ "Sent from my iPhone", "Get Outlook for Android", "Envoyé de mon iPhone" ..."""
     return len(line) <= 100 and bool(_MOBILE.match(line))
 
 
 def is_closing(line: str) -> bool:
-    """"Kind regards," "Thanks," "Viele Grüße" ... alone on a line (normalised)."""
+    """ "Kind regards," "Thanks," "Viele Grüße" ... alone on a line (normalised)."""
     return len(line) <= 40 and bool(_CLOSING.match(line))
 
 

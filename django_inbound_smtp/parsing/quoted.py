@@ -27,7 +27,6 @@ from django_inbound_smtp.parsing._reply_markers import (
     is_attribution,
     is_closing,
     is_contact_line,
-    may_start_attribution,
     is_forward_marker,
     is_forward_subject,
     is_header_block,
@@ -35,6 +34,7 @@ from django_inbound_smtp.parsing._reply_markers import (
     is_original_marker,
     is_quoted,
     is_signature_separator,
+    may_start_attribution,
     normalise,
 )
 
@@ -128,8 +128,10 @@ def _history_start(lines: list[str], *, forward: bool) -> int:
             return len(lines)  # a forward: what follows is shared on purpose
         if is_original_marker(line) and not forward:
             return index
-        if not forward and _may_start_header(line) and is_header_block(
-            [normalise(x) for x in lines[index : index + 7]]
+        if (
+            not forward
+            and _may_start_header(line)
+            and is_header_block([normalise(x) for x in lines[index : index + 7]])
         ):
             return index
         span = _attribution_span(lines, index)
