@@ -21,7 +21,8 @@ BLOCK = frozenset(
     "h3 h4 h5 h6 header hr html li main nav ol p pre section table td th tr ul".split()
 )
 INVISIBLE = frozenset("head script style title template".split())
-# Tokens read at most, and elements nested at most (deeper ones are read as siblings).
+# Tokens taken apart at most (a larger body is kept whole by reply_html), and elements
+# nested at most (deeper ones are read as siblings).
 MAX_TOKENS = 100_000
 MAX_DEPTH = 200
 
@@ -146,7 +147,7 @@ def html_text(source: str) -> str:
     line after a paragraph, white space folded (kept in ``<pre>``)."""
     writer = _TextWriter()
     hidden = 0
-    for kind, tag, raw in tokenize(source).tokens[:MAX_TOKENS]:
+    for kind, tag, raw in tokenize(source).tokens:
         if tag in INVISIBLE and kind in ("start", "end"):
             hidden = hidden + 1 if kind == "start" else max(hidden - 1, 0)
         elif hidden:

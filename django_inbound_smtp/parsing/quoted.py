@@ -48,11 +48,13 @@ def reply_text(text: str, *, subject: str = "") -> str:
     """The new text of the reply ``text`` (a text/plain body); ``subject`` tells a
     forward (whose content is kept) from a reply. ``""`` when nothing new was written."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    lines = lines[: _history_start(lines, forward=is_forward_subject(subject))]
-    kinds = _classify(lines)
+    norm = [normalise(line) for line in lines]  # once: every test reads these
+    end = _history_start(lines, norm, forward=is_forward_subject(subject))
+    lines, norm = lines[:end], norm[:end]
+    kinds = _classify(lines, norm)
     _mark_signature(lines, kinds)
-    _mark_mobile(lines, kinds)
-    _mark_contact_block(lines, kinds)
+    _mark_mobile(norm, kinds)
+    _mark_contact_block(norm, kinds)
     new = [index for index, kind in enumerate(kinds) if kind == _TEXT]
     if not new:
         return ""
@@ -77,13 +79,13 @@ def trim_blank(lines: Sequence[str]) -> list[str]:
     return list(lines[start:end])
 
 
-def _attribution_span(lines: list[str], index: int) -> int:
+def _attribution_span(lines: list[str], norm: list[str], index: int) -> int:
     """How many lines (1 to 3) the attribution starting at ``index`` spans; 0 if none.
 
     Clients wrap a long attribution ("On ..., Bob <\\naddress> wrote:"): a line that
     starts like one is joined with the next one or two, unless one of those is a
     whole attribution that starts like one itself."""
-    first = normalise(lines[index])
+    first = norm[index]
     if _is_attribution_line(first):
         return 1
     if not first or not may_start_attribution(first):
@@ -93,9 +95,9 @@ def _attribution_span(lines: list[str], index: int) -> int:
         if index + count > len(lines):
             return 0
         line = lines[index + count - 1]
-        if not line.strip() or is_quoted(line) or _starts_attribution(normalise(line)):
+        if not line.strip() or is_quoted(line) or _starts_attribution(norm[index + count - 1]):
             return 0
-        joined = f"{joined} {normalise(line)}"
+        joined = f"{joined} {norm[index + count - 1]}"
         if len(joined) > 400:
             return 0
         if _is_attribution_line(joined):
@@ -118,23 +120,19 @@ def _next_filled(lines: list[str], index: int) -> int:
     return index
 
 
-def _history_start(lines: list[str], *, forward: bool) -> int:
+def _history_start(lines: list[str], norm: list[str], *, forward: bool) -> int:
     """Where history that is not ``>``-quoted starts; ``len(lines)`` if nowhere."""
     for index, raw in enumerate(lines):
         if is_quoted(raw) or not raw.strip():
             continue
-        line = normalise(raw)
+        line = norm[index]
         if is_forward_marker(line):
             return len(lines)  # a forward: what follows is shared on purpose
         if is_original_marker(line) and not forward:
             return index
-        if (
-            not forward
-            and _may_start_header(line)
-            and is_header_block([normalise(x) for x in lines[index : index + 7]])
-        ):
+        if not forward and _may_start_header(line) and is_header_block(norm[index : index + 7]):
             return index
-        span = _attribution_span(lines, index)
+        span = _attribution_span(lines, norm, index)
         if span:
             after = _next_filled(lines, index + span)
             if after < len(lines) and not is_quoted(lines[after]):
@@ -147,11 +145,11 @@ def _may_start_header(line: str) -> bool:
     return len(line) < 400 and (":" in line or line.startswith("____"))
 
 
-def _classify(lines: list[str]) -> list[str]:
+def _classify(lines: list[str], norm: list[str]) -> list[str]:
     kinds = [_BLANK if not line.strip() else _QUOTE if is_quoted(line) else _TEXT for line in lines]
     index = 0
     while index < len(lines):
-        span = _attribution_span(lines, index) if kinds[index] == _TEXT else 0
+        span = _attribution_span(lines, norm, index) if kinds[index] == _TEXT else 0
         if span:
             after = _next_filled(lines, index + span)
             if after == len(lines) or kinds[after] == _QUOTE:
@@ -174,40 +172,40 @@ def _mark_signature(lines: list[str], kinds: list[str]) -> None:
             kinds[index] = _SIGNATURE
 
 
-def _mark_mobile(lines: list[str], kinds: list[str]) -> None:
+def _mark_mobile(norm: list[str], kinds: list[str]) -> None:
     """A "Sent from my ..." line that is the last text before a quote or the end."""
     following: str | None = None  # the kind of the next line that is not blank or signature
-    for index in range(len(lines) - 1, -1, -1):
+    for index in range(len(norm) - 1, -1, -1):
         kind = kinds[index]
         if kind in (_BLANK, _SIGNATURE):
             continue
         if (
             kind == _TEXT
             and following in (None, _QUOTE, _ATTRIBUTION)
-            and is_mobile_line(normalise(lines[index]))
+            and is_mobile_line(norm[index])
         ):
             kinds[index] = _MOBILE
             continue  # "Sent from my iPhone" after "Get Outlook ..." is still trailing
         following = kind
 
 
-def _mark_contact_block(lines: list[str], kinds: list[str]) -> None:
+def _mark_contact_block(norm: list[str], kinds: list[str]) -> None:
     """A signature without ``-- ``: after a closing ("Kind regards,") and a name, up
     to four short lines holding a phone number or a web address, ending the text
     before a quote or the end. The closing and the name are kept (the sender wrote
     them); the block after them goes."""
-    after: list[str | None] = [None] * (len(lines) + 1)  # next kind not blank, from i on
-    for index in range(len(lines) - 1, -1, -1):
+    after: list[str | None] = [None] * (len(norm) + 1)  # next kind not blank, from i on
+    for index in range(len(norm) - 1, -1, -1):
         after[index] = after[index + 1] if kinds[index] == _BLANK else kinds[index]
     for index, kind in enumerate(kinds):
-        if kind != _TEXT or not is_closing(normalise(lines[index])):
+        if kind != _TEXT or not is_closing(norm[index]):
             continue
         block = index + 2  # the closing, the name, then the block
         end = block
-        while end < len(lines) and end - block < 5 and kinds[end] == _TEXT:
+        while end < len(norm) and end - block < 5 and kinds[end] == _TEXT:
             end += 1
-        name = normalise(lines[index + 1]) if index + 1 < len(lines) else ""
-        candidate = [normalise(line) for line in lines[block:end]]
+        name = norm[index + 1] if index + 1 < len(norm) else ""
+        candidate = norm[block:end]
         if (
             kinds[index + 1 : index + 2] == [_TEXT]
             and 0 < len(name) <= 60

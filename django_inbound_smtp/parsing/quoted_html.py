@@ -58,13 +58,15 @@ def reply_html(source: str, *, subject: str = "") -> str:
     """``source`` (an HTML body) without its quoted history and signature; ``""``
     when nothing new is left."""
     parsed = tokenize(source)
-    tokens = parsed.tokens[:MAX_TOKENS]
+    tokens = parsed.tokens
+    if len(tokens) > MAX_TOKENS:
+        return source  # too large to take apart safely: nothing is removed, nothing lost
     removed = _Removal(len(tokens))
-    _find_removals(parsed, tokens, removed, forward=is_forward_subject(subject))
-    kept = "".join(
+    if not _find_removals(parsed, tokens, removed, forward=is_forward_subject(subject)):
+        return ""  # no new text left
+    return "".join(
         source for (_k, _t, source), keep in zip(tokens, removed.kept, strict=True) if keep
     )
-    return kept if html_text(kept) else ""
 
 
 class _Removal:
@@ -77,15 +79,13 @@ class _Removal:
         for index in range(element.start, min(element.end, len(self.kept) - 1) + 1):
             self.kept[index] = False
 
-    def cut(self, element: Element, tokens: list[tuple[str, str, str]]) -> None:
-        """Everything from ``element`` on, except the end tags of elements left open."""
+    def cut(self, element: Element, elements: list[Element]) -> None:
+        """Everything from ``element`` on, except the end tags of the elements open
+        around it (so the document stays balanced)."""
+        closing = {e.end for e in elements if e.start < element.start < e.end}
         for index in range(element.start, len(self.kept)):
-            if tokens[index][0] != "end":
+            if index not in closing:
                 self.kept[index] = False
-        # End tags inside the cut region that close elements opened in it go too; the
-        # ones closing outer elements stay, so the document stays balanced.
-        for index in range(element.start, min(element.end, len(self.kept) - 1) + 1):
-            self.kept[index] = False
 
 
 def _classes(element: Element) -> set[str]:
@@ -163,7 +163,7 @@ def _is_signature(element: Element) -> bool:
 def _previous_attribution(before_quote: list[Element]) -> Element | None:
     """The last block of ``before_quote`` (the quote's earlier siblings, ``<br>``
     skipped) when its text is an "On ... wrote:" line."""
-    for before in reversed(before_quote[-3:]):
+    for before in reversed(before_quote):
         if before.tag == "br":
             continue
         if before.tag in ("div", "p") and "\n" not in before.text and is_attribution(before.text):
@@ -174,7 +174,8 @@ def _previous_attribution(before_quote: list[Element]) -> Element | None:
 
 def _find_removals(
     parsed: Tokens, tokens: list[tuple[str, str, str]], removed: _Removal, *, forward: bool
-) -> None:
+) -> bool:
+    """Mark what goes in ``removed``; whether any new text is left."""
     _fill_text(parsed.root, tokens)
     elements = _walk(parsed.root)
     parents = {
@@ -185,7 +186,7 @@ def _find_removals(
     if not forward:
         cut = next((element for element in elements if _is_cut(element)), None)
         if cut is not None:
-            removed.cut(cut, tokens)
+            removed.cut(cut, elements)
     groups: list[list[Element]] = []
     for element in elements:
         if any(_inside(element, group[-1]) for group in groups[-1:]):
@@ -194,7 +195,7 @@ def _find_removals(
             removed.element(element)
         elif _is_quote(element):
             parent, position = parents[id(element)]
-            attribution = _previous_attribution(parent.children[:position])
+            attribution = _previous_attribution(parent.children[max(position - 3, 0) : position])
             groups.append([attribution, element] if attribution else [element])
     hidden = _mask(
         [e for e in elements if e.tag in INVISIBLE] + [e for group in groups for e in group],
@@ -219,6 +220,7 @@ def _find_removals(
         if end < first or start > last:
             for element in group:
                 removed.element(element)
+    return bool(new)
 
 
 def _mask(elements: list[Element], count: int) -> list[bool]:
