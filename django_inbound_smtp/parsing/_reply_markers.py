@@ -92,8 +92,10 @@ _MOBILE = re.compile(
     r"^(?:sent from|sent with|sent via|sent using|get outlook for|gesendet von|gesendet mit"
     r"|von meinem .{1,40} gesendet|envoyé de|envoyé depuis|enviado desde|enviado do|enviado de"
     r"|enviado a partir d|inviato da|verzonden (?:met|vanaf|van)|verstuurd (?:met|vanaf|van)"
-    r"|outlook für android herunterladen|outlook für ios herunterladen"
-    r"|отправлено с|отправлено из|.{1,30}から送信)\b.{0,70}$",
+    r"|outlook für (?:android|ios) herunterladen|obtenir outlook pour|obtener outlook para"
+    r"|scarica outlook per|outlook voor (?:android|ios) downloaden|baixe o outlook para"
+    r"|obter o outlook para|скачайте outlook для|загрузите outlook для"
+    r"|отправлено с|отправлено из|.{1,30}から送信|(?:ios|android) 版 outlook を入手)\b.{0,70}$",
     re.IGNORECASE,
 )
 _CLOSING = re.compile(
