@@ -15,8 +15,10 @@ __all__ = ["message_received"]
 # receivers still run.
 #
 #   sender      InboundMessage (the model class)
-#   message     InboundMessage: the committed row; ``message.raw_bytes`` reads the
-#               exact bytes received, our Received: line first
+#   message     InboundMessage: the committed row, parsed (``text``, ``html``,
+#               ``reply_text`` and ``reply_html``, the new text of a reply, are set);
+#               ``message.raw_bytes`` reads the exact bytes received, our Received:
+#               line first
 #   recipients  list[InboundRecipient]: every accepted envelope recipient, in RCPT
 #               order, BCC recipients included
 #   mailboxes   list[Mailbox]: the distinct Mailbox rows those recipients matched

@@ -35,14 +35,15 @@ SEND_COMMAND = (
     "'you@example.org', ['demo@example.test'], "
     "b'Subject: Hello\\r\\n\\r\\nIt works.\\r\\n')\""
 )
-# A reply to ticket #1 (demo_setup creates it): the quoted lines and the "On ...
-# wrote:" line are left out of the comment.
+# A reply to ticket #1 (demo_setup creates it): the comment is its new text
+# (message.reply_text), without the "On ... wrote:" line and the quoted lines.
 TICKET_COMMAND = (
     'python3 -c "import smtplib; '
     f"smtplib.SMTP('{HOST}', {SMTP_PORT}).sendmail("
     "'you@example.org', ['ticket+1@example.test'], "
     "b'Subject: Re: Demo ticket\\r\\n\\r\\nFixed, thanks.\\r\\n\\r\\n"
-    "On Monday, Support wrote:\\r\\n> Is it fixed?\\r\\n')\""
+    "On Mon, 1 Jun 2026 at 10:00, Support <ticket@example.test> wrote:\\r\\n"
+    "> Is it fixed?\\r\\n')\""
 )
 
 BANNER = f"""
@@ -64,7 +65,7 @@ BANNER = f"""
 
    {TICKET_COMMAND}
 
- The reply, without its quoted lines, becomes a comment on the ticket
+ The reply's new text (no quote) becomes a comment on the ticket
  (admin: Demo inbox > Tickets > #1). Stop with Ctrl-C.
 ======================================================================
 """

@@ -121,6 +121,10 @@ class InboundMessageAdmin(MessageColumns, MessageViews, admin.ModelAdmin):
                 "fields": ("parsed_display", "parse_error", "defects"),
             },
         ),
+        (
+            _("New text of the reply"),
+            {"classes": ("inbound-tab-text",), "fields": ("reply_text_display",)},
+        ),
     )
 
     class Media:
@@ -204,6 +208,18 @@ class InboundMessageAdmin(MessageColumns, MessageViews, admin.ModelAdmin):
         return _page.seconds(message.parsed_at)
 
     @admin.display(description=_("raw message"))
+    @admin.display(description=_("reply text"))
+    def reply_text_display(self, message: InboundMessage) -> str:
+        # The sender's text: escaped, control and bidi characters shown as escapes.
+        if message.parsed_at is None:
+            return str(_("(not parsed yet)"))
+        if not message.reply_text:
+            return str(_("(no new text)"))
+        return format_html(
+            '<pre id="message-reply-text" class="inbound-pre">{}</pre>',
+            _page.visible(message.reply_text),
+        )
+
     def raw_download(self, message: InboundMessage) -> str:
         url = reverse("admin:inbound_smtp_inboundmessage_raw", args=[message.pk])
         return format_html('<a href="{}" id="raw-download">{}</a>', url, _("Download .eml"))

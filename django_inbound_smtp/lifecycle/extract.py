@@ -25,6 +25,8 @@ from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.models import Attachment, InboundMessage
 from django_inbound_smtp.parsing import storable
 from django_inbound_smtp.parsing.mime import ParsedMessage, ParseLimits, parse_message
+from django_inbound_smtp.parsing.quoted import reply_text
+from django_inbound_smtp.parsing.quoted_html import html_text, reply_html
 from django_inbound_smtp.store import files
 
 __all__ = ["LARGE_MESSAGE", "Extraction", "attachment_file_name", "extract", "extract_many"]
@@ -76,7 +78,26 @@ def _fields(parsed: ParsedMessage) -> dict[str, Any]:
         "references": storable(parsed.references),
         "text": storable(parsed.text),
         "html": storable(parsed.html),
+        **_reply(parsed),
     }
+
+
+def _reply(parsed: ParsedMessage) -> dict[str, str]:
+    """The new text of a reply (``reply_text``, ``reply_html``), computed once here.
+
+    From the text body when there is one, else from the HTML body's text. Linear in
+    the bodies (each at most 1 MiB of characters). A failure here is a bug of ours:
+    it leaves the two fields empty, never the message unprocessed."""
+    try:
+        new_html = reply_html(parsed.html, subject=parsed.subject) if parsed.html else ""
+        if parsed.text:
+            new_text = reply_text(parsed.text, subject=parsed.subject)
+        else:
+            new_text = html_text(new_html)
+    except Exception:
+        logger.exception("the reply text of a message could not be extracted")
+        return {"reply_text": "", "reply_html": ""}
+    return {"reply_text": storable(new_text), "reply_html": storable(new_html)}
 
 
 def _parse(message: InboundMessage) -> ParsedMessage:

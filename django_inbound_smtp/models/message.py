@@ -146,6 +146,24 @@ class InboundMessage(models.Model):
     html = models.TextField(
         _("HTML body"), blank=True, help_text=_("As sent: hostile, never render it unsanitized.")
     )
+    # The new text of a reply (parsing.quoted): what the sender wrote, without the
+    # quoted history and the signature. Set by the parse step with the bodies.
+    reply_text = models.TextField(
+        _("reply text"),
+        blank=True,
+        help_text=_(
+            "The new text the sender wrote: the text body (or, without one, the HTML "
+            "body's text) without the quoted history and the signature."
+        ),
+    )
+    reply_html = models.TextField(
+        _("reply HTML"),
+        blank=True,
+        help_text=_(
+            "The HTML body without its quote and signature blocks. As sent: hostile, "
+            "never render it unsanitized."
+        ),
+    )
     processed_at = models.DateTimeField(_("processed"), null=True, blank=True)
     attempts = models.PositiveIntegerField(
         _("processing attempts"), default=0, help_text=_("Times processing has started.")

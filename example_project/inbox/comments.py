@@ -1,5 +1,7 @@
 """Reply by email becomes a comment: mail to ``ticket+<id>@example.test`` is added to
-ticket ``<id>`` as a ``Comment``, without the quoted text of the mail it answers.
+ticket ``<id>`` as a ``Comment``: the reply's new text (``message.reply_text``, set by
+django_inbound_smtp's parse step), without the quoted mail it answers and the
+signature.
 
 Called from the ``message_received`` receiver in ``inbox/receivers.py``. Processing is
 at least once (a message may be processed again after a crash, or on request), so
@@ -13,7 +15,6 @@ import re
 from collections.abc import Iterable
 
 from django_inbound_smtp.models import InboundMessage, InboundRecipient
-from django_inbound_smtp.parsing import parse, text_body
 from inbox.models import TICKET_MAILBOX, Comment, Ticket
 
 logger = logging.getLogger("inbox")
@@ -21,10 +22,6 @@ logger = logging.getLogger("inbox")
 # The plus-address tag is the ticket id: ASCII digits only (str.isdigit() would take
 # other scripts' digits too), and short enough for any integer column.
 _TICKET_TAG = re.compile(r"[0-9]{1,18}")
-# The attribution line a mail client puts above the quote: "On <date>, <someone> wrote:".
-# Some clients wrap it, so "wrote:" may stand alone on the next line.
-_ATTRIBUTION_START = re.compile(r"^\s*On\s.*", re.IGNORECASE)
-_ATTRIBUTION_END = re.compile(r".*\bwrote:\s*$", re.IGNORECASE)
 
 
 def ticket_id_of(recipient: InboundRecipient) -> int | None:
@@ -41,20 +38,6 @@ def ticket_id_of(recipient: InboundRecipient) -> int | None:
     return int(recipient.tag)
 
 
-def reply_text(text: str) -> str:
-    """The new text of a reply: quoted lines (``>``) and a trailing
-    ``On ... wrote:`` attribution removed, surrounding blank lines trimmed."""
-    lines = [line.rstrip() for line in text.splitlines() if not line.startswith(">")]
-    while lines and not lines[-1]:
-        lines.pop()
-    if lines and _ATTRIBUTION_END.match(lines[-1]):
-        if _ATTRIBUTION_START.match(lines[-1]):
-            del lines[-1:]
-        elif len(lines) > 1 and _ATTRIBUTION_START.match(lines[-2]):
-            del lines[-2:]
-    return "\n".join(lines).strip("\n")
-
-
 def comment_from_message(message: InboundMessage, recipients: Iterable[InboundRecipient]) -> int:
     """Add the reply in ``message`` to every ticket it is addressed to; return how many
     comments were created (0 when they already exist)."""
@@ -66,7 +49,7 @@ def comment_from_message(message: InboundMessage, recipients: Iterable[InboundRe
         # it would risk a mail loop.
         logger.info("%s: null sender, no comment added", message.queue_id)
         return 0
-    body = reply_text(text_body(parse(message.raw_bytes)))
+    body = message.reply_text
     if not body:
         logger.info("%s: nothing but quoted text, no comment added", message.queue_id)
         return 0

@@ -24,7 +24,6 @@ from django_inbound_smtp.lifecycle.process import Outcome, process_message
 from django_inbound_smtp.lifecycle.schedule import reprocess
 from django_inbound_smtp.models import InboundMessage, Mailbox
 from django_inbound_smtp.testing import captured_messages, deliver
-from inbox.comments import reply_text
 from inbox.models import TICKET_MAILBOX, Comment, Ticket
 
 pytestmark = pytest.mark.django_db
@@ -147,13 +146,29 @@ def test_mail_for_an_unknown_address_is_refused(ticket: Ticket) -> None:
         deliver(reply(ticket.pk), mail_from="alice@example.org", to=["tickets@example.test"])
 
 
-def test_reply_text() -> None:
-    assert reply_text(QUOTED_REPLY) == "It is out now, thanks.\nThe toner was the problem."
-    # Wrapped attribution (Gmail) and a reply below the quote.
-    assert reply_text("Done.\n\nOn Mon, 1 Jun 2026, Bob <bob@example.org>\nwrote:\n> x\n") == (
-        "Done."
+def test_only_the_new_text_becomes_the_comment(ticket: Ticket) -> None:
+    # An Outlook reply in German with a signature: the header block, the quoted mail
+    # and the "-- " signature stay out of the comment (message.reply_text).
+    body = (
+        "Der Toner war leer, jetzt geht er wieder.\r\n\r\n"
+        "-- \r\nAlice Example\r\nExample GmbH\r\n\r\n"
+        "Von: Support <ticket@example.test>\r\n"
+        "Gesendet: Montag, 1. Juni 2026 10:00\r\n"
+        "An: Alice <alice@example.org>\r\n"
+        "Betreff: Printer on fire\r\n\r\n"
+        "Brennt der Drucker noch?\r\n"
     )
-    assert reply_text("> question?\nanswer\n") == "answer"
-    # Only a trailing attribution goes; ">" inside a line stays.
-    assert reply_text("On Monday we said a > b.\nOk.") == "On Monday we said a > b.\nOk."
-    assert reply_text("> all quoted\n") == ""
+    message = deliver(reply(ticket.pk, body), mail_from="alice@example.org")
+
+    assert Comment.objects.get().body == "Der Toner war leer, jetzt geht er wieder."
+    assert message.reply_text == "Der Toner war leer, jetzt geht er wieder."
+
+
+def test_a_reply_with_nothing_new_adds_no_comment(
+    ticket: Ticket, inbox_log: pytest.LogCaptureFixture
+) -> None:
+    body = "On Mon, 1 Jun 2026 at 10:00, Support <ticket@example.test> wrote:\r\n> Fixed?\r\n"
+    message = deliver(reply(ticket.pk, body), mail_from="alice@example.org")
+
+    assert not Comment.objects.exists()
+    assert f"{message.queue_id}: nothing but quoted text, no comment added" in inbox_log.text

@@ -56,8 +56,8 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"Ticket {ticket} already exists.")
         self.stdout.write(
-            f"Comment on it by mail: send a reply to {ticket.reply_address}; its text, "
-            "without the quoted lines, becomes a comment (admin: Demo inbox > Tickets)."
+            f"Comment on it by mail: send a reply to {ticket.reply_address}; its new text, "
+            "without the quote and the signature, becomes a comment (admin: Demo inbox > Tickets)."
         )
 
     def _ensure_superuser(self) -> None:
