@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('inbound_smtp', '0010_decode'),
+        ('inbound_smtp', '0011_routes'),
     ]
 
     operations = [
