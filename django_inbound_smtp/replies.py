@@ -21,11 +21,15 @@ __all__ = [
     "DATA_TOO_SLOW",
     "INSUFFICIENT_STORAGE",
     "LOOKUP_FAILURE",
+    "MAILBOX_DISABLED",
+    "MAILBOX_FULL",
     "MAILBOX_UNKNOWN",
     "LINE_TOO_LONG",
     "MESSAGE_TOO_BIG",
     "NEEDS_SMTPUTF8",
+    "NEED_LHLO",
     "NEED_RCPT",
+    "NOT_LMTP_GREETING",
     "OUT_OF_SYNC",
     "RECIPIENT_OK",
     "RELAY_DENIED",
@@ -122,6 +126,14 @@ RECIPIENT_OK = Reply(ReplyCode.OK, "2.1.5", "Ok")
 MAILBOX_UNKNOWN = Reply(
     ReplyCode.MAILBOX_UNAVAILABLE, "5.1.1", "Recipient address rejected: User unknown"
 )
+# RFC 3463 X.2.1: mailbox disabled, not accepting messages (LMTP, after DATA: the
+# mailbox was switched off after RCPT accepted it). Permanent, as at RCPT time.
+MAILBOX_DISABLED = Reply(
+    ReplyCode.MAILBOX_UNAVAILABLE, "5.2.1", "Mailbox disabled, not accepting messages"
+)
+# RFC 3463 X.2.2: mailbox full. Temporary (RFC 5321 §4.2.5): the sender keeps the
+# message and retries, so it lands once room is made or the quota is raised.
+MAILBOX_FULL = Reply(ReplyCode.INSUFFICIENT_STORAGE, "4.2.2", "Mailbox full, try again later")
 # RFC 3463 X.7.1: delivery not authorized. We answer 550, not 554, so a client that
 # only looks at the basic code still treats it as a recipient failure (RFC 5321 §4.2.2).
 RELAY_DENIED = Reply(ReplyCode.MAILBOX_UNAVAILABLE, "5.7.1", "Relay access denied")
@@ -156,6 +168,11 @@ BARE_NEWLINE = Reply(ReplyCode.MAILBOX_UNAVAILABLE, "5.5.2", "Error: bare <LF> r
 LINE_TOO_LONG = Reply(ReplyCode.SYNTAX_ERROR, "5.5.2", "Error: line too long")
 # Early talkers (hostile-inputs #11, #12) under EARLY_TALKERS = "reject" (Postfix's words).
 OUT_OF_SYNC = Reply(ReplyCode.TRANSACTION_FAILED, "5.5.0", "Error: SMTP protocol synchronization")
+# RFC 2033 §4.1: an LMTP server must refuse HELO and EHLO; LHLO comes first.
+NOT_LMTP_GREETING = Reply(
+    ReplyCode.SYNTAX_ERROR, "5.5.1", "Error: command not recognized; this is LMTP, send LHLO"
+)
+NEED_LHLO = Reply(ReplyCode.BAD_SEQUENCE, "5.5.1", "Error: send LHLO first")
 # RFC 5321 §3.3: DATA with no accepted recipient.
 NEED_RCPT = Reply(ReplyCode.BAD_SEQUENCE, "5.5.1", "Error: need RCPT command")
 # RFC 3463 X.3.0: other or undefined mail system status. Our own faults are always

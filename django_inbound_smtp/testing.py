@@ -203,9 +203,16 @@ class ServerThread:
     processing in flight is waited for) and returns when all of that is done.
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", hostname: str = "mx.test") -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        hostname: str = "mx.test",
+        lmtp: bool = False,
+        lmtp_socket: str | None = None,
+    ) -> None:
         self.host = host
-        self.server = InboundServer(hostname=hostname)
+        self.server = InboundServer(hostname=hostname, lmtp=lmtp, lmtp_socket=lmtp_socket)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="inbound-smtp-test", daemon=True)
         self._ready = threading.Event()
@@ -259,15 +266,23 @@ class ServerThread:
 
 @contextmanager
 def running_server(
-    *, host: str = "127.0.0.1", hostname: str = "mx.test", grace: float = 5.0
+    *,
+    host: str = "127.0.0.1",
+    hostname: str = "mx.test",
+    grace: float = 5.0,
+    lmtp: bool = False,
+    lmtp_socket: str | None = None,
 ) -> Iterator[RunningServer]:
     """Run the inbound SMTP server on ``host`` port 0 for the duration of the block.
+
+    ``lmtp=True`` makes it speak LMTP (``smtpd --lmtp``); ``lmtp_socket`` adds an LMTP
+    listener on that UNIX socket path (``smtpd --lmtp-socket``).
 
     On exit the server stops the way ``smtpd`` does on SIGTERM: commits and message
     processing in flight finish (within ``grace`` seconds) before the block returns,
     so assertions after the block see every side effect.
     """
-    thread = ServerThread(host=host, hostname=hostname)
+    thread = ServerThread(host=host, hostname=hostname, lmtp=lmtp, lmtp_socket=lmtp_socket)
     address = thread.start()
     try:
         yield address

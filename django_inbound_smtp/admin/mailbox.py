@@ -16,7 +16,15 @@ from django_inbound_smtp.models import Mailbox
 
 @admin.register(Mailbox)
 class MailboxAdmin(admin.ModelAdmin):
-    list_display = ("address", "domain", "is_active", "message_count", "description")
+    list_display = (
+        "address",
+        "domain",
+        "is_active",
+        "message_count",
+        "quota_messages",
+        "quota_bytes",
+        "description",
+    )
     list_filter = ("is_active", "domain")
     search_fields = ("address", "description")
     readonly_fields = ("domain", "created_at")

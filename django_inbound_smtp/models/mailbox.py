@@ -61,6 +61,26 @@ class Mailbox(models.Model):
             "message delivered to this mailbox, after the message_received signal."
         ),
     )
+    # Quotas: what a mailbox may hold. Empty = unlimited. Counted over the messages
+    # stored for it (duplicates not counted); deleting messages frees room.
+    quota_messages = models.PositiveIntegerField(
+        _("quota (messages)"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "Most messages this mailbox may hold; empty = unlimited. When full, new mail "
+            "gets 452 4.2.2 (mailbox full, try again later)."
+        ),
+    )
+    quota_bytes = models.PositiveBigIntegerField(
+        _("quota (bytes)"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "Most bytes of stored messages this mailbox may hold; empty = unlimited. When "
+            "full, new mail gets 452 4.2.2 (mailbox full, try again later)."
+        ),
+    )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
 
     objects: ClassVar[MailboxQuerySet] = MailboxQuerySet.as_manager()  # type: ignore[assignment]
@@ -83,6 +103,11 @@ class Mailbox(models.Model):
         problem = address_syntax_error(self.address)
         if problem:
             raise ValidationError({"address": _("Not a usable address: %s.") % problem})
+
+    @property
+    def has_quota(self) -> bool:
+        """True when either quota is set."""
+        return self.quota_messages is not None or self.quota_bytes is not None
 
     @property
     def is_catch_all(self) -> bool:

@@ -25,15 +25,20 @@ from django_inbound_smtp import _db, accounts, store, validators
 from django_inbound_smtp.envelope import ReceivedEnvelope, RecipientContext, ResolvedRecipient
 from django_inbound_smtp.lifecycle import schedule
 from django_inbound_smtp.logging import set_queue_id
+from django_inbound_smtp.replies import Reply
 from django_inbound_smtp.smtp._threads import DatabaseThreads
 from django_inbound_smtp.spool import Spool
 from django_inbound_smtp.store import files, orphans
+from django_inbound_smtp.validators import quota
 
 __all__ = [
     "MAX_GROUP",
     "GroupCommitter",
     "close_connections",
     "drain_processing",
+    "may_skip_quota",
+    "quota_refusal",
+    "refusals_at_data",
     "run_sync",
     "store_batch",
     "validate_recipient",
@@ -70,6 +75,24 @@ async def run_sync(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> 
 async def validate_recipient(address: str, context: RecipientContext) -> ResolvedRecipient:
     """Run the recipient validator chain (sync validators in the ORM thread)."""
     return await validators.validate_recipient(address, context=context, run_sync=run_sync)
+
+
+def may_skip_quota(recipient: ResolvedRecipient) -> bool:
+    """Whether memory says ``recipient``'s mailbox has no quota (no query; the loop)."""
+    return quota.may_skip(recipient)
+
+
+async def quota_refusal(recipient: ResolvedRecipient) -> Reply | None:
+    """At RCPT: ``452 4.2.2`` if the recipient's mailbox is full, else ``None``."""
+    return await run_sync(quota.refusal_at_rcpt, recipient)
+
+
+async def refusals_at_data(
+    recipients: tuple[ResolvedRecipient, ...], *, size: int
+) -> list[Reply | None]:
+    """After DATA on LMTP: each recipient's refusal (mailbox gone, disabled, full) or
+    ``None``, in order."""
+    return await run_sync(quota.refusals_at_data, recipients, size=size)
 
 
 def _store_and_schedule(batch: list[tuple[ReceivedEnvelope, Spool]]) -> list[store.Outcome]:

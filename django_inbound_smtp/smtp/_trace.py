@@ -37,16 +37,16 @@ def received_header(
     tls_version: str = "",
     tls_cipher: str = "",
     authenticated: bool = False,
+    lmtp: bool = False,
 ) -> bytes:
     """The ``Received:`` field we prepend, folded, ending in CRLF.
 
     ``for <rcpt>`` is given only for a single recipient, as Postfix does, so one copy
     never reveals the other (possibly BCC) recipients.
     """
-    # RFC 3848: ESMTP, ESMTPS (TLS), ESMTPA (AUTH), ESMTPSA (both).
-    protocol = (
-        ("ESMTP" if esmtp else "SMTP") + ("S" if tls else "") + ("A" if authenticated else "")
-    )
+    # RFC 3848: ESMTP, ESMTPS (TLS), ESMTPA (AUTH), ESMTPSA (both); LMTP likewise.
+    base = "LMTP" if lmtp else "ESMTP" if esmtp else "SMTP"
+    protocol = base + ("S" if tls else "") + ("A" if authenticated else "")
     ip = sanitize_helo(peer_host or "unknown")
     lines = [f"Received: from {sanitize_helo(helo) or 'unknown'} ([{ip}])"]
     if tls_version:

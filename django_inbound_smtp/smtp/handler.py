@@ -22,6 +22,7 @@ from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.envelope import (
     ReceivedEnvelope,
     RecipientContext,
+    ResolvedRecipient,
     address_key,
     address_syntax_error,
     helo_syntax_error,
@@ -83,6 +84,54 @@ def _tls(session: Any) -> tuple[bool, str, str]:
         return True, "", ""
     cipher = ssl_object.cipher()
     return True, str(ssl_object.version() or ""), str(cipher[0]) if cipher else ""
+
+
+def _is_lmtp(server_or_session: Any) -> bool:
+    return bool(getattr(server_or_session, "lmtp", False))
+
+
+def _checked_peer(server: Any, session: Any) -> str | None:
+    """The client address the sender checks look at; none on LMTP, where the client
+    is the MTA in front of us, which did its own checks."""
+    return None if _is_lmtp(server) else _peer(session)[0]
+
+
+def _received(
+    session: Any,
+    envelope: InboundEnvelope,
+    recipients: tuple[ResolvedRecipient, ...],
+    checks: dict[str, Any] | None,
+) -> ReceivedEnvelope:
+    peer_host, peer_port = _peer(session)
+    tls, tls_version, tls_cipher = _tls(session)
+    return ReceivedEnvelope(
+        queue_id=envelope.queue_id,
+        mail_from=_sender(envelope),
+        recipients=recipients,
+        peer_host=peer_host,
+        peer_port=peer_port,
+        helo=sanitize_helo(session.host_name or ""),
+        tls=tls,
+        esmtp=bool(session.extended_smtp),
+        received_at=envelope.received_at,
+        mail_options=tuple(envelope.mail_options),
+        tls_version=tls_version,
+        tls_cipher=tls_cipher,
+        auth_user=str(session.auth_data) if session.authenticated else "",
+        bare_newlines=bool(envelope.bare_newlines),
+        sender_checks=checks,
+    )
+
+
+def _log_accepted(received: ReceivedEnvelope, pk: int, size: int) -> None:
+    logger.info(
+        "accepted %s from <%s> for %d recipient(s), %d bytes",
+        received.queue_id,
+        received.mail_from,
+        len(received.recipients),
+        size,
+        extra={"queue_id": received.queue_id, "message_pk": pk, "peer": received.peer_host},
+    )
 
 
 def _sender(envelope: InboundEnvelope) -> str:
@@ -179,7 +228,7 @@ class InboundHandler:
         if helo_syntax_error(hostname):
             return [str(replies.BAD_HELO)]  # host_name stays unset: MAIL needs a new EHLO
         session.host_name = hostname
-        sender_checks.start(session, _peer(session)[0])
+        sender_checks.start(session, _checked_peer(server, session))
         # We send RFC 3463 codes on every reply, so say so (RFC 2034); pipelined commands
         # are answered in order (RFC 2920; our DATA reader hands back what follows the
         # end of data). An MX offers no AUTH: drop aiosmtpd's AUTH line when it lists no
@@ -196,7 +245,7 @@ class InboundHandler:
         if helo_syntax_error(hostname):
             return str(replies.BAD_HELO)
         session.host_name = hostname
-        sender_checks.start(session, _peer(session)[0])
+        sender_checks.start(session, _checked_peer(server, session))
         return f"250 {self.hostname}"
 
     async def handle_MAIL(
@@ -221,7 +270,7 @@ class InboundHandler:
                 envelope,
                 mail_from="" if address == NULL_SENDER else address,
                 helo=sanitize_helo(session.host_name or ""),
-                peer=_peer(session)[0],
+                peer=_checked_peer(server, session),
             )
             if refusal is not None:
                 return str(refusal)
@@ -268,6 +317,9 @@ class InboundHandler:
                 resolved = await _bridge.validate_recipient(address, context)
             except (Rejected, TemporaryFailure) as refusal:
                 return str(refusal.reply.about(address))
+            if not _bridge.may_skip_quota(resolved):
+                if (full := await _bridge.quota_refusal(resolved)) is not None:
+                    return str(full)
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(options)
             envelope.resolved.append(resolved)
@@ -275,7 +327,7 @@ class InboundHandler:
         except Exception:
             return self._failed("RCPT", replies.LOOKUP_FAILURE.about(address))
 
-    def open_spool(self, session: Any, envelope: InboundEnvelope) -> Spool:
+    def open_spool(self, session: Any, envelope: InboundEnvelope, *, lmtp: bool = False) -> Spool:
         """The spool one message is received into, starting with our ``Received:`` line.
 
         Called by the protocol when DATA starts; the time of receipt is chosen here
@@ -297,6 +349,7 @@ class InboundHandler:
             when=envelope.received_at,
             tls_version=tls_version,
             tls_cipher=tls_cipher,
+            lmtp=lmtp,
         )
         settings = get_settings()
         return Spool(
@@ -312,43 +365,47 @@ class InboundHandler:
         dot = time.monotonic()
         try:
             assert spool is not None  # the protocol sets it before calling this hook
-            peer_host, peer_port = _peer(session)
-            tls, tls_version, tls_cipher = _tls(session)
             checks, refusal = await self._check_data(envelope, spool, session=session)
             if refusal is not None:
                 return str(refusal)
-            received = ReceivedEnvelope(
-                queue_id=queue_id,
-                mail_from=_sender(envelope),
-                recipients=tuple(envelope.resolved),
-                peer_host=peer_host,
-                peer_port=peer_port,
-                helo=sanitize_helo(session.host_name or ""),
-                tls=tls,
-                esmtp=bool(session.extended_smtp),
-                received_at=envelope.received_at,
-                mail_options=tuple(envelope.mail_options),
-                tls_version=tls_version,
-                tls_cipher=tls_cipher,
-                auth_user=str(session.auth_data) if session.authenticated else "",
-                bare_newlines=bool(envelope.bare_newlines),
-                sender_checks=checks,
-            )
+            received = _received(session, envelope, tuple(envelope.resolved), checks)
             pk = await self._deliver(received, spool)
         except Exception as error:
             full = is_disk_full(error)
             reply = replies.INSUFFICIENT_STORAGE if full else replies.TEMPORARY_FAILURE
             return self._failed("DATA", reply, reference=queue_id)
         metrics.message_stored(len(spool.prefix) + spool.size, time.monotonic() - dot)
-        logger.info(
-            "accepted %s from <%s> for %d recipient(s), %d bytes",
-            queue_id,
-            received.mail_from,
-            len(received.recipients),
-            spool.size,
-            extra={"queue_id": queue_id, "message_pk": pk, "peer": peer_host},
-        )
+        _log_accepted(received, pk, spool.size)
         return str(replies.queued(queue_id))
+
+    async def handle_LMTP_DATA(
+        self, server: Any, session: Any, envelope: InboundEnvelope
+    ) -> list[str]:
+        """LMTP's end of data (RFC 2033 §4.2): one reply per accepted recipient, in RCPT
+        order. Each recipient's mailbox is checked again (deleted, disabled, full); the
+        message is stored once, for the recipients that may have it, and each of them
+        gets ``250`` once it is durable. A fault of ours is a 4xx for every recipient."""
+        queue_id = envelope.queue_id
+        spool = envelope.spool
+        everyone = tuple(envelope.resolved)
+        try:
+            assert spool is not None  # the protocol sets it before calling this hook
+            size = len(spool.prefix) + spool.size
+            verdicts = await _bridge.refusals_at_data(everyone, size=size)
+            kept = tuple(r for r, v in zip(everyone, verdicts, strict=True) if v is None)
+            if kept:
+                received = _received(session, envelope, kept, None)
+                pk = await self._deliver(received, spool)
+                _log_accepted(received, pk, spool.size)
+        except Exception as error:
+            full = is_disk_full(error)
+            reply = replies.INSUFFICIENT_STORAGE if full else replies.TEMPORARY_FAILURE
+            return [self._failed("DATA", reply, reference=queue_id)] * len(everyone)
+        for verdict in verdicts:
+            if verdict is not None:
+                logger.info("%s: recipient refused after DATA: %s", queue_id, verdict.code)
+        queued = str(replies.queued(queue_id))
+        return [queued if verdict is None else str(verdict) for verdict in verdicts]
 
     async def _check_data(
         self, envelope: InboundEnvelope, spool: Spool, *, session: Any

@@ -55,6 +55,8 @@ class InboundSMTP(AuthMechanisms, SMTP):
     """
 
     phase: str | None = None
+    #: True on the LMTP listener (``smtp.lmtp.InboundLMTP``).
+    lmtp = False
 
     def __init__(
         self,
@@ -344,7 +346,7 @@ class InboundSMTP(AuthMechanisms, SMTP):
             self.phase = None
 
     async def _receive_and_store(self, envelope: InboundEnvelope) -> None:
-        spool: Spool = self.event_handler.open_spool(self.session, envelope)
+        spool: Spool = self.event_handler.open_spool(self.session, envelope, lmtp=self.lmtp)
         try:
             await self._receive_into(envelope, spool)
         finally:
@@ -366,28 +368,38 @@ class InboundSMTP(AuthMechanisms, SMTP):
         except _DeadlineExceeded:
             # RFC 5321 §4.5.3.2.6 gives a client 10 minutes for the whole DATA; a
             # trickle that never ends would otherwise hold the session for ever.
-            await self.push(str(replies.DATA_TOO_SLOW.from_host(self.hostname)))
+            await self._refuse_data(str(replies.DATA_TOO_SLOW.from_host(self.hostname)))
             self._set_post_data_state()
             self._close()
             return
         except DrainExceeded:
-            await self.push(str(replies.TOO_MUCH_DATA))
+            await self._refuse_data(str(replies.TOO_MUCH_DATA))
             self._set_post_data_state()
             self._close()
             return
         refusal = await intake.finish(reference=envelope.queue_id)
         if refusal is not None:
-            await self.push(refusal)
+            await self._refuse_data(refusal)
             self._set_post_data_state()
             return
         envelope.spool = spool
         self.phase = "commit"
         try:
-            status: Any = await self._call_handler_hook("DATA")
+            statuses = await self._end_of_data(envelope)
         finally:
             # Always start the next transaction clean, whatever the hook did.
             self._set_post_data_state()
-        await self.push(status)
+        for status in statuses:
+            await self.push(status)
+
+    async def _refuse_data(self, reply: str) -> None:
+        """Answer a DATA whose message is not kept (LMTP overrides: once per recipient)."""
+        await self.push(reply)
+
+    async def _end_of_data(self, envelope: InboundEnvelope) -> list[str]:
+        """The replies to a received message: SMTP's one (LMTP overrides: one each)."""
+        status: Any = await self._call_handler_hook("DATA")
+        return [str(status)]
 
 
 class _DeadlineExceeded(Exception):

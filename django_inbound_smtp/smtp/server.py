@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -25,6 +26,7 @@ from django_inbound_smtp.smtp._diskspace import FreeSpace
 from django_inbound_smtp.smtp.handler import InboundHandler
 from django_inbound_smtp.smtp.limits import AuthThrottle, SessionLimiter
 from django_inbound_smtp.smtp.listeners import ListenerError, Listeners
+from django_inbound_smtp.smtp.lmtp import LMTP_GREETING_IDENT, InboundLMTP
 from django_inbound_smtp.smtp.protocol import InboundSMTP
 from django_inbound_smtp.tls import CertificateStore
 
@@ -34,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 # The greeting names no software version (nothing for a scanner to match on).
 GREETING_IDENT = "ESMTP"
+# Mode of the LMTP UNIX socket: any local user may connect, as to a port on 127.0.0.1
+# (the MTA's LMTP client runs as its own user); a folder around it can restrict that.
+LMTP_SOCKET_MODE = 0o666
 
 
 def split_bind(value: str) -> tuple[str, int]:
@@ -57,7 +62,14 @@ class InboundServer:
         submission_bind: str | None = None,
         listeners: Listeners | None = None,
         before_serving: Callable[[], object] | None = None,
+        lmtp: bool = False,
+        lmtp_socket: str | None = None,
     ) -> None:
+        #: The main listener speaks LMTP (RFC 2033) instead of SMTP (``smtpd --lmtp``).
+        self.lmtp = lmtp
+        #: Path of a UNIX socket speaking LMTP (``smtpd --lmtp-socket``), if any.
+        self.lmtp_socket = lmtp_socket
+        self._lmtp_server: asyncio.Server | None = None
         # Sockets made before us (bound as root, or passed by systemd), by role; a role
         # without one is bound here. ``before_serving`` runs once every listener is
         # bound and the TLS key is loaded, before any database work or mail: where
@@ -86,13 +98,15 @@ class InboundServer:
         self._submission_server: asyncio.Server | None = None
 
     def _make_protocol(
-        self, *, implicit_tls: bool = False, submission: bool = False
+        self, *, implicit_tls: bool = False, submission: bool = False, lmtp: bool = False
     ) -> InboundSMTP:
         settings = get_settings()
         # Read per connection, so a changed setting applies to the next session.
         self._limiter.total = settings.MAX_SESSIONS
         self._limiter.per_client = settings.MAX_SESSIONS_PER_CLIENT
-        protocol = InboundSMTP(
+        # LMTP is for the MTA in front of us, on this host or a private network: no
+        # STARTTLS and no AUTH there (RFC 2033 §6 leaves security to the setup).
+        protocol = (InboundLMTP if lmtp else InboundSMTP)(
             self.handler,
             limiter=self._limiter,
             data_timeout=settings.DATA_TIMEOUT,
@@ -101,10 +115,10 @@ class InboundServer:
             ),
             command_call_limit=dict(settings.COMMAND_CALL_LIMITS),
             hostname=self.hostname,
-            ident=GREETING_IDENT,
+            ident=LMTP_GREETING_IDENT if lmtp else GREETING_IDENT,
             # STARTTLS is offered on the plain listener when a certificate is configured.
-            tls_context=None if implicit_tls else self.tls.context(),
-            require_starttls=(settings.TLS_REQUIRED or submission) and not implicit_tls,
+            tls_context=None if implicit_tls or lmtp else self.tls.context(),
+            require_starttls=(settings.TLS_REQUIRED or submission) and not (implicit_tls or lmtp),
             # AUTH only on the submission listener, only inside TLS (RFC 4954 §4),
             # required before MAIL there; an MX offers none (hostile-inputs #21).
             auth_required=submission,
@@ -181,8 +195,16 @@ class InboundServer:
         )
 
     async def _bind_all(self, host: str, port: int) -> tuple[str, int]:
-        self._server = await self._listen(self._make_protocol, self._listeners.smtp, host, port)
+        self._server = await self._listen(
+            lambda: self._make_protocol(lmtp=self.lmtp), self._listeners.smtp, host, port
+        )
         bound = self._server.sockets[0].getsockname()
+        if self.lmtp_socket:
+            # Bound here with the others (before privileges drop), serving with them.
+            self._lmtp_server = await asyncio.get_running_loop().create_unix_server(
+                lambda: self._make_protocol(lmtp=True), path=self.lmtp_socket, start_serving=False
+            )
+            os.chmod(self.lmtp_socket, LMTP_SOCKET_MODE)
         tls_bind = get_settings().TLS_BIND if self._tls_bind is None else self._tls_bind
         if tls_bind or self._listeners.smtps:
             if self.tls.context() is None:
@@ -218,7 +240,12 @@ class InboundServer:
     def _listening(self) -> list[asyncio.Server]:
         return [
             listener
-            for listener in (self._server, self._tls_server, self._submission_server)
+            for listener in (
+                self._server,
+                self._tls_server,
+                self._submission_server,
+                self._lmtp_server,
+            )
             if listener is not None
         ]
 
@@ -226,6 +253,15 @@ class InboundServer:
         for listener in self._listening():
             listener.close()
         self._listeners.close()
+        self._remove_lmtp_socket()
+
+    def _remove_lmtp_socket(self) -> None:
+        # Python before 3.13 leaves the socket file behind when the server closes (a
+        # process that dropped root may not be allowed to: then it stays, and the next
+        # start replaces it).
+        if self._lmtp_server is not None and self.lmtp_socket:
+            with contextlib.suppress(FileNotFoundError, PermissionError):
+                os.unlink(self.lmtp_socket)
 
     async def _sweep_every(self, interval: float) -> None:
         # At-least-once processing: re-schedule messages whose task was lost, whose
@@ -280,6 +316,7 @@ class InboundServer:
         await self._unwind(sessions)
         for listener in self._listening():
             await listener.wait_closed()
+        self._remove_lmtp_socket()
         if not await _bridge.drain_processing(grace):
             logger.warning("message processing still running after the grace period")
         await _bridge.close_connections()
@@ -327,6 +364,7 @@ class InboundServer:
         """Say ``421 4.3.2`` to every open session and close it, now."""
         for listener in self._listening():
             listener.close()
+        self._remove_lmtp_socket()
         self.handler.draining = True
         for protocol in self._open():
             self._goodbye(protocol)
@@ -355,12 +393,14 @@ async def run_server(
     submission_bind: str | None = None,
     listeners: Listeners | None = None,
     before_serving: Callable[[], object] | None = None,
+    lmtp: bool = False,
+    lmtp_socket: str | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then stop cleanly. A second signal skips the grace;
     SIGHUP re-reads the TLS certificate and key. ``reuse_port``, ``tls_bind`` and
     ``submission_bind`` are for ``smtpd --workers``; ``listeners`` and
-    ``before_serving`` for sockets made before us and privileges dropped after binding
-    (see :class:`InboundServer`)."""
+    ``before_serving`` for sockets made before us and privileges dropped after binding;
+    ``lmtp`` and ``lmtp_socket`` for LMTP (see :class:`InboundServer`)."""
     server = InboundServer(
         hostname=hostname,
         tls_certfile=tls_certfile,
@@ -370,6 +410,8 @@ async def run_server(
         submission_bind=submission_bind,
         listeners=listeners,
         before_serving=before_serving,
+        lmtp=lmtp,
+        lmtp_socket=lmtp_socket,
     )
     bound_host, bound_port = await server.start(host, port)
     stop = asyncio.Event()

@@ -66,6 +66,8 @@ class _Snapshot:
     owners: Mapping[str, int]
     domains: frozenset[str]
     read_at: float
+    limited: frozenset[int] = frozenset()  # pks of the mailboxes with a quota
+    pks: frozenset[int] = frozenset()  # pks of every active mailbox
 
 
 class Directory:
@@ -138,15 +140,23 @@ class Directory:
         with unit_of_work():
             # order_by(): no sort of the whole table for the model's default ordering.
             active = Mailbox.objects.active().order_by()
-            rows = list(active.values_list("address", "pk", "domain")[: max_size + 1])
+            rows = list(
+                active.values_list("address", "pk", "domain", "quota_messages", "quota_bytes")[
+                    : max_size + 1
+                ]
+            )
         if len(rows) > max_size:
             self._snapshot = None
             self._too_large_until = time.monotonic() + TOO_LARGE_RECHECK
             return False
         snapshot = _Snapshot(
-            owners={address: pk for address, pk, _ in rows},
-            domains=frozenset(domain for _, _, domain in rows),
+            owners={address: pk for address, pk, *_ in rows},
+            domains=frozenset(domain for _, _, domain, *_ in rows),
             read_at=read_at,
+            limited=frozenset(
+                pk for _, pk, _, messages, size in rows if messages is not None or size is not None
+            ),
+            pks=frozenset(pk for _, pk, *_ in rows),
         )
         # Not invalidated while it loaded. (A clear() racing this line can still see the
         # new snapshot installed; it then only lasts its TTL: the bound holds either way.)
@@ -155,6 +165,20 @@ class Directory:
             self._facts.clear()  # the snapshot answers everything now
             return True
         return False
+
+    def has_quota(self, pk: int) -> bool | None:
+        """Whether active mailbox ``pk`` has a quota, from a snapshot younger than
+        ``DIRECTORY_TTL``; ``None`` when memory cannot say (ask the database).
+
+        Never does I/O: safe on the event loop. Lets RCPT skip the quota query for the
+        mailboxes that have none (most of them), with the directory's staleness bound."""
+        ttl = get_settings().DIRECTORY_TTL
+        snapshot = self._snapshot
+        if ttl <= 0 or snapshot is None or time.monotonic() - snapshot.read_at >= ttl:
+            return None
+        if pk in snapshot.limited:
+            return True
+        return False if pk in snapshot.pks else None
 
     def clear(self) -> None:
         """Forget everything; the next lookup reads the database."""

@@ -76,6 +76,17 @@ class Command(BaseCommand):
             help="Serve /metrics (Prometheus), /healthz and /readyz over HTTP there "
             "(default: INBOUND_SMTP['METRICS_BIND']; needs prometheus-client).",
         )
+        parser.add_argument(
+            "--lmtp",
+            action="store_true",
+            help="Speak LMTP (RFC 2033) instead of SMTP on ADDR:PORT: for an MTA in front "
+            "(Postfix's lmtp: transport); one reply per recipient after DATA.",
+        )
+        parser.add_argument(
+            "--lmtp-socket",
+            metavar="PATH",
+            help="Also serve LMTP on a UNIX socket at PATH (one process: not with --workers).",
+        )
         # Internal: how the parent of `--workers N` starts each worker.
         for internal in ("--worker-index", "--worker-channel"):
             parser.add_argument(internal, type=int, help=SUPPRESS)
@@ -88,6 +99,10 @@ class Command(BaseCommand):
             logging.getLogger("django_inbound_smtp").setLevel(logging.DEBUG)
         if bool(options["tls_cert"]) != bool(options["tls_key"]):
             raise CommandError("--tls-cert and --tls-key go together.")
+        if options["lmtp_socket"] and options["workers"] > 1:
+            raise CommandError(
+                "--lmtp-socket serves from one process; with --workers use --lmtp on a TCP port."
+            )
         if options["worker_index"] is not None:
             self._serve_as_worker(host, port, options)  # its parent ran the checks
             return
@@ -130,8 +145,10 @@ class Command(BaseCommand):
             self._banner(
                 bound_host,
                 bound_port,
-                starttls=server.tls.context() is not None,
+                starttls=server.tls.context() is not None and not server.lmtp,
                 tls_address=server.tls_address,
+                lmtp=server.lmtp,
+                lmtp_socket=server.lmtp_socket,
             )
 
         def state() -> tuple[bool, str]:
@@ -154,11 +171,14 @@ class Command(BaseCommand):
         starttls: bool,
         tls_address: tuple[str, int] | None,
         pids: list[int] | None = None,
+        lmtp: bool = False,
+        lmtp_socket: str | None = None,
     ) -> None:
         notes = ["STARTTLS offered"] if starttls else []
         if pids:
             notes.append(f"{len(pids)} workers")
-        lines = [f"Inbound SMTP server listening on {_shown(host, port)}"]
+        protocol = "LMTP" if lmtp else "SMTP"
+        lines = [f"Inbound {protocol} server listening on {_shown(host, port)}"]
         if notes:
             lines[0] += f" ({', '.join(notes)})"
         if pids:
@@ -171,6 +191,8 @@ class Command(BaseCommand):
                 f"Metrics and health on http://{_shown(*monitor.address)}/ "
                 "(/metrics, /healthz, /readyz)"
             )
+        if lmtp_socket:
+            lines.append(f"LMTP listening on UNIX socket {lmtp_socket}")
         lines.append("Quit with CONTROL-C.")
         self.stdout.write("\n".join(lines))
         self.stdout.flush()
@@ -220,6 +242,7 @@ class Command(BaseCommand):
                 args = [*entry, "smtpd", _shown(host, port)]
                 args += ["--worker-index", str(index), "--worker-channel", str(channel)]
                 args += ["--verbosity", str(options["verbosity"])]
+                args += ["--lmtp"] if options["lmtp"] else []
                 return args + [part for pair in passed for part in pair]
 
             def ready(started: list[workers.Worker]) -> None:
@@ -230,6 +253,7 @@ class Command(BaseCommand):
                     starttls=report["starttls"],
                     tls_address=tuple(tls_address) if tls_address else None,
                     pids=[worker.pid for worker in started],
+                    lmtp=options["lmtp"],
                 )
 
             # The settings module as this process resolved it (--settings included).
@@ -268,7 +292,7 @@ class Command(BaseCommand):
                 {
                     "pid": os.getpid(),
                     "address": [bound_host, bound_port],
-                    "starttls": server.tls.context() is not None,
+                    "starttls": server.tls.context() is not None and not server.lmtp,
                     "tls_address": server.tls_address,
                 }
             )
@@ -318,6 +342,8 @@ def _run(
         on_ready=on_ready,
         listeners=options.get("listeners"),
         before_serving=drop_privileges if user or group else None,
+        lmtp=options["lmtp"],
+        lmtp_socket=options["lmtp_socket"],
         **listen,
     )
     try:
