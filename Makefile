@@ -51,7 +51,7 @@ except psycopg.Error as error:
 endef
 export PG_CHECK
 
-.PHONY: install install-run system-packages run test test-postgres lint typecheck tox dist dist-check clean distclean
+.PHONY: install install-run system-packages postfix run test test-postgres lint typecheck tox dist dist-check clean distclean
 
 # What the demo needs: the app and its dependencies, nothing else.
 install-run: $(RUN_STAMP)
@@ -84,12 +84,19 @@ run: install-run
 system-packages:
 	bash .ci/system_packages.sh
 
-test: install system-packages
+# Postfix for the LMTP test and the benchmark, which start private instances: the
+# package is installed (as root or with sudo) if missing, with no daemon left running
+# and no service enabled (benchmarks/install_postfix.sh).
+POSTFIX_READY := [ -x /usr/sbin/postfix ] && { command -v smtp-source >/dev/null 2>&1 || [ -x /usr/sbin/smtp-source ]; }
+postfix:
+	@if $(POSTFIX_READY); then :; else bash benchmarks/install_postfix.sh; fi
+
+test: install system-packages postfix
 	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: no tests were collected" >&2; fi; \
 	exit $$status
 
-test-postgres: install system-packages
+test-postgres: install system-packages postfix
 	$(PY) -c "$$PG_CHECK"
 	INBOUND_TEST_DB=postgres $(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test-postgres: no tests were collected" >&2; fi; \
@@ -130,15 +137,11 @@ distclean: clean
 # daemon left running) first if missing. BENCH_ARGS, e.g. BENCH_ARGS="--db sqlite" or
 # BENCH_ARGS="--ref HEAD --rounds 3" or BENCH_ARGS="--workers 2".
 .PHONY: bench profile
-bench: install
-	@if command -v smtp-source >/dev/null 2>&1 || [ -x /usr/sbin/smtp-source ]; then :; \
-	else bash benchmarks/install_smtp_source.sh; fi
+bench: install postfix
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 # py-spy profile of ours under the 1 KiB load, with the per-message CPU budget.
 # PROFILE_ARGS, e.g. PROFILE_ARGS="--mode store" or PROFILE_ARGS="--ref main".
-profile: install
+profile: install postfix
 	@test -x $(VENV)/bin/py-spy || $(PY) -m pip install py-spy
-	@if command -v smtp-source >/dev/null 2>&1 || [ -x /usr/sbin/smtp-source ]; then :; \
-	else bash benchmarks/install_smtp_source.sh; fi
 	$(PY) benchmarks/profile_ours.py $(PROFILE_ARGS)

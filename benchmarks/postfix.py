@@ -1,4 +1,5 @@
-"""A private Postfix for the benchmark: receives durably, puts every message on hold.
+"""A private Postfix: for the benchmark (receives durably, puts every message on hold)
+and for the LMTP test (relays to ``smtpd --lmtp``, ``tests/test_postfix_lmtp.py``).
 
 Each instance lives in its own temporary folder, apart from any system Postfix:
 
@@ -12,6 +13,9 @@ Each instance lives in its own temporary folder, apart from any system Postfix:
   before ``smtpd`` answers ``250`` (Postfix always does; there is no setting to turn it
   off), so a ``250`` means the same as ours: the message is on disk;
 - the log goes to ``data/maillog`` (``maillog_file``, written by ``postlogd``).
+
+Another ``main.cf`` can be given (``PostfixServer(config=...)``; the LMTP test's relays
+a domain to our LMTP listener); ``common_main_cf`` is the part every instance shares.
 
 ``postfix -c etc start`` daemonizes ``master``; ``stop()`` runs ``postfix -c etc stop``,
 waits for ``master`` to go, and kills what is left. Needs root (Postfix's ``master`` and
@@ -28,6 +32,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import proctree
@@ -49,6 +54,7 @@ flush     unix  n       -       n       1000?   0       flush
 proxymap  unix  -       -       n       -       -       proxymap
 proxywrite unix -       -       n       -       1       proxymap
 smtp      unix  -       -       n       -       -       smtp
+lmtp      unix  -       -       n       -       -       lmtp
 relay     unix  -       -       n       -       -       smtp
 showq     unix  n       -       n       -       -       showq
 error     unix  -       -       n       -       -       error
@@ -80,9 +86,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def main_cf(folder: Path) -> str:
+def common_main_cf(folder: Path, *, hostname: str) -> str:
+    """What every private instance's ``main.cf`` holds: its own folders, loopback only,
+    no local delivery, its log in ``data/maillog``."""
     return f"""\
-# Written by benchmarks/postfix.py for one benchmark load; removed afterwards.
 compatibility_level = 3.6
 queue_directory = {folder}/queue
 data_directory = {folder}/data
@@ -90,23 +97,33 @@ mail_owner = postfix
 setgid_group = postdrop
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
-myhostname = mx.postfix.bench
-mydomain = postfix.bench
+myhostname = {hostname}
 myorigin = $myhostname
-mydestination = {DOMAIN}
 local_recipient_maps =
 alias_maps =
 alias_database =
 mynetworks = 127.0.0.0/8
 relayhost =
 smtpd_banner = $myhostname ESMTP
-smtpd_end_of_data_restrictions = check_client_access static:HOLD
-message_size_limit = {MAX_MESSAGE_SIZE}
-mailbox_size_limit = 0
 biff = no
 maillog_file_prefixes = {folder}
 maillog_file = {folder}/data/maillog
 """
+
+
+def main_cf(folder: Path) -> str:
+    """The benchmark's: every recipient of ``DOMAIN`` accepted, every message on hold."""
+    return (
+        "# Written by benchmarks/postfix.py for one benchmark load; removed afterwards.\n"
+        + common_main_cf(folder, hostname="mx.postfix.bench")
+        + f"""\
+mydomain = postfix.bench
+mydestination = {DOMAIN}
+smtpd_end_of_data_restrictions = check_client_access static:HOLD
+message_size_limit = {MAX_MESSAGE_SIZE}
+mailbox_size_limit = 0
+"""
+    )
 
 
 class PostfixServer:
@@ -114,8 +131,11 @@ class PostfixServer:
 
     kind = "postfix"
 
-    def __init__(self, folder: Path, *, name: str = "postfix") -> None:
+    def __init__(
+        self, folder: Path, *, name: str = "postfix", config: Callable[[Path], str] = main_cf
+    ) -> None:
         self.name = name
+        self.config = config  # main.cf for this instance's folder
         self.folder = folder
         self.etc = folder / "etc"
         self.queue = folder / "queue"
@@ -142,7 +162,7 @@ class PostfixServer:
             path.mkdir(parents=True, exist_ok=True)
         shutil.chown(self.data, user="postfix")  # master.lock, maillog
         self.port = free_port()
-        (self.etc / "main.cf").write_text(main_cf(self.folder), encoding="ascii")
+        (self.etc / "main.cf").write_text(self.config(self.folder), encoding="ascii")
         (self.etc / "master.cf").write_text(
             f"127.0.0.1:{self.port} inet n - n - - smtpd\n" + SERVICES, encoding="ascii"
         )
@@ -197,6 +217,20 @@ class PostfixServer:
         for name in ("incoming", "active", "deferred", "hold", "maildrop", "corrupt"):
             counts[name] = sum(len(files) for _, _, files in os.walk(self.queue / name))
         return counts
+
+    def postqueue(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """``postqueue -c etc ARGS`` (``-f``: deliver deferred mail now; ``-j``: list)."""
+        postqueue = shutil.which("postqueue") or "/usr/sbin/postqueue"
+        return subprocess.run(
+            [postqueue, "-c", str(self.etc), *args],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
 
     def log_tail(self, lines: int = 30) -> str:
         try:

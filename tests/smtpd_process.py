@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BANNER = re.compile(r"^Inbound SMTP server listening on 127\.0\.0\.1:(\d+)(?: \((.*)\))?$")
+BANNER = re.compile(r"^Inbound [SL]MTP server listening on 127\.0\.0\.1:(\d+)(?: \((.*)\))?$")
 WORKER_PIDS = re.compile(r"^Worker pids: ([\d, ]+)$")
 # What a worker's log lines start with (smtp/_worker.label_logs).
 WORKER_LINE = re.compile(r"^\[worker (\d+), pid (\d+)\] (.*)$")
