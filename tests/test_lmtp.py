@@ -3,6 +3,7 @@ per recipient after DATA in RCPT order, and per-recipient refusals (quota, disab
 
 from __future__ import annotations
 
+import re
 import smtplib
 import socket
 import stat
@@ -11,11 +12,14 @@ from pathlib import Path
 
 import pytest
 from django.core.files.storage import storages
+from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
 from django_inbound_smtp.testing import RunningServer, running_server
+from tests.helpers import subprocess_env
 from tests.lmtp_client import LmtpClient
+from tests.smtpd_process import Smtpd, logged_settings
 
 pytestmark = pytest.mark.integration
 
@@ -222,3 +226,32 @@ def test_lmtp_on_a_unix_socket(make_mailbox, transactional_db, tmp_path) -> None
     message = InboundMessage.objects.get()
     assert message.peer_ip is None  # a UNIX socket has no client address
     assert not Path(path).exists()  # removed when the server stopped
+
+
+def test_smtpd_lmtp_command_serves_tcp_and_unix_socket(transactional_db, tmp_path) -> None:
+    Mailbox.objects.create(address="user@our.test")
+    path = str(tmp_path / "lmtp.sock")
+    server = Smtpd(subprocess_env(**logged_settings(tmp_path)), "--lmtp", "--lmtp-socket", path)
+    try:
+        assert server.wait_for(re.compile(r"^Inbound LMTP server listening on 127\.0\.0\.1:"))
+        assert server.wait_for(re.compile(rf"^LMTP listening on UNIX socket {re.escape(path)}$"))
+        tcp = LmtpClient("127.0.0.1", server.port, timeout=10)
+        unix = smtplib.LMTP(path, timeout=10)
+        try:
+            assert tcp.docmd("EHLO", "mta.test")[0] == 500
+            assert tcp.lhlo()[0] == 250
+            assert unix.ehlo("mta.test")[0] == 250  # smtplib.LMTP sends LHLO
+            for client in (tcp, unix):
+                assert client.sendmail("a@example.org", ["user@our.test"], BODY) == {}
+        finally:
+            tcp.close()
+            unix.close()
+    finally:
+        assert server.stop() == 0, server.text()
+    assert InboundMessage.objects.count() == 2
+    assert not Path(path).exists()
+
+
+def test_lmtp_socket_is_refused_with_workers() -> None:
+    with pytest.raises(CommandError, match="--lmtp-socket serves from one process"):
+        call_command("smtpd", "--lmtp-socket", "/nonexistent/lmtp.sock", "--workers", "2")
