@@ -8,7 +8,6 @@ hostile-inputs #87-#92). Database work happens only through ``_bridge``.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from datetime import UTC, datetime
@@ -22,16 +21,14 @@ from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.envelope import (
     ReceivedEnvelope,
     RecipientContext,
-    ResolvedRecipient,
     address_key,
     address_syntax_error,
     helo_syntax_error,
-    utf8_error,
 )
 from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
 from django_inbound_smtp.logging import set_queue_id
 from django_inbound_smtp.parsing import MAX_HEADER_BLOCK
-from django_inbound_smtp.smtp import _bridge, sender_checks
+from django_inbound_smtp.smtp import _bridge, _session, sender_checks
 from django_inbound_smtp.smtp._diskspace import FreeSpace, declared_size
 from django_inbound_smtp.smtp._intake import discard_spool, run_to_the_end
 from django_inbound_smtp.smtp._trace import new_queue_id, received_header, sanitize_helo
@@ -41,104 +38,6 @@ from django_inbound_smtp.spool import Spool, is_disk_full
 __all__ = ["InboundHandler"]
 
 logger = logging.getLogger(__name__)
-
-NULL_SENDER = "<>"
-
-
-def _peer(session: Any) -> tuple[str | None, int | None]:
-    peer = session.peer
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return str(peer[0]), int(peer[1])
-    return None, None
-
-
-def _utf8_reply(address: str, *, smtputf8: bool) -> str | None:
-    problem = utf8_error(address, smtputf8=smtputf8)
-    if problem == "invalid":
-        return str(replies.BAD_UTF8)
-    if problem == "needs-smtputf8":
-        return str(replies.NEEDS_SMTPUTF8)
-    return None
-
-
-def _trusted_proxy(address: str | None) -> bool:
-    if address is None:
-        return False
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(
-        ip in ipaddress.ip_network(network, strict=False)
-        for network in get_settings().PROXY_PROTOCOL_FROM
-    )
-
-
-def _tls(session: Any) -> tuple[bool, str, str]:
-    """Whether the session is encrypted, and its protocol version and cipher."""
-    info = session.ssl
-    if info is None:
-        return False, "", ""
-    ssl_object = info.get("ssl_object") if isinstance(info, dict) else None
-    if ssl_object is None:
-        return True, "", ""
-    cipher = ssl_object.cipher()
-    return True, str(ssl_object.version() or ""), str(cipher[0]) if cipher else ""
-
-
-def _is_lmtp(server_or_session: Any) -> bool:
-    return bool(getattr(server_or_session, "lmtp", False))
-
-
-def _checked_peer(server: Any, session: Any) -> str | None:
-    """The client address the sender checks look at; none on LMTP, where the client
-    is the MTA in front of us, which did its own checks."""
-    return None if _is_lmtp(server) else _peer(session)[0]
-
-
-def _received(
-    session: Any,
-    envelope: InboundEnvelope,
-    recipients: tuple[ResolvedRecipient, ...],
-    checks: dict[str, Any] | None,
-) -> ReceivedEnvelope:
-    peer_host, peer_port = _peer(session)
-    tls, tls_version, tls_cipher = _tls(session)
-    return ReceivedEnvelope(
-        queue_id=envelope.queue_id,
-        mail_from=_sender(envelope),
-        recipients=recipients,
-        peer_host=peer_host,
-        peer_port=peer_port,
-        helo=sanitize_helo(session.host_name or ""),
-        tls=tls,
-        esmtp=bool(session.extended_smtp),
-        received_at=envelope.received_at,
-        mail_options=tuple(envelope.mail_options),
-        tls_version=tls_version,
-        tls_cipher=tls_cipher,
-        auth_user=str(session.auth_data) if session.authenticated else "",
-        bare_newlines=bool(envelope.bare_newlines),
-        sender_checks=checks,
-    )
-
-
-def _log_accepted(received: ReceivedEnvelope, pk: int, size: int) -> None:
-    logger.info(
-        "accepted %s from <%s> for %d recipient(s), %d bytes",
-        received.queue_id,
-        received.mail_from,
-        len(received.recipients),
-        size,
-        extra={"queue_id": received.queue_id, "message_pk": pk, "peer": received.peer_host},
-    )
-
-
-def _sender(envelope: InboundEnvelope) -> str:
-    # aiosmtpd keeps "<>" literally; it must stay truthy there (its MAIL/RCPT ordering
-    # checks test mail_from), so the null sender becomes "" only when stored.
-    mail_from = envelope.mail_from or ""
-    return "" if mail_from == NULL_SENDER else str(mail_from)
 
 
 async def _store(
@@ -181,8 +80,8 @@ class InboundHandler:
 
         Returning ``False`` makes aiosmtpd close the connection without a greeting.
         """
-        proxy_peer = _peer(session)[0]
-        if not _trusted_proxy(proxy_peer):
+        proxy_peer = _session.peer_of(session)[0]
+        if not _session.trusted_proxy(proxy_peer):
             logger.warning("PROXY header from untrusted %s refused", proxy_peer)
             return False
         if not proxy_data.valid:
@@ -228,7 +127,7 @@ class InboundHandler:
         if helo_syntax_error(hostname):
             return [str(replies.BAD_HELO)]  # host_name stays unset: MAIL needs a new EHLO
         session.host_name = hostname
-        sender_checks.start(session, _checked_peer(server, session))
+        sender_checks.start(session, _session.checked_peer(server, session))
         # We send RFC 3463 codes on every reply, so say so (RFC 2034); pipelined commands
         # are answered in order (RFC 2920; our DATA reader hands back what follows the
         # end of data). An MX offers no AUTH: drop aiosmtpd's AUTH line when it lists no
@@ -245,7 +144,7 @@ class InboundHandler:
         if helo_syntax_error(hostname):
             return str(replies.BAD_HELO)
         session.host_name = hostname
-        sender_checks.start(session, _checked_peer(server, session))
+        sender_checks.start(session, _session.checked_peer(server, session))
         return f"250 {self.hostname}"
 
     async def handle_MAIL(
@@ -255,9 +154,9 @@ class InboundHandler:
             return self.shutting_down()
         try:
             smtputf8 = "SMTPUTF8" in (option.upper() for option in options)
-            if encoding_reply := _utf8_reply(address, smtputf8=smtputf8):
+            if encoding_reply := _session.utf8_reply(address, smtputf8=smtputf8):
                 return encoding_reply
-            if address != NULL_SENDER and address_syntax_error(address):
+            if address != _session.NULL_SENDER and address_syntax_error(address):
                 return str(replies.BAD_SENDER_SYNTAX)
             if not await self.free_space.enough_for(
                 declared_size(options), reserve=get_settings().MIN_FREE_SPACE
@@ -268,9 +167,9 @@ class InboundHandler:
             refusal = await sender_checks.at_mail(
                 session,
                 envelope,
-                mail_from="" if address == NULL_SENDER else address,
+                mail_from="" if address == _session.NULL_SENDER else address,
                 helo=sanitize_helo(session.host_name or ""),
-                peer=_checked_peer(server, session),
+                peer=_session.checked_peer(server, session),
             )
             if refusal is not None:
                 return str(refusal)
@@ -299,7 +198,7 @@ class InboundHandler:
         self, session: Any, envelope: InboundEnvelope, address: str, options: list[str]
     ) -> str:
         try:
-            if encoding_reply := _utf8_reply(address, smtputf8=bool(envelope.smtp_utf8)):
+            if encoding_reply := _session.utf8_reply(address, smtputf8=bool(envelope.smtp_utf8)):
                 return encoding_reply
             if address_syntax_error(address) and address.lower() != "postmaster":
                 return str(replies.BAD_RECIPIENT_SYNTAX)
@@ -308,8 +207,8 @@ class InboundHandler:
             if len(envelope.resolved) >= get_settings().MAX_RECIPIENTS:
                 return str(replies.TOO_MANY_RECIPIENTS)
             context = RecipientContext(
-                mail_from=_sender(envelope),
-                peer_host=_peer(session)[0],
+                mail_from=_session.sender_of(envelope),
+                peer_host=_session.peer_of(session)[0],
                 helo=sanitize_helo(session.host_name or ""),
                 tls=session.ssl is not None,
             )
@@ -334,8 +233,8 @@ class InboundHandler:
         (the queue id at MAIL)."""
         envelope.queue_id = envelope.queue_id or new_queue_id()
         envelope.received_at = datetime.now(UTC)
-        peer_host, _ = _peer(session)
-        tls, tls_version, tls_cipher = _tls(session)
+        peer_host, _ = _session.peer_of(session)
+        tls, tls_version, tls_cipher = _session.tls_of(session)
         helo = sanitize_helo(session.host_name or "")
         trace = received_header(
             helo=helo,
@@ -368,14 +267,15 @@ class InboundHandler:
             checks, refusal = await self._check_data(envelope, spool, session=session)
             if refusal is not None:
                 return str(refusal)
-            received = _received(session, envelope, tuple(envelope.resolved), checks)
+            recipients = tuple(envelope.resolved)
+            received = _session.received_envelope(session, envelope, recipients, checks)
             pk = await self._deliver(received, spool)
         except Exception as error:
             full = is_disk_full(error)
             reply = replies.INSUFFICIENT_STORAGE if full else replies.TEMPORARY_FAILURE
             return self._failed("DATA", reply, reference=queue_id)
         metrics.message_stored(len(spool.prefix) + spool.size, time.monotonic() - dot)
-        _log_accepted(received, pk, spool.size)
+        _session.log_accepted(received, pk, spool.size)
         return str(replies.queued(queue_id))
 
     async def handle_LMTP_DATA(
@@ -394,9 +294,9 @@ class InboundHandler:
             verdicts = await _bridge.refusals_at_data(everyone, size=size)
             kept = tuple(r for r, v in zip(everyone, verdicts, strict=True) if v is None)
             if kept:
-                received = _received(session, envelope, kept, None)
+                received = _session.received_envelope(session, envelope, kept, None)
                 pk = await self._deliver(received, spool)
-                _log_accepted(received, pk, spool.size)
+                _session.log_accepted(received, pk, spool.size)
         except Exception as error:
             full = is_disk_full(error)
             reply = replies.INSUFFICIENT_STORAGE if full else replies.TEMPORARY_FAILURE
@@ -416,9 +316,9 @@ class InboundHandler:
             envelope,
             spool,
             authserv_id=get_settings().AUTHSERV_ID or self.hostname,
-            mail_from=_sender(envelope),
+            mail_from=_session.sender_of(envelope),
             helo=sanitize_helo(session.host_name or ""),
-            peer=_peer(session)[0] or "",
+            peer=_session.peer_of(session)[0] or "",
         )
         if refusal is None and (header or rewrite):
             head_length, head = rewrite or (0, b"")
