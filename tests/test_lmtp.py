@@ -255,3 +255,24 @@ def test_smtpd_lmtp_command_serves_tcp_and_unix_socket(transactional_db, tmp_pat
 def test_lmtp_socket_is_refused_with_workers() -> None:
     with pytest.raises(CommandError, match="--lmtp-socket serves from one process"):
         call_command("smtpd", "--lmtp-socket", "/nonexistent/lmtp.sock", "--workers", "2")
+
+
+def test_smtpd_lmtp_with_workers_answers_lmtp_from_each(transactional_db, tmp_path) -> None:
+    Mailbox.objects.create(address="user@our.test")
+    server = Smtpd(subprocess_env(**logged_settings(tmp_path)), "--lmtp", "--workers", "2")
+    try:
+        assert server.wait_for(re.compile(r"^Inbound LMTP server listening on .* \(2 workers\)$"))
+        for _ in range(4):  # new connections, spread over the workers by the kernel
+            client = LmtpClient("127.0.0.1", server.port, timeout=10)
+            try:
+                assert client.docmd("EHLO", "mta.test")[0] == 500
+                assert client.lhlo()[0] == 250
+                assert client.sendmail("a@example.org", ["user@our.test"], BODY) == {}
+            finally:
+                client.close()
+    finally:
+        assert server.stop() == 0, server.text()
+    assert (
+        InboundMessage.objects.count()
+        == 1 + InboundMessage.objects.filter(status="duplicate").count()
+    )
