@@ -98,6 +98,21 @@ def test_the_directory_tells_which_mailboxes_have_a_quota(settings) -> None:
     assert directory.has_quota(free.pk) is None  # no directory: always ask
 
 
+@pytest.mark.django_db(transaction=True)
+def test_too_many_mailboxes_for_the_directory_the_quota_answer_is_remembered(settings) -> None:
+    settings.INBOUND_SMTP = {"HOSTNAME": "mx.test", "DIRECTORY_MAX_SIZE": 1}
+    limited = Mailbox.objects.create(address="limited@our.test", quota_messages=5)
+    free = Mailbox.objects.create(address="free@our.test")
+    directory.clear()
+    directory.lookup(["free@our.test"], "our.test")  # too large: per-address mode
+    assert directory.has_quota(free.pk) is None
+    # Asked once: later RCPTs within DIRECTORY_TTL skip the query for "free" (memory
+    # bounded by DIRECTORY_MAX_SIZE entries, here one).
+    for box, has_quota in ((limited, True), (free, False)):
+        assert quota.refusal_at_rcpt(ResolvedRecipient(box.address, mailbox_id=box.pk)) is None
+        assert directory.has_quota(box.pk) is has_quota
+
+
 @pytest.mark.integration
 def test_a_full_mailbox_is_452_4_2_2_at_rcpt_over_smtp_the_others_unaffected(
     make_mailbox, smtp_client

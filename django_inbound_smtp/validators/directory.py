@@ -167,18 +167,31 @@ class Directory:
         return False
 
     def has_quota(self, pk: int) -> bool | None:
-        """Whether active mailbox ``pk`` has a quota, from a snapshot younger than
+        """Whether active mailbox ``pk`` has a quota, from memory younger than
         ``DIRECTORY_TTL``; ``None`` when memory cannot say (ask the database).
 
         Never does I/O: safe on the event loop. Lets RCPT skip the quota query for the
-        mailboxes that have none (most of them), with the directory's staleness bound."""
+        mailboxes that have none (most of them), with the directory's staleness bound:
+        from the whole snapshot, or (a table too large for one) from what
+        :meth:`note_quota` remembered."""
         ttl = get_settings().DIRECTORY_TTL
-        snapshot = self._snapshot
-        if ttl <= 0 or snapshot is None or time.monotonic() - snapshot.read_at >= ttl:
+        if ttl <= 0:
             return None
-        if pk in snapshot.limited:
-            return True
-        return False if pk in snapshot.pks else None
+        now = time.monotonic()
+        snapshot = self._snapshot
+        if snapshot is not None and now - snapshot.read_at < ttl:
+            if pk in snapshot.limited:
+                return True
+            if pk in snapshot.pks:
+                return False
+        known = self._facts.get(("quota", pk), max_age=ttl, now=now)
+        return None if known is MISS else bool(known)
+
+    def note_quota(self, pk: int, *, limited: bool, read_at: float) -> None:
+        """Remember what the database said at ``read_at`` (``time.monotonic()``, taken
+        before the query) about whether mailbox ``pk`` has a quota."""
+        if get_settings().DIRECTORY_TTL > 0:
+            self._facts.put(("quota", pk), limited, read_at=read_at)
 
     def clear(self) -> None:
         """Forget everything; the next lookup reads the database."""

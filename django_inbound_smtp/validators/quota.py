@@ -18,6 +18,7 @@ Synchronous: the SMTP layer runs these in a database thread.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -94,8 +95,12 @@ def refusal_at_rcpt(recipient: ResolvedRecipient) -> Reply | None:
     """``452 4.2.2`` if the recipient's mailbox is already full, else ``None``."""
     if recipient.mailbox_id is None:
         return None
+    # Taken before the query: a remembered answer's age is never understated.
+    read_at = time.monotonic()
     with unit_of_work():
         box = _boxes([recipient.mailbox_id]).get(recipient.mailbox_id)
+        limited = box is not None and box.limited
+        directory.note_quota(recipient.mailbox_id, limited=limited, read_at=read_at)
         if box is None or not box.limited:
             return None
         used = usage([recipient.mailbox_id])[recipient.mailbox_id]
