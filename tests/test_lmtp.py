@@ -99,6 +99,19 @@ def test_one_reply_per_recipient_in_rcpt_order_and_one_stored_message(make_mailb
     assert lmtp.docmd("NOOP")[0] == 250
 
 
+def test_a_repeated_rcpt_is_answered_twice_for_one_stored_recipient(make_mailbox, lmtp) -> None:
+    make_mailbox("user@our.test")
+    make_mailbox("full@our.test", quota_bytes=10)
+    lmtp.lhlo()
+    lmtp.mail("a@example.org")
+    for address in ("user@our.test", "full@our.test", "USER@our.test", "full@our.test"):
+        assert lmtp.rcpt(address)[0] == 250
+    replies = lmtp.data_each(BODY, recipients=4)
+    assert [code for code, _ in replies] == [250, 452, 250, 452]
+    assert [r.address for r in InboundMessage.objects.get().recipients.all()] == ["user@our.test"]
+    assert lmtp.docmd("NOOP")[0] == 250  # nothing more was sent
+
+
 def test_mixed_replies_over_quota_recipient_gets_452_the_other_250(make_mailbox, lmtp) -> None:
     # The quota has room at RCPT (nothing stored yet) but not for this message's size,
     # known only after DATA: the one recipient is refused, temporarily, alone.

@@ -202,8 +202,11 @@ class InboundHandler:
                 return encoding_reply
             if address_syntax_error(address) and address.lower() != "postmaster":
                 return str(replies.BAD_RECIPIENT_SYNTAX)
-            if any(address_key(r.address) == address_key(address) for r in envelope.resolved):
-                return str(replies.RECIPIENT_OK)  # a repeated RCPT is one recipient
+            key = address_key(address)
+            for index, known in enumerate(envelope.resolved):
+                if address_key(known.address) == key:
+                    envelope.rcpt_order.append(index)  # LMTP answers it again after DATA
+                    return str(replies.RECIPIENT_OK)  # a repeated RCPT is one recipient
             if len(envelope.resolved) >= get_settings().MAX_RECIPIENTS:
                 return str(replies.TOO_MANY_RECIPIENTS)
             context = RecipientContext(
@@ -222,6 +225,7 @@ class InboundHandler:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(options)
             envelope.resolved.append(resolved)
+            envelope.rcpt_order.append(len(envelope.resolved) - 1)
             return str(replies.RECIPIENT_OK)
         except Exception:
             return self._failed("RCPT", replies.LOOKUP_FAILURE.about(address))
@@ -281,7 +285,7 @@ class InboundHandler:
     async def handle_LMTP_DATA(
         self, server: Any, session: Any, envelope: InboundEnvelope
     ) -> list[str]:
-        """LMTP's end of data (RFC 2033 §4.2): one reply per accepted recipient, in RCPT
+        """LMTP's end of data (RFC 2033 §4.2): one reply per successful RCPT, in RCPT
         order. Each recipient's mailbox is checked again (deleted, disabled, full); the
         message is stored once, for the recipients that may have it, and each of them
         gets ``250`` once it is durable. A fault of ours is a 4xx for every recipient."""
@@ -300,12 +304,15 @@ class InboundHandler:
         except Exception as error:
             full = is_disk_full(error)
             reply = replies.INSUFFICIENT_STORAGE if full else replies.TEMPORARY_FAILURE
-            return [self._failed("DATA", reply, reference=queue_id)] * len(everyone)
+            failed = self._failed("DATA", reply, reference=queue_id)
+            return [failed] * len(envelope.rcpt_order)
         for verdict in verdicts:
             if verdict is not None:
                 logger.info("%s: recipient refused after DATA: %s", queue_id, verdict.code)
         queued = str(replies.queued(queue_id))
-        return [queued if verdict is None else str(verdict) for verdict in verdicts]
+        answers = [queued if verdict is None else str(verdict) for verdict in verdicts]
+        # One reply per successful RCPT (RFC 2033 §4.2), a repeated one included.
+        return [answers[index] for index in envelope.rcpt_order]
 
     async def _check_data(
         self, envelope: InboundEnvelope, spool: Spool, *, session: Any

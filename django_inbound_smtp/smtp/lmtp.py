@@ -48,10 +48,10 @@ class InboundLMTP(InboundSMTP):
 
     def _recipient_count(self) -> int:
         envelope = self.envelope
-        return len(envelope.resolved) if isinstance(envelope, InboundEnvelope) else 1
+        return len(envelope.rcpt_order) if isinstance(envelope, InboundEnvelope) else 1
 
     async def _refuse_data(self, reply: str) -> None:
-        # RFC 2033 §4.2: one reply per accepted recipient, even when all are the same.
+        # RFC 2033 §4.2: one reply per successful RCPT, even when all are the same.
         for _ in range(max(self._recipient_count(), 1)):
             await self.push(reply)
 

@@ -40,6 +40,9 @@ class InboundEnvelope(Envelope):
     def __init__(self) -> None:
         super().__init__()
         self.resolved: list[ResolvedRecipient] = []
+        # For each successful RCPT, in order, its index in ``resolved`` (a repeated
+        # address is one recipient but two RCPTs: LMTP answers each after DATA).
+        self.rcpt_order: list[int] = []
         self.bare_newlines = False
         self.spool: Spool | None = None  # the received message, set at end of data
         self.queue_id = ""  # ours, chosen when DATA starts
