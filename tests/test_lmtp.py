@@ -270,6 +270,7 @@ def test_lmtp_socket_is_refused_with_workers() -> None:
         call_command("smtpd", "--lmtp-socket", "/nonexistent/lmtp.sock", "--workers", "2")
 
 
+@pytest.mark.slow
 def test_smtpd_lmtp_with_workers_answers_lmtp_from_each(transactional_db, tmp_path) -> None:
     Mailbox.objects.create(address="user@our.test")
     server = Smtpd(subprocess_env(**logged_settings(tmp_path)), "--lmtp", "--workers", "2")
