@@ -13,15 +13,49 @@ Sender checks do not run: the client is the MTA, which did its own.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable
+
 from aiosmtpd.smtp import syntax
 
 from django_inbound_smtp import replies
 from django_inbound_smtp.smtp.protocol import InboundEnvelope, InboundSMTP
 
-__all__ = ["LMTP_GREETING_IDENT", "InboundLMTP"]
+__all__ = [
+    "LMTP_GREETING_IDENT",
+    "LMTP_SOCKET_MODE",
+    "InboundLMTP",
+    "listen_on_unix_socket",
+    "remove_unix_socket",
+]
 
 #: After our host name in the ``220`` greeting.
 LMTP_GREETING_IDENT = "LMTP"
+#: Mode of the LMTP UNIX socket: any local user may connect, as to a port on 127.0.0.1
+#: (the MTA's LMTP client runs as its own user); a folder around it can restrict that.
+LMTP_SOCKET_MODE = 0o666
+
+
+async def listen_on_unix_socket(
+    factory: Callable[[], asyncio.Protocol], path: str
+) -> asyncio.Server:
+    """A listener on the UNIX socket ``path`` (a stale socket file there is replaced),
+    bound but not yet serving."""
+    server = await asyncio.get_running_loop().create_unix_server(
+        factory, path=path, start_serving=False
+    )
+    os.chmod(path, LMTP_SOCKET_MODE)
+    return server
+
+
+def remove_unix_socket(path: str) -> None:
+    """Remove the socket file: Python before 3.13 leaves it behind when the server closes.
+    A process that dropped root may not be allowed to; then it stays, and the next start
+    replaces it."""
+    with contextlib.suppress(FileNotFoundError, PermissionError):
+        os.unlink(path)
 
 
 class InboundLMTP(InboundSMTP):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
 import ssl
@@ -26,7 +25,12 @@ from django_inbound_smtp.smtp._diskspace import FreeSpace
 from django_inbound_smtp.smtp.handler import InboundHandler
 from django_inbound_smtp.smtp.limits import AuthThrottle, SessionLimiter
 from django_inbound_smtp.smtp.listeners import ListenerError, Listeners
-from django_inbound_smtp.smtp.lmtp import LMTP_GREETING_IDENT, InboundLMTP
+from django_inbound_smtp.smtp.lmtp import (
+    LMTP_GREETING_IDENT,
+    InboundLMTP,
+    listen_on_unix_socket,
+    remove_unix_socket,
+)
 from django_inbound_smtp.smtp.protocol import InboundSMTP
 from django_inbound_smtp.tls import CertificateStore
 
@@ -36,9 +40,6 @@ logger = logging.getLogger(__name__)
 
 # The greeting names no software version (nothing for a scanner to match on).
 GREETING_IDENT = "ESMTP"
-# Mode of the LMTP UNIX socket: any local user may connect, as to a port on 127.0.0.1
-# (the MTA's LMTP client runs as its own user); a folder around it can restrict that.
-LMTP_SOCKET_MODE = 0o666
 
 
 def split_bind(value: str) -> tuple[str, int]:
@@ -201,10 +202,9 @@ class InboundServer:
         bound = self._server.sockets[0].getsockname()
         if self.lmtp_socket:
             # Bound here with the others (before privileges drop), serving with them.
-            self._lmtp_server = await asyncio.get_running_loop().create_unix_server(
-                lambda: self._make_protocol(lmtp=True), path=self.lmtp_socket, start_serving=False
+            self._lmtp_server = await listen_on_unix_socket(
+                lambda: self._make_protocol(lmtp=True), self.lmtp_socket
             )
-            os.chmod(self.lmtp_socket, LMTP_SOCKET_MODE)
         tls_bind = get_settings().TLS_BIND if self._tls_bind is None else self._tls_bind
         if tls_bind or self._listeners.smtps:
             if self.tls.context() is None:
@@ -256,12 +256,8 @@ class InboundServer:
         self._remove_lmtp_socket()
 
     def _remove_lmtp_socket(self) -> None:
-        # Python before 3.13 leaves the socket file behind when the server closes (a
-        # process that dropped root may not be allowed to: then it stays, and the next
-        # start replaces it).
         if self._lmtp_server is not None and self.lmtp_socket:
-            with contextlib.suppress(FileNotFoundError, PermissionError):
-                os.unlink(self.lmtp_socket)
+            remove_unix_socket(self.lmtp_socket)
 
     async def _sweep_every(self, interval: float) -> None:
         # At-least-once processing: re-schedule messages whose task was lost, whose
