@@ -6,7 +6,9 @@ folder, loopback ports; ``benchmarks/postfix.py``), and relays ``our.test`` with
 recipients goes into its smtpd; our LMTP listener answers each recipient after DATA:
 one mailbox is over its quota (``452 4.2.2``), the other takes the message (``250``).
 Postfix delivers the one, keeps the other queued and retries only it; once the quota
-is lifted, that one is delivered too, once, and nothing is stored twice.
+is lifted, that one is delivered too, once, and nothing is stored twice. And with the
+README's ``reject_unverified_recipient``, Postfix probes us at RCPT and refuses an
+unknown user in its own dialogue.
 
 Postfix is installed by ``make test`` (``benchmarks/install_postfix.sh``); without it
 this test fails, never skips. It needs root, as Postfix's master does.
@@ -23,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -58,7 +61,7 @@ def _postfix_module() -> ModuleType:
         sys.path.remove(str(BENCH_DIR))
 
 
-def _relay_config(postfix: ModuleType, lmtp_port: int) -> Callable[[Path], str]:
+def _relay_config(postfix: ModuleType, lmtp_port: int, *, extra: str = "") -> Callable[[Path], str]:
     def config(folder: Path) -> str:
         common: str = postfix.common_main_cf(folder, hostname="mta.postfix.test")
         return (
@@ -74,9 +77,20 @@ queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 1s
 """
+            + extra
         )
 
     return config
+
+
+# The README's advice: Postfix asks us at RCPT time (an address probe over LMTP: LHLO,
+# MAIL FROM:<>, RCPT, no DATA) and refuses unknown users in its own dialogue.
+VERIFY = """\
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_recipient_restrictions = reject_unauth_destination, reject_unverified_recipient
+unverified_recipient_reject_code = 550
+address_verify_poll_delay = 1s
+"""
 
 
 @pytest.fixture
@@ -88,13 +102,13 @@ def lmtp_smtpd(transactional_db: None, tmp_path: Path) -> Iterator[Smtpd]:
         assert server.stop() == 0, server.text()
 
 
-@pytest.fixture
-def private_postfix(lmtp_smtpd: Smtpd) -> Iterator[Any]:
+@contextmanager
+def _running_postfix(lmtp_port: int, *, extra: str = "") -> Iterator[Any]:
     postfix = _postfix_module()
     # Its own folder, which the postfix user can enter (pytest's tmp_path is private).
     folder = Path(tempfile.mkdtemp(prefix="inbound-test-postfix-"))
     os.chmod(folder, 0o755)
-    server = postfix.PostfixServer(folder, config=_relay_config(postfix, lmtp_smtpd.port))
+    server = postfix.PostfixServer(folder, config=_relay_config(postfix, lmtp_port, extra=extra))
     try:
         server.start(timeout=TIMEOUT)
         yield server
@@ -103,6 +117,18 @@ def private_postfix(lmtp_smtpd: Smtpd) -> Iterator[Any]:
         problems = server.log_problems()
         server.remove()
         assert not problems, problems
+
+
+@pytest.fixture
+def private_postfix(lmtp_smtpd: Smtpd) -> Iterator[Any]:
+    with _running_postfix(lmtp_smtpd.port) as server:
+        yield server
+
+
+@pytest.fixture
+def verifying_postfix(lmtp_smtpd: Smtpd) -> Iterator[Any]:
+    with _running_postfix(lmtp_smtpd.port, extra=VERIFY) as server:
+        yield server
 
 
 def _wait_for(condition: Callable[[], bool], what: str, postfix: Any, smtpd: Smtpd) -> None:
@@ -191,3 +217,41 @@ def test_postfix_delivers_to_both_and_retries_only_the_recipient_over_quota(
     body = b"\r\n\r\n" + b"x" * 400 + b"\r\n"
     assert first.raw_bytes.endswith(body)
     assert second.raw_bytes.endswith(body)
+
+
+def test_postfix_verifies_recipients_with_us_and_refuses_an_unknown_one(
+    lmtp_smtpd, verifying_postfix
+) -> None:
+    Mailbox.objects.create(address="known@our.test")
+    with smtplib.SMTP("127.0.0.1", verifying_postfix.port, timeout=10) as client:
+        client.ehlo("client.test")
+        assert client.mail("sender@example.org")[0] == 250
+        # The first probe may still be under way: Postfix then asks to retry later.
+        deadline = time.monotonic() + TIMEOUT
+        while (reply := client.rcpt("nobody@our.test"))[0] == 450:
+            assert time.monotonic() < deadline, reply
+            time.sleep(0.2)
+        assert reply[0] == 550, reply
+        # Postfix quotes our RCPT reply to its probe.
+        assert (
+            reply[1]
+            .decode()
+            .endswith(
+                "said: 550 5.1.1 <nobody@our.test>: Recipient address rejected: User unknown "
+                "(in reply to RCPT TO command)"
+            )
+        ), reply
+        while (reply := client.rcpt("known@our.test"))[0] == 450:
+            assert time.monotonic() < deadline, reply
+            time.sleep(0.2)
+        assert reply[0] == 250, reply
+        assert client.data(BODY)[0] == 250
+    _wait_for(
+        lambda: sum(verifying_postfix.queued().values()) == 0,
+        "the delivery to the known recipient",
+        verifying_postfix,
+        lmtp_smtpd,
+    )
+    # Probes store nothing (they end before DATA); the one message is for the known user.
+    message = InboundMessage.objects.get()
+    assert [r.address for r in message.recipients.all()] == ["known@our.test"]
