@@ -32,11 +32,13 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django_inbound_smtp import store, validators
 from django_inbound_smtp._db import unit_of_work
 from django_inbound_smtp.envelope import ReceivedEnvelope, RecipientContext
+from django_inbound_smtp.exceptions import TemporaryFailure
 from django_inbound_smtp.lifecycle import process as processing
 from django_inbound_smtp.lifecycle import schedule
 from django_inbound_smtp.signals import message_received
 from django_inbound_smtp.smtp._trace import new_queue_id, received_header
 from django_inbound_smtp.smtp.server import InboundServer
+from django_inbound_smtp.validators import quota
 
 if TYPE_CHECKING:
     from django_inbound_smtp.models import InboundMessage
@@ -95,8 +97,9 @@ def deliver(
 
     ``message`` is raw bytes, a stdlib ``email.message.Message`` or Django's
     ``EmailMessage``. ``to`` is the envelope (default: the To, Cc and Bcc addresses).
-    Every recipient goes through the configured validators first: a refused one raises
-    ``Rejected`` or ``TemporaryFailure``, as the server would have answered it. With
+    Every recipient goes through the configured validators and its mailbox's quota
+    first: a refused one raises ``Rejected`` or ``TemporaryFailure``, as the server
+    would have answered it. With
     ``process`` (the default) processing runs now, in this thread: ``message_received``
     receivers and mailbox handlers have run when this returns. Synchronous.
     """
@@ -110,6 +113,9 @@ def deliver(
         async_to_sync(validators.validate_recipient)(address, context=context, run_sync=_here)
         for address in addresses
     )
+    for recipient in resolved:  # a full mailbox, as at RCPT: 452 4.2.2
+        if (full := quota.refusal_at_rcpt(recipient)) is not None:
+            raise TemporaryFailure(full)
     envelope = ReceivedEnvelope(
         queue_id=new_queue_id(),
         mail_from=mail_from,

@@ -12,7 +12,9 @@ from django.urls import reverse
 
 from django_inbound_smtp import store
 from django_inbound_smtp.envelope import ReceivedEnvelope, ResolvedRecipient
+from django_inbound_smtp.exceptions import TemporaryFailure
 from django_inbound_smtp.models import InboundMessage, Mailbox
+from django_inbound_smtp.testing import deliver
 from django_inbound_smtp.validators import quota
 from django_inbound_smtp.validators.directory import directory
 
@@ -130,6 +132,15 @@ def test_a_full_mailbox_is_452_4_2_2_at_rcpt_over_smtp_the_others_unaffected(
     # Room is made (a message deleted): the next delivery is accepted.
     InboundMessage.objects.filter(recipients__mailbox=full).delete()
     assert smtp_client.sendmail("a@example.org", ["full@our.test"], SIMPLE) == {}
+
+
+@pytest.mark.django_db
+def test_the_test_kit_refuses_a_full_mailbox_as_the_server_would() -> None:
+    Mailbox.objects.create(address="full@our.test", quota_messages=0)
+    with pytest.raises(TemporaryFailure) as refused:
+        deliver(SIMPLE, to=["full@our.test"])
+    assert str(refused.value.reply) == "452 4.2.2 <full@our.test>: Mailbox full, try again later"
+    assert not InboundMessage.objects.exists()
 
 
 def test_quota_fields_are_listed_and_editable_in_the_admin(db) -> None:
