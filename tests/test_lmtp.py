@@ -94,6 +94,7 @@ def test_one_reply_per_recipient_in_rcpt_order_and_one_stored_message(make_mailb
         ("postmaster@our.test", None),
     ]
     assert b"with LMTP id " + message.queue_id.encode() in message.raw_bytes
+    assert message.received_via == InboundMessage.ReceivedVia.LMTP
     assert message.raw_bytes.endswith(BODY)
     # Pipelined commands behind the data are answered after its replies, in order.
     assert lmtp.docmd("NOOP")[0] == 250

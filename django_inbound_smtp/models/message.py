@@ -34,6 +34,7 @@ class InboundMessage(models.Model):
 
     class ReceivedVia(models.TextChoices):
         SMTP = "smtp", _("SMTP")
+        LMTP = "lmtp", _("LMTP (from the MTA in front)")
         ADMIN = "admin", _("admin (injected)")
 
     queue_id = models.CharField(
@@ -211,7 +212,10 @@ class InboundMessage(models.Model):
         max_length=16,
         choices=ReceivedVia.choices,
         default=ReceivedVia.SMTP,
-        help_text=_("smtp: a client sent it; admin: a staff user put it in from the admin."),
+        help_text=_(
+            "smtp: a client sent it; lmtp: the MTA in front handed it over LMTP; "
+            "admin: a staff user put it in from the admin."
+        ),
     )
     injected_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,

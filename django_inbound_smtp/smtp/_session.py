@@ -86,6 +86,8 @@ def received_envelope(
     envelope: InboundEnvelope,
     recipients: tuple[ResolvedRecipient, ...],
     checks: dict[str, Any] | None,
+    *,
+    received_via: str = "smtp",
 ) -> ReceivedEnvelope:
     peer_host, peer_port = peer_of(session)
     tls, tls_version, tls_cipher = tls_of(session)
@@ -105,6 +107,7 @@ def received_envelope(
         auth_user=str(session.auth_data) if session.authenticated else "",
         bare_newlines=bool(envelope.bare_newlines),
         sender_checks=checks,
+        received_via=received_via,
     )
 
 

@@ -298,7 +298,9 @@ class InboundHandler:
             verdicts = await _bridge.refusals_at_data(everyone, size=size)
             kept = tuple(r for r, v in zip(everyone, verdicts, strict=True) if v is None)
             if kept:
-                received = _session.received_envelope(session, envelope, kept, None)
+                received = _session.received_envelope(
+                    session, envelope, kept, None, received_via="lmtp"
+                )
                 pk = await self._deliver(received, spool)
                 _session.log_accepted(received, pk, spool.size)
         except Exception as error:
