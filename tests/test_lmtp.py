@@ -19,6 +19,7 @@ from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
 from django_inbound_smtp.testing import RunningServer, running_server
 from tests.helpers import subprocess_env
 from tests.lmtp_client import LmtpClient
+from tests.observe import metrics_port, moved, scrape, scrape_until
 from tests.smtpd_process import Smtpd, logged_settings
 
 pytestmark = pytest.mark.integration
@@ -291,3 +292,35 @@ def test_smtpd_lmtp_with_workers_answers_lmtp_from_each(transactional_db, tmp_pa
         InboundMessage.objects.count()
         == 1 + InboundMessage.objects.filter(status="duplicate").count()
     )
+
+
+def test_lmtp_replies_and_stored_messages_are_counted_in_the_metrics(
+    transactional_db, tmp_path
+) -> None:
+    Mailbox.objects.create(address="full@our.test", quota_bytes=100)
+    Mailbox.objects.create(address="roomy@our.test")
+    env = subprocess_env(**logged_settings(tmp_path))
+    server = Smtpd(env, "--lmtp", "--metrics", "127.0.0.1:0")
+    try:
+        port = metrics_port(server)
+        before = scrape(port)
+        client = LmtpClient("127.0.0.1", server.port, timeout=10)
+        try:
+            client.lhlo()
+            client.mail("a@example.org")
+            client.rcpt("full@our.test")
+            client.rcpt("roomy@our.test")
+            assert [code for code, _ in client.data_each(BODY, recipients=2)] == [452, 250]
+        finally:
+            client.close()
+        after = scrape_until(
+            port, lambda s: moved(before, s, "inbound_smtp_messages_stored_total") >= 1
+        )
+    finally:
+        assert server.stop() == 0, server.text()
+    message = InboundMessage.objects.get()
+    # Each recipient's reply is a reply: one 452, and 250s for LHLO, MAIL, 2 RCPT, 1 DATA.
+    assert moved(before, after, "inbound_smtp_replies_total", code="452") == 1
+    assert moved(before, after, "inbound_smtp_replies_total", code="250") == 5
+    assert moved(before, after, "inbound_smtp_messages_stored_total") == 1
+    assert moved(before, after, "inbound_smtp_stored_bytes_total") == message.size

@@ -292,6 +292,7 @@ class InboundHandler:
         queue_id = envelope.queue_id
         spool = envelope.spool
         everyone = tuple(envelope.resolved)
+        dot = time.monotonic()
         try:
             assert spool is not None  # the protocol sets it before calling this hook
             size = len(spool.prefix) + spool.size
@@ -302,6 +303,7 @@ class InboundHandler:
                     session, envelope, kept, None, received_via="lmtp"
                 )
                 pk = await self._deliver(received, spool)
+                metrics.message_stored(size, time.monotonic() - dot)
                 _session.log_accepted(received, pk, spool.size)
         except Exception as error:
             full = is_disk_full(error)
