@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('inbound_smtp', '0009_inject'),
+        ('inbound_smtp', '0012_reply_text'),
     ]
 
     operations = [
