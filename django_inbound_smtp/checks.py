@@ -58,6 +58,7 @@ _NON_NEGATIVE_NUMBERS = (
     "GREETING_DELAY",
     "MIN_FREE_SPACE",
     "DIRECTORY_TTL",
+    "PRUNE_INTERVAL",
 )
 _BIND = re.compile(r"^(\[[^\]]+\]|[^:\[\]]*):\d{1,5}$")
 
@@ -300,6 +301,27 @@ def _missing_extra(checks: dict[str, Any]) -> list[CheckMessage]:
     ]
 
 
+# Statuses retention may prune: finished ones. received and processing never are.
+_PRUNABLE = ("processed", "failed", "duplicate")
+
+
+def _retention_errors(value: Any) -> list[CheckMessage]:
+    hint = 'e.g. {"processed": 30, "failed": 90, "duplicate": 7}; None keeps for ever'
+    if not isinstance(value, dict):
+        return [_key_error("RETENTION", "must be a dict of status to days", hint, "E045")]
+    problems = [
+        f"{status!r} is not a status retention may prune (only {', '.join(_PRUNABLE)})"
+        for status in value
+        if status not in _PRUNABLE
+    ]
+    problems += [
+        f"{status!r}: {days!r} is not None or a whole number of days >= 0"
+        for status, days in value.items()
+        if days is not None and (isinstance(days, bool) or not isinstance(days, int) or days < 0)
+    ]
+    return [_key_error("RETENTION", problem, hint, "E045") for problem in problems]
+
+
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Validate the type and range of every ``INBOUND_SMTP`` key."""
@@ -396,6 +418,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             errors.append(_key_error(key, "must be 'HOST:PORT'", f"Got {value!r}.", "E006"))
     errors += _sender_check_errors(raw)
     errors += observability_errors(raw)
+    errors += _retention_errors(raw.get("RETENTION", DEFAULTS["RETENTION"]))
     bind = raw.get("BIND", DEFAULTS["BIND"])
     if not isinstance(bind, str) or not _BIND.match(bind):
         errors.append(_key_error("BIND", "must be 'HOST:PORT'", f"Got {bind!r}.", "E006"))

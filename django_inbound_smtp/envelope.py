@@ -158,8 +158,9 @@ class ReceivedEnvelope:
     #: Sender-check verdicts to store with the message (``SenderCheck`` field values), or
     #: ``None`` when every check is off.
     sender_checks: Mapping[str, Any] | None = None
-    #: How the message came in: ``"smtp"``, ``"lmtp"`` (from the MTA in front), or
-    #: ``"admin"`` when a staff user injected it.
+    #: How the message came in: ``"smtp"``, ``"lmtp"`` (from the MTA in front),
+    #: ``"admin"`` when a staff user injected it, ``"pipe"`` / ``"import"`` through
+    #: ``inbound_import``.
     received_via: str = "smtp"
     #: Primary key of the staff user who injected it from the admin, else ``None``.
     injected_by: int | None = None

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.db import models
+from django.utils import timezone
 
 if TYPE_CHECKING:
     from django_inbound_smtp.models import InboundMessage, Mailbox  # noqa: F401 - in strings
@@ -54,3 +55,12 @@ class InboundMessageQuerySet(models.QuerySet["InboundMessage"]):
             and message.processed_at
             <= now - timedelta(seconds=base_delay * 2 ** max(message.attempts - 1, 0))
         ]
+
+    def hold(self, *, by: str = "") -> int:
+        """Put a retention hold on every message here (``by``: who, recorded with the
+        time); returns how many were not held before. Held messages are never pruned."""
+        return self.filter(held=False).update(held=True, held_by=by[:150], held_at=timezone.now())
+
+    def release_hold(self) -> int:
+        """Release the retention hold of every message here; returns how many were held."""
+        return self.filter(held=True).update(held=False, held_by="", held_at=None)

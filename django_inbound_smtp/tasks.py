@@ -17,8 +17,9 @@ from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.lifecycle import schedule
 from django_inbound_smtp.lifecycle.backends import PROCESS_BATCH_TASK, PROCESS_TASK
 from django_inbound_smtp.lifecycle.process import Outcome, process_batch
+from django_inbound_smtp.store import retention
 
-__all__ = ["process_message", "process_messages", "sweep"]
+__all__ = ["process_message", "process_messages", "prune", "sweep"]
 
 
 # Acknowledge after the work, and put the messages back if the worker process dies: a
@@ -76,3 +77,10 @@ def process_message(self: Any, pk: int) -> str:
 def sweep() -> int:
     """Schedule messages that are waiting too long, abandoned, or due for a retry."""
     return schedule.sweep()
+
+
+@shared_task(name="django_inbound_smtp.tasks.prune", ignore_result=True)
+def prune() -> dict[str, int]:
+    """Delete finished messages past ``INBOUND_SMTP["RETENTION"]``, with their files
+    (``store.retention.prune``); returns how many of each status went."""
+    return retention.prune().messages

@@ -32,6 +32,7 @@ from django_inbound_smtp.admin.inlines import (
 )
 from django_inbound_smtp.lifecycle import schedule
 from django_inbound_smtp.models import Attachment, InboundMessage
+from django_inbound_smtp.store import retention
 
 
 @admin.register(InboundMessage)
@@ -48,6 +49,7 @@ class InboundMessageAdmin(MessageColumns, MessageViews, admin.ModelAdmin):
     )
     list_filter = (
         "status",
+        "held",
         ("recipients__mailbox", admin.RelatedOnlyFieldListFilter),
         "received_at",
         ("parse_error", admin.EmptyFieldListFilter),
@@ -69,7 +71,7 @@ class InboundMessageAdmin(MessageColumns, MessageViews, admin.ModelAdmin):
     )
     date_hierarchy = "received_at"
     inlines = (RecipientInline, AttachmentInline, SenderCheckInline, ProcessingAttemptInline)
-    actions = ("reprocess", export.export_mbox, forward.forward_selected)
+    actions = ("reprocess", "hold", "release_hold", export.export_mbox, forward.forward_selected)
     # Fieldsets with an "inbound-tab-<tab>" class go in that tab (_page.TABS); the
     # first is the summary above the tabs.
     fieldsets = (
@@ -124,6 +126,10 @@ class InboundMessageAdmin(MessageColumns, MessageViews, admin.ModelAdmin):
         (
             _("New text of the reply"),
             {"classes": ("inbound-tab-text",), "fields": ("reply_text_display",)},
+        ),
+        (
+            _("Retention"),
+            {"classes": ("inbound-tab-processing",), "fields": ("held", "held_by", "held_at")},
         ),
     )
 
@@ -190,6 +196,39 @@ class InboundMessageAdmin(MessageColumns, MessageViews, admin.ModelAdmin):
     @admin.display(description=_("to"))
     def to_display(self, message: InboundMessage) -> str:
         return ", ".join(message.header_values("To")) or "-"
+
+    def delete_model(self, request: HttpRequest, obj: InboundMessage) -> None:
+        # With its raw file and attachment files (Django's delete would leave them).
+        retention.delete_messages([obj.pk])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[InboundMessage]) -> None:
+        retention.delete_messages(list(queryset.values_list("pk", flat=True)))
+
+    def has_hold_permission(self, request: HttpRequest) -> bool:
+        """Holding decides whether data is kept: the change permission, as reprocessing."""
+        return self.has_reprocess_permission(request)
+
+    @admin.action(description=_("Hold: keep whatever retention says"), permissions=["hold"])
+    def hold(self, request: HttpRequest, queryset: QuerySet[InboundMessage]) -> None:
+        """Put a retention hold on the selected messages."""
+        count = queryset.hold(by=request.user.get_username())  # type: ignore[attr-defined]
+        self.message_user(
+            request,
+            ngettext("%(count)d message held.", "%(count)d messages held.", count)
+            % {"count": count},
+            messages.SUCCESS,
+        )
+
+    @admin.action(description=_("Release hold"), permissions=["hold"])
+    def release_hold(self, request: HttpRequest, queryset: QuerySet[InboundMessage]) -> None:
+        """Let retention delete the selected messages again once they are old enough."""
+        count = queryset.release_hold()  # type: ignore[attr-defined]
+        self.message_user(
+            request,
+            ngettext("%(count)d hold released.", "%(count)d holds released.", count)
+            % {"count": count},
+            messages.SUCCESS,
+        )
 
     @admin.display(description=_("Date header"))
     def date_display(self, message: InboundMessage) -> str:

@@ -357,6 +357,18 @@ class InboundSmtpSettings:
         """Seconds of waiting after which ``inbound_status`` is critical."""
         return float(self._get("STUCK_CRITICAL_AFTER"))
 
+    @property
+    def RETENTION(self) -> dict[str, int | None]:
+        """Days finished messages are kept per status (``None``: for ever), over the defaults."""
+        merged: dict[str, int | None] = dict(DEFAULTS["RETENTION"])
+        merged.update(self._get("RETENTION"))
+        return {status: None if days is None else int(days) for status, days in merged.items()}
+
+    @property
+    def PRUNE_INTERVAL(self) -> float:
+        """Seconds between prunes inside ``smtpd``; 0: never there."""
+        return float(self._get("PRUNE_INTERVAL"))
+
 
 def user_settings() -> Mapping[str, Any]:
     """The project's raw ``INBOUND_SMTP`` value (``{}`` when unset)."""

@@ -197,4 +197,14 @@ DEFAULTS: Mapping[str, Any] = {
     # REDISPATCH_AFTER, so a message the sweeper is about to retry is not an alarm.
     "STUCK_WARNING_AFTER": 600,
     "STUCK_CRITICAL_AFTER": 1800,
+    # Days finished messages are kept, per status, counted from their processing
+    # (processed, failed) or receipt (duplicate); None keeps them for ever. Everything
+    # is kept by default, so an upgrade deletes nothing. received and processing
+    # messages are never pruned, nor held ones (see README "Retention").
+    "RETENTION": {"processed": None, "failed": None, "duplicate": None},
+    # Seconds between prunes inside `manage.py smtpd` (in a thread of its own, off the
+    # event loop); 0: smtpd never prunes (run `manage.py inbound_prune` or the Celery
+    # task django_inbound_smtp.tasks.prune instead). Only runs when RETENTION limits
+    # something.
+    "PRUNE_INTERVAL": 3600,
 }

@@ -15,6 +15,7 @@ from django_inbound_smtp.models.mailbox import (
     normalize_mailbox_address,
 )
 from django_inbound_smtp.models.message import InboundMessage, InboundRecipient
+from django_inbound_smtp.models.retention import PendingFileDeletion
 from django_inbound_smtp.models.sender_check import SenderCheck
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "InboundMessage",
     "InboundRecipient",
     "Mailbox",
+    "PendingFileDeletion",
     "ProcessingAttempt",
     "SenderCheck",
     "normalize_mailbox_address",

@@ -36,6 +36,8 @@ class InboundMessage(models.Model):
         SMTP = "smtp", _("SMTP")
         LMTP = "lmtp", _("LMTP (from the MTA in front)")
         ADMIN = "admin", _("admin (injected)")
+        PIPE = "pipe", _("pipe (inbound_import -)")
+        IMPORT = "import", _("mbox / Maildir import")
 
     queue_id = models.CharField(
         _("queue id"),
@@ -205,6 +207,17 @@ class InboundMessage(models.Model):
         verbose_name=_("duplicate of"),
         help_text=_("The first delivery of the same message, for a repeat delivery."),
     )
+    # Retention (INBOUND_SMTP["RETENTION"]) never deletes a held message, nor the
+    # original of a held duplicate (deleting an original deletes its duplicates).
+    held = models.BooleanField(
+        _("held"),
+        default=False,
+        help_text=_("Kept whatever the retention settings say, until the hold is released."),
+    )
+    held_by = models.CharField(
+        _("held by"), max_length=150, blank=True, help_text=_("Who put the hold on.")
+    )
+    held_at = models.DateTimeField(_("held since"), null=True, blank=True)
 
     # How the message came in: over SMTP, or put in from the admin by a staff user.
     received_via = models.CharField(
@@ -214,7 +227,8 @@ class InboundMessage(models.Model):
         default=ReceivedVia.SMTP,
         help_text=_(
             "smtp: a client sent it; lmtp: the MTA in front handed it over LMTP; "
-            "admin: a staff user put it in from the admin."
+            "admin: a staff user put it in from the admin; pipe: an MTA piped it to "
+            "inbound_import; import: from an mbox file or Maildir folder."
         ),
     )
     injected_by = models.ForeignKey(
@@ -249,6 +263,8 @@ class InboundMessage(models.Model):
         ]
         indexes = [
             models.Index(fields=["status", "dispatched_at"], name="inbound_smtp_msg_sweep_idx"),
+            # Retention finds finished messages by status and age.
+            models.Index(fields=["status", "processed_at"], name="inbound_smtp_msg_retention_idx"),
         ]
 
     def __str__(self) -> str:
@@ -281,6 +297,17 @@ class InboundMessage(models.Model):
     def address_list(self, field: str) -> list[tuple[str, str]]:
         """``(display name, address)`` pairs of ``"from"``, ``"to"``, ``"cc"`` or ``"reply_to"``."""
         return [(name, address) for name, address in self.addresses.get(field, [])]
+
+    def hold(self, *, by: str = "") -> None:
+        """Keep this message whatever the retention settings say (``by``: who, for the
+        record). Saved at once; see ``InboundMessage.objects.hold()`` for many."""
+        type(self).objects.filter(pk=self.pk).hold(by=by)
+        self.refresh_from_db(fields=["held", "held_by", "held_at"])
+
+    def release_hold(self) -> None:
+        """Let retention delete this message again once it is old enough. Saved at once."""
+        type(self).objects.filter(pk=self.pk).release_hold()
+        self.refresh_from_db(fields=["held", "held_by", "held_at"])
 
     def cid_map(self) -> dict[str, Attachment]:
         """Attachments by Content-ID (without ``<>``), for inline images in ``html``."""

@@ -28,7 +28,7 @@ from django_inbound_smtp.logging import set_queue_id
 from django_inbound_smtp.replies import Reply
 from django_inbound_smtp.smtp._threads import DatabaseThreads
 from django_inbound_smtp.spool import Spool
-from django_inbound_smtp.store import files, orphans
+from django_inbound_smtp.store import files, orphans, retention
 from django_inbound_smtp.validators import quota
 
 __all__ = [
@@ -123,6 +123,26 @@ def _swept() -> int:
         return schedule.sweep()
     finally:
         _db.close_thread_connections()  # a pool thread: leave no connection behind
+
+
+async def prune(stop: threading.Event) -> int:
+    """Delete finished messages past their retention (``store.retention``); how many.
+
+    Not in the ORM thread, and in batches: a big prune never holds up RCPT lookups and
+    commits. ``stop`` ends it between batches."""
+    return await sync_to_async(_pruned, thread_sensitive=False)(stop)
+
+
+def _pruned(stop: threading.Event) -> int:
+    try:
+        return retention.prune(stop=stop).total
+    finally:
+        _db.close_thread_connections()  # a pool thread: leave no connection behind
+
+
+def pruning_wanted() -> bool:
+    """Whether ``RETENTION`` limits any status (otherwise smtpd never prunes)."""
+    return bool(retention.retention_limits())
 
 
 async def authenticate(username: str, password: str) -> str | None:

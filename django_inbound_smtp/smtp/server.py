@@ -15,6 +15,7 @@ import logging
 import signal
 import socket
 import ssl
+import threading
 import weakref
 from collections.abc import Callable
 
@@ -92,6 +93,8 @@ class InboundServer:
         self._server: asyncio.Server | None = None
         self._connections: weakref.WeakSet[InboundSMTP] = weakref.WeakSet()
         self._sweeper: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
+        self._stop_pruning = threading.Event()
         self._limiter = SessionLimiter(total=1, per_client=1)  # set per connection
         self._auth_throttle = AuthThrottle()
         #: Where the authenticated submission listener listens (``SUBMISSION_BIND``).
@@ -167,6 +170,9 @@ class InboundServer:
         interval = get_settings().SWEEP_INTERVAL
         if interval > 0:
             self._sweeper = asyncio.create_task(self._sweep_every(interval))
+        prune_interval = get_settings().PRUNE_INTERVAL
+        if prune_interval > 0 and _bridge.pruning_wanted():
+            self._pruner = asyncio.create_task(self._prune_every(prune_interval))
         return bound
 
     async def _listen(
@@ -271,6 +277,17 @@ class InboundServer:
                 logger.exception("sweep failed; trying again in %s s", interval)
             await asyncio.sleep(interval)
 
+    async def _prune_every(self, interval: float) -> None:
+        # Retention (store.retention): a task of its own, so a long prune never delays
+        # the sweeper; its database work runs in a thread, in bounded batches. First
+        # prune one interval after start-up: a restart loop never prunes in a burst.
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await _bridge.prune(self._stop_pruning)
+            except Exception:
+                logger.exception("prune failed; trying again in %s s", interval)
+
     def _goodbye(self, protocol: InboundSMTP) -> None:
         transport = protocol.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
@@ -293,6 +310,11 @@ class InboundServer:
         deadline = asyncio.get_running_loop().time() + grace
         for listener in self._listening():
             listener.close()
+        self._stop_pruning.set()  # a prune in flight ends after its current batch
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -106,6 +106,10 @@ INBOUND_SMTP = {
     "HOSTNAME": "mx.example.test",
     # The project's Celery app, used when a broker is configured (see celery.py).
     "CELERY_APP": "example_project.celery.app",
+    # Retention: processed mail goes after 30 days, failures after 90, duplicates after 7
+    # (held messages and anything not processed yet never); smtpd prunes every hour
+    # (PRUNE_INTERVAL), beat once a day (below). Remove it to keep everything.
+    "RETENTION": {"processed": 30, "failed": 90, "duplicate": 7},
     # Every other key keeps its default:
     #   BIND                    "127.0.0.1:8025" (run_demo.py passes it explicitly)
     #   MAX_MESSAGE_SIZE        25 MiB
@@ -155,6 +159,11 @@ CELERY_BEAT_SCHEDULE = {
     "inbound-smtp-sweep": {
         "task": "django_inbound_smtp.tasks.sweep",
         "schedule": 60.0,
+    },
+    # Retention (INBOUND_SMTP["RETENTION"] above), once a day.
+    "inbound-smtp-prune": {
+        "task": "django_inbound_smtp.tasks.prune",
+        "schedule": 24 * 3600.0,
     },
 }
 
