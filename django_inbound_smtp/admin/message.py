@@ -30,12 +30,13 @@ from django_inbound_smtp.admin.inlines import (
     RecipientInline,
     SenderCheckInline,
 )
+from django_inbound_smtp.admin.search import MessageSearchMixin
 from django_inbound_smtp.lifecycle import schedule
 from django_inbound_smtp.models import Attachment, InboundMessage
 
 
 @admin.register(InboundMessage)
-class InboundMessageAdmin(MessageColumns, MessageViews, admin.ModelAdmin):
+class InboundMessageAdmin(MessageSearchMixin, MessageColumns, MessageViews, admin.ModelAdmin):
     list_display = (
         "received",
         "from_display",
@@ -58,6 +59,8 @@ class InboundMessageAdmin(MessageColumns, MessageViews, admin.ModelAdmin):
         "sender_check__iprev_result",
         "sender_check__dnsbl_result",
     )
+    # The search box (shown when search_fields is set) is read by MessageSearchMixin:
+    # operators, full-text on PostgreSQL (admin/search.py).
     search_fields = (
         "subject",
         "envelope_from",
