@@ -109,9 +109,7 @@ def test_a_word_of_the_body_finds_a_message_stored_and_parsed_for_real(staff: Cl
     assert subjects(staff, '"nach Köln"') == ["Lieferung"]
 
 
-def test_words_search_subject_body_sender_recipients_ids_and_attachment_names(
-    staff: Client,
-) -> None:
+def test_words_search_the_message_s_own_fields(staff: Client) -> None:
     invoice = make(
         subject="Invoice 42",
         text="please pay",
@@ -119,21 +117,28 @@ def test_words_search_subject_body_sender_recipients_ids_and_attachment_names(
         to=("alice@our.test", "bcc-box@our.test"),
         files=("statement.pdf",),
     )
+    invoice.addresses = {"to": [["Alice Example", "alice@our.test"]], "cc": []}
+    invoice.save(update_fields=["addresses"])
     make(subject="Lunch", text="pizza at noon", sender="bob@food.test")
-    make(subject="", html="<p>Only <b>HTML</b> mentions quarterly</p>")
+    make(subject="", html="<style>p { x: quarterly-css }</style><p>Only <b>HTML</b> quarterly</p>")
     for query in (
         "invoice",
         "pay",
         "billing@acme.test",
-        "bcc-box",
-        "statement.pdf",
+        "acme",
         invoice.queue_id,
         "Invoice please",
+        "alice",  # To header: address and name
+        '"Alice Example"',
     ):
         assert subjects(staff, query) == ["Invoice 42"], query
     assert subjects(staff, "quarterly") == [""]
     assert subjects(staff, "invoice pizza") == []  # every word must match
-    assert sorted(subjects(staff, "our.test")) == ["", "Invoice 42", "Lunch"]
+    # Envelope-only recipients and attachment names have their operators.
+    assert subjects(staff, "bcc-box") == []
+    assert subjects(staff, "to:bcc-box") == ["Invoice 42"]
+    assert subjects(staff, "statement.pdf") == []
+    assert subjects(staff, "filename:statement") == ["Invoice 42"]
 
 
 def test_operators_narrow_the_list(staff: Client) -> None:

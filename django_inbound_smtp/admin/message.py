@@ -24,6 +24,7 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django_inbound_smtp.admin import _page, export, forward, inject
 from django_inbound_smtp.admin._columns import MessageColumns
 from django_inbound_smtp.admin._views import MessageViews
+from django_inbound_smtp.admin.filters import FilterLookups, MailboxFilter
 from django_inbound_smtp.admin.inlines import (
     AttachmentInline,
     ProcessingAttemptInline,
@@ -36,7 +37,9 @@ from django_inbound_smtp.models import Attachment, InboundMessage
 
 
 @admin.register(InboundMessage)
-class InboundMessageAdmin(MessageSearchMixin, MessageColumns, MessageViews, admin.ModelAdmin):
+class InboundMessageAdmin(
+    MessageSearchMixin, FilterLookups, MessageColumns, MessageViews, admin.ModelAdmin
+):
     list_display = (
         "received",
         "from_display",
@@ -49,7 +52,7 @@ class InboundMessageAdmin(MessageSearchMixin, MessageColumns, MessageViews, admi
     )
     list_filter = (
         "status",
-        ("recipients__mailbox", admin.RelatedOnlyFieldListFilter),
+        MailboxFilter,
         "received_at",
         ("parse_error", admin.EmptyFieldListFilter),
         "sender_check__sender_verified",

@@ -1,23 +1,24 @@
 """The message list's search: operators, full-text on PostgreSQL, containment elsewhere.
 
 The search box takes the language of :mod:`.search_query`; every term must hold (AND).
-A plain word or quoted phrase matches subject and body, the envelope sender, the From
-header, the queue id and the Message-ID, and by containment a recipient address or an
-attachment's name.
+A plain word or quoted phrase matches the message's own fields: subject, body (the
+text body, or the HTML body's text when there is none), envelope sender, From, To and
+Cc, queue id and Message-ID. Envelope recipients (Bcc included) are searched with
+``to:``, attachment names with ``filename:``.
 
-On PostgreSQL the message's own fields are matched by full-text search: the generated
-``search_vector`` column of migration 0009 (configuration ``simple``, GIN index): whole
+On PostgreSQL the words are matched by full-text search: the generated
+``search_vector`` column of migration 0009 (configuration ``simple``, GIN index), whole
 words, any language. Matches are listed best first (``ts_rank``: a word in the subject
 weighs more than one in the body, several occurrences more than one) unless staff sort
-by a column. On other databases the same fields are matched by case-insensitive
-containment, newest first.
+by a column. On other databases words are matched by case-insensitive containment,
+newest first.
 
 Speed at 100,000 messages: related rows (recipients, attachments) are matched with
-``IN``/``EXISTS`` subqueries, never joins, so the list needs no ``DISTINCT``. A search
-with words is evaluated once, to the ids of its newest ``MAX_MATCHES`` matches; the
-list, its count and the date drill-down (earliest and latest date, the years) then read
-those ids by primary key instead of testing every row of the date index against the
-search, and the ranks are computed for those ids only.
+``EXISTS`` subqueries, never joins, so the list needs no ``DISTINCT``. A search with
+words is evaluated once, to the ids of its newest ``MAX_MATCHES`` matches; the list,
+its count and the date drill-down (earliest and latest date, the years) then read those
+ids by primary key instead of testing every row of the date index against the search,
+and ranks are computed for those ids only.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ MAX_MATCHES = 2000
 #: The annotation holding a row's place in rank order (1 = best), on PostgreSQL.
 RANK = "search_rank"
 
+# Terms no index answers (containment), or answered once to ids (full text).
+_SCANNED = frozenset({"text", "from", "to", "subject", "filename"})
+
 # Fields of the message row a plain word is contained in, besides subject and body
 # (on PostgreSQL they are in the full-text column).
 _OWN_FIELDS = ("envelope_from", "from_header", "queue_id", "message_id")
@@ -106,65 +110,66 @@ def _operator(term: Term) -> Q | Exists:
         return _recipient(value)
     if term.kind == "subject":
         return Q(subject__icontains=value)
+    if term.kind == "filename":
+        return _attachment(value)
     if term.kind == "attachment":
         return _attachment()
     return Q(status=value)
 
 
+def _tsquery(words: list[str]) -> str:
+    return " && ".join([f"phraseto_tsquery('{CONFIG}', %s)"] * len(words))
+
+
 class _Matches(Expression):
-    """``<this row>.search_vector @@ phraseto_tsquery('simple', phrase)``: true when
-    subject, body or the sender's fields hold the words of ``phrase`` in that order."""
+    """``<this row>.search_vector @@ <every phrase of words>``: true when the message's
+    own fields hold each phrase (its words in that order)."""
 
     output_field = BooleanField()
     conditional = True
 
-    def __init__(self, phrase: str) -> None:
+    def __init__(self, words: list[str]) -> None:
         super().__init__()
-        self.phrase = phrase
+        self.words = words
 
-    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, tuple[str]]:
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, tuple[str, ...]]:
         # The column is not a model field: name it through this query's own alias
-        # of the table (U0 inside a subquery).
+        # of the table.
         table = compiler.quote_name_unless_alias(compiler.query.base_table)
-        return f"{table}.{COLUMN} @@ phraseto_tsquery('{CONFIG}', %s)", (self.phrase,)
-
-
-def _word_pg(word: str) -> Q:
-    own = InboundMessage.objects.filter(_Matches(word)).values("pk")
-    recipients = InboundRecipient.objects.filter(address__icontains=word).values("message_id")
-    attachments = Attachment.objects.filter(filename__icontains=word).values("message_id")
-    # One IN over a UNION: PostgreSQL reads the GIN index and the two small tables once,
-    # where an OR of conditions would test every message row.
-    return Q(pk__in=own.union(recipients, attachments))
+        return f"{table}.{COLUMN} @@ ({_tsquery(self.words)})", tuple(self.words)
 
 
 def _word_contained(word: str) -> Q:
-    return (
-        _contained(word, "subject", "text", *_OWN_FIELDS)
-        | Q(text="", html__icontains=word)
-        | _recipient(word)
-        | _attachment(word)
+    # What the full-text column holds on PostgreSQL, by containment.
+    return _contained(word, "subject", "text", "addresses", *_OWN_FIELDS) | Q(
+        text="", html__icontains=word
     )
 
 
 def _ranks(ids: list[int], words: list[str], *, using: str) -> list[int]:
     """``ids`` best first by ``ts_rank`` of their full-text column against ``words``."""
     table = InboundMessage._meta.db_table
-    query = " && ".join([f"phraseto_tsquery('{CONFIG}', %s)"] * len(words))
     sql = (
         f"SELECT id FROM {table} WHERE id = ANY(%s) "
-        f"ORDER BY ts_rank({COLUMN}, {query}) DESC, received_at DESC, id DESC"
+        f"ORDER BY ts_rank({COLUMN}, {_tsquery(words)}) DESC, received_at DESC, id DESC"
     )
     with connections[using].cursor() as cursor:
         cursor.execute(sql, [ids, *words])
         return [int(pk) for (pk,) in cursor.fetchall()]
 
 
+def _id_list(ids: list[int], *, full_text: bool) -> Any:
+    if full_text:
+        return RawSQL("SELECT unnest(%s::bigint[])", (ids,))
+    return ids
+
+
 def search_messages(
     queryset: QuerySet[InboundMessage], terms: list[Term]
 ) -> tuple[QuerySet[InboundMessage], bool]:
-    """``queryset`` narrowed to the messages matching every term, and whether a search
-    with words matched more than ``MAX_MATCHES`` (then the newest of them are kept). On
+    """``queryset`` narrowed to the messages matching every term, and whether more than
+    ``MAX_MATCHES`` matched (then the newest of them are kept). Searches for status,
+    dates or attachments only are answered by their indexes and never cut. On
     PostgreSQL the rows of a search with words carry ``search_rank``."""
     base = queryset
     words = [str(term.value) for term in terms if term.kind == "text"]
@@ -172,17 +177,25 @@ def search_messages(
     for term in terms:
         if term.kind != "text":
             queryset = queryset.filter(_operator(term))
-    for word in words:
-        queryset = queryset.filter(_word_pg(word) if full_text else _word_contained(word))
-    if not words:
-        return queryset, False
+    if not any(term.kind in _SCANNED for term in terms):
+        return queryset, False  # indexed columns only: nothing to gain from ids
+    if full_text and words:
+        # One condition: PostgreSQL chooses between the GIN index (rare words) and the
+        # date index, newest first, until enough rows match (common words).
+        queryset = queryset.filter(_Matches(words))
+    else:
+        for word in words:
+            queryset = queryset.filter(_word_contained(word))
     newest = queryset.order_by("-received_at", "-pk").values_list("pk", flat=True)
     ids = list(newest[: MAX_MATCHES + 1])
     cut = len(ids) > MAX_MATCHES
     ids = ids[:MAX_MATCHES]
     # The list's own filters and related loading, without the search's subqueries.
-    found = base.filter(pk__in=ids)
-    if full_text and ids:
+    # The ids as one array parameter, unnested in a subquery: PostgreSQL reads them by
+    # primary key (a literal IN list would have it walk the date index for the date
+    # drill-down's MIN/MAX, testing every row against the list).
+    found = base.filter(pk__in=_id_list(ids, full_text=full_text))
+    if full_text and words and ids:
         ranked = _ranks(ids, words, using=queryset.db)
         position = Func(
             RawSQL("%s::bigint[]", (ranked,)),

@@ -16,13 +16,16 @@ from typing import Literal
 
 __all__ = ["OPERATORS", "SearchSyntaxError", "Term", "parse_search"]
 
-Kind = Literal["text", "from", "to", "subject", "attachment", "status", "before", "after"]
+Kind = Literal[
+    "text", "from", "to", "subject", "filename", "attachment", "status", "before", "after"
+]
 
 #: Every operator the search box understands, mapped to the kind of term it makes.
 OPERATORS: dict[str, Kind] = {
     "from": "from",
     "to": "to",
     "subject": "subject",
+    "filename": "filename",
     "has": "attachment",
     "is": "status",
     "status": "status",
@@ -110,6 +113,7 @@ _EXAMPLES: dict[Kind, str] = {
     "from": "from:alice@example.org",
     "to": "to:support@",
     "subject": 'subject:"monthly report"',
+    "filename": "filename:.pdf",
     "attachment": "has:attachment",
     "status": "is:failed",
     "before": "before:2026-01-31",

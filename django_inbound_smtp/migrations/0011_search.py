@@ -1,9 +1,10 @@
 """Full-text search of subject, body and sender, on PostgreSQL only.
 
 A stored generated ``tsvector`` column with a GIN index: the subject weighted A, the
-body B, and with weight D the envelope sender, the From header, the queue id and the
-Message-ID (each also with ``@ . - _ +`` read as spaces, so ``alice`` and ``example``
-find ``alice@example.org``).
+body B, and with weight D the envelope sender, the From header, the queue id, the
+Message-ID and the To and Cc addresses and names (also with ``@ . - _ +`` read as
+spaces, so ``alice``, ``example.org`` and ``alice@example.org`` all find
+``alice@example.org``).
 It is not a model field: the model is the same on every database, and Django never
 selects or writes the column (PostgreSQL fills it on INSERT, and on UPDATE only when
 the subject or a body changes). On other databases this migration does nothing; the
@@ -30,8 +31,15 @@ TABLE = "inbound_smtp_inboundmessage"
 COLUMN = "search_vector"
 INDEX = "inbound_smtp_msg_search_idx"
 
+# Who and which: sender, From, ids, To and Cc (JSON arrays of [name, address]).
+PEOPLE = """left(
+    envelope_from || ' ' || from_header || ' ' || queue_id || ' ' || message_id || ' '
+    || coalesce((addresses -> 'to')::text, '') || ' '
+    || coalesce((addresses -> 'cc')::text, ''),
+    8000)"""
+
 # Keep in step with django_inbound_smtp/admin/search.py (CONFIG, COLUMN).
-VECTOR = """
+VECTOR = f"""
 setweight(to_tsvector('simple'::regconfig, left(subject, 2000)), 'A')
 || setweight(to_tsvector('simple'::regconfig, left(text, 100000)), 'B')
 || setweight(to_tsvector('simple'::regconfig, CASE WHEN text = '' THEN left(
@@ -39,11 +47,8 @@ setweight(to_tsvector('simple'::regconfig, left(subject, 2000)), 'A')
         regexp_replace(left(html, 400000), '<(style|script)[^<]*</(style|script)>', ' ', 'gi'),
         '<[^>]*>', ' ', 'g'),
     100000) ELSE '' END), 'B')
-|| setweight(to_tsvector('simple'::regconfig, left(
-    envelope_from || ' ' || translate(envelope_from, '@.-_+', '     ') || ' '
-    || from_header || ' ' || translate(from_header, '@.-_+<>"', '        ') || ' '
-    || queue_id || ' ' || message_id || ' ' || translate(message_id, '@.-_+<>', '       '),
-    4000)), 'D')
+|| setweight(to_tsvector('simple'::regconfig,
+    {PEOPLE} || ' ' || translate({PEOPLE}, '@.-_+<>"[],', '           ')), 'D')
 """
 
 
