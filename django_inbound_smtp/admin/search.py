@@ -23,6 +23,7 @@ and ranks are computed for those ids only.
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, time
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,8 +40,10 @@ from django.db.models import (
     OuterRef,
     Q,
     QuerySet,
+    TextField,
 )
 from django.db.models.expressions import RawSQL
+from django.db.models.functions import Cast
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -66,6 +69,9 @@ RANK = "search_rank"
 
 # Terms no index answers (containment), or answered once to ids (full text).
 _SCANNED = frozenset({"text", "from", "to", "subject", "filename"})
+
+# Columns of a message too big to carry through the sort of a ranked list.
+_BULKY = ("text", "html", "headers", "defects", "error")
 
 # Fields of the message row a plain word is contained in, besides subject and body
 # (on PostgreSQL they are in the full-text column).
@@ -196,11 +202,19 @@ def search_messages(
     # drill-down's MIN/MAX, testing every row against the list).
     found = base.filter(pk__in=_id_list(ids, full_text=full_text))
     if full_text and words and ids:
+        # Ranked rows are sorted whole (up to MAX_MATCHES of them): leave the bodies
+        # and the header list, which no list column shows, out of the sort.
+        found = found.defer(*_BULKY)
+    if full_text and words and ids:
         ranked = _ranks(ids, words, using=queryset.db)
+        # Each row's place looked up in a JSON object {"id": place} (a binary search),
+        # not array_position (a linear one per row: quadratic over the ids).
+        places = json.dumps({str(pk): place for place, pk in enumerate(ranked, start=1)})
         position = Func(
-            RawSQL("%s::bigint[]", (ranked,)),
-            F("pk"),
-            function="array_position",
+            RawSQL("%s::jsonb", (places,)),
+            Cast(F("pk"), TextField()),
+            arg_joiner=" ->> ",
+            template="(%(expressions)s)::integer",
             output_field=IntegerField(),
         )
         found = found.annotate(**{RANK: position})
