@@ -7,7 +7,7 @@ Cc, queue id and Message-ID. Envelope recipients (Bcc included) are searched wit
 ``to:``, attachment names with ``filename:``.
 
 On PostgreSQL the words are matched by full-text search: the generated
-``search_vector`` column of migration 0009 (configuration ``simple``, GIN index), whole
+``search_vector`` column of migration 0010 (configuration ``simple``, GIN index), whole
 words, any language. Matches are listed best first (``ts_rank``: a word in the subject
 weighs more than one in the body, several occurrences more than one) unless staff sort
 by a column. On other databases words are matched by case-insensitive containment,
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_MATCHES", "RANK", "MessageSearchMixin", "search_messages"]
 
-# Keep in step with migrations/0009_search.py.
+# Keep in step with migrations/0010_search.py.
 CONFIG = "simple"
 COLUMN = "search_vector"
 
@@ -222,12 +222,12 @@ def search_messages(
 
 
 class MessageSearchMixin:
-    """The search of ``InboundMessageAdmin``: ``get_search_results`` and the ranked
-    change list. A search the box cannot read shows an error and lists nothing."""
+    """The search of ``InboundMessageAdmin`` (``get_search_results``), best first on
+    PostgreSQL. A search the box cannot read shows an error and lists nothing."""
 
     search_help_text: ClassVar[_StrOrPromise | None] = _(
-        'Words or "phrases" (subject, body, sender, recipients, ids) and operators: '
-        "from: to: subject: has:attachment is:failed status: before:YYYY-MM-DD "
+        'Words or "phrases" (subject, body, From, To, ids) and operators: '
+        "from: to: subject: filename: has:attachment is:failed status: before:YYYY-MM-DD "
         "after:YYYY-MM-DD."
     )
 
