@@ -156,6 +156,18 @@ def test_operators_narrow_the_list(staff: Client) -> None:
     assert subjects(staff, "after:2026-06-16") == []
 
 
+def test_to_matches_envelope_recipients_however_many_addresses_contain_the_text(
+    staff: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make(subject="a", to=("sales@our.test",))
+    make(subject="b", to=("sales+eu@our.test", "x@our.test"))
+    make(subject="c", to=("support@our.test",))
+    assert subjects(staff, "to:sales") == ["b", "a"]  # exact match on the addresses found
+    monkeypatch.setattr(search, "_MAX_ADDRESSES", 1)
+    assert subjects(staff, "to:sales") == ["b", "a"]  # too many addresses: containment
+    assert subjects(staff, "to:SUPPORT@") == ["c"]
+
+
 def test_a_malformed_operator_is_a_message_not_an_error_page(staff: Client) -> None:
     make(subject="anything")
     for query, text in (

@@ -62,13 +62,16 @@ COLUMN = "search_vector"
 
 #: Most messages a search with words lists: the newest this many matches. A search
 #: matching more says so, and needs another word or an operator.
-MAX_MATCHES = 2000
+MAX_MATCHES = 1000
 
 #: The annotation holding a row's place in rank order (1 = best), on PostgreSQL.
 RANK = "search_rank"
 
 # Terms no index answers (containment), or answered once to ids (full text).
 _SCANNED = frozenset({"text", "from", "to", "subject", "filename"})
+
+# Most distinct recipient addresses a to: term is turned into (see _delivered_to).
+_MAX_ADDRESSES = 100
 
 # Columns of a message too big to carry through the sort of a ranked list.
 _BULKY = ("text", "html", "headers", "defects", "error")
@@ -87,6 +90,25 @@ def _contained(value: str, *fields: str) -> Q:
 
 def _recipient(value: str) -> Exists:
     return Exists(InboundRecipient.objects.filter(message=OuterRef("pk"), address__icontains=value))
+
+
+def _delivered_to(value: str) -> Exists:
+    """Delivered to an envelope recipient containing ``value``.
+
+    The addresses that contain it are read first (one scan of the recipients' address
+    column): then the database matches them exactly, by index and with its statistics
+    of common addresses, where a containment test inside the query gets a blind
+    estimate and a poor plan for a mailbox that receives a quarter of all mail."""
+    matching = (
+        InboundRecipient.objects.filter(address__icontains=value)
+        .order_by()
+        .values_list("address", flat=True)
+        .distinct()
+    )
+    addresses = list(matching[: _MAX_ADDRESSES + 1])
+    if len(addresses) > _MAX_ADDRESSES:
+        return _recipient(value)
+    return Exists(InboundRecipient.objects.filter(message=OuterRef("pk"), address__in=addresses))
 
 
 def _attachment(value: str | None = None) -> Exists:
@@ -113,7 +135,7 @@ def _operator(term: Term) -> Q | Exists:
     if term.kind == "from":
         return _contained(value, "envelope_from", "from_header")
     if term.kind == "to":
-        return _recipient(value)
+        return _delivered_to(value)
     if term.kind == "subject":
         return Q(subject__icontains=value)
     if term.kind == "filename":
