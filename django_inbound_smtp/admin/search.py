@@ -7,7 +7,7 @@ Cc, queue id and Message-ID. Envelope recipients (Bcc included) are searched wit
 ``to:``, attachment names with ``filename:``.
 
 On PostgreSQL the words are matched by full-text search: the generated
-``search_vector`` column of migration 0011 (configuration ``simple``, GIN index), whole
+``search_vector`` column of migration 0013 (configuration ``simple``, GIN index), whole
 words, any language. Matches are listed best first (``ts_rank``: a word in the subject
 weighs more than one in the body, several occurrences more than one) unless staff sort
 by a column. On other databases words are matched by case-insensitive containment,
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_MATCHES", "RANK", "MessageSearchMixin", "search_messages"]
 
-# Keep in step with migrations/0011_search.py.
+# Keep in step with migrations/0013_search.py.
 CONFIG = "simple"
 COLUMN = "search_vector"
 

@@ -71,7 +71,7 @@ def drop_vector(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("inbound_smtp", "0010_decode"),
+        ("inbound_smtp", "0012_reply_text"),
     ]
 
     operations = [migrations.RunPython(add_vector, drop_vector)]
