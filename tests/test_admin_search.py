@@ -225,6 +225,23 @@ def test_full_text_ranks_a_word_in_subject_and_body_above_one_in_the_body(
     ]
 
 
+@postgres_only
+def test_the_full_text_column_follows_the_row_and_a_huge_body_still_stores(
+    staff: Client,
+) -> None:
+    message = make(subject="first", text="alpha")
+    assert subjects(staff, "alpha") == ["first"]
+    InboundMessage.objects.filter(pk=message.pk).update(subject="second", text="beta")
+    assert subjects(staff, "alpha") == []
+    assert subjects(staff, "beta") == ["second"]
+    # 150,000 distinct words: more than a tsvector holds (1 MiB of words). Only the first
+    # 100,000 characters are indexed, so the row stores and its start is searchable.
+    huge = " ".join(f"w{index}" for index in range(150_000))
+    make(subject="huge", text=huge)
+    assert subjects(staff, "w10") == ["huge"]
+    assert subjects(staff, "w149999") == []
+
+
 # Query counts: the same for 5 and 50 messages (no query per row) -------------------
 
 

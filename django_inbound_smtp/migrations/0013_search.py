@@ -23,6 +23,11 @@ indexed only when there is no text body.
 
 Adding the column computes it for every stored message, in this migration: about a
 minute per 100,000 messages.
+
+A later migration that changes the type of a column the expression reads (subject,
+text, html, envelope_from, from_header, queue_id, message_id, addresses; a CharField's
+max_length is a type) fails on PostgreSQL ("cannot alter type of a column used by a
+generated column"): it must drop ``search_vector`` first and add it again after.
 """
 
 from django.db import migrations
