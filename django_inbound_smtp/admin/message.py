@@ -24,19 +24,23 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django_inbound_smtp.admin import _page, export, forward, inject
 from django_inbound_smtp.admin._columns import MessageColumns
 from django_inbound_smtp.admin._views import MessageViews
+from django_inbound_smtp.admin.filters import FilterLookups, MailboxFilter, result_filter
 from django_inbound_smtp.admin.inlines import (
     AttachmentInline,
     ProcessingAttemptInline,
     RecipientInline,
     SenderCheckInline,
 )
+from django_inbound_smtp.admin.search import MessageSearchMixin
 from django_inbound_smtp.lifecycle import schedule
 from django_inbound_smtp.models import Attachment, InboundMessage
 from django_inbound_smtp.store import retention
 
 
 @admin.register(InboundMessage)
-class InboundMessageAdmin(MessageColumns, MessageViews, admin.ModelAdmin):
+class InboundMessageAdmin(
+    MessageSearchMixin, FilterLookups, MessageColumns, MessageViews, admin.ModelAdmin
+):
     list_display = (
         "received",
         "from_display",
@@ -50,16 +54,18 @@ class InboundMessageAdmin(MessageColumns, MessageViews, admin.ModelAdmin):
     list_filter = (
         "status",
         "held",
-        ("recipients__mailbox", admin.RelatedOnlyFieldListFilter),
+        MailboxFilter,
         "received_at",
         ("parse_error", admin.EmptyFieldListFilter),
         "sender_check__sender_verified",
-        "sender_check__spf_result",
-        "sender_check__dkim_result",
-        "sender_check__dmarc_result",
-        "sender_check__iprev_result",
-        "sender_check__dnsbl_result",
+        result_filter("spf_result", _("SPF")),
+        result_filter("dkim_result", _("DKIM")),
+        result_filter("dmarc_result", _("DMARC")),
+        result_filter("iprev_result", _("reverse DNS")),
+        result_filter("dnsbl_result", _("DNSBL")),
     )
+    # The search box (shown when search_fields is set) is read by MessageSearchMixin:
+    # operators, full-text on PostgreSQL (admin/search.py).
     search_fields = (
         "subject",
         "envelope_from",
