@@ -39,8 +39,29 @@ class _ReadOnly:
 
 class RecipientInline(_ReadOnly, admin.TabularInline):
     model = InboundRecipient
-    fields = ("address", "mailbox", "tag", "route")
+    fields = (
+        "address",
+        "mailbox",
+        "tag",
+        "route",
+        "signed_reference",
+        "reply_trust",
+        "bounce_recipient",
+    )
     readonly_fields = fields
+
+    @admin.display(description=_("signed address for"))
+    def signed_reference(self, recipient: InboundRecipient) -> str:
+        # What a signed reply address names: "<model> <pk>", and the user it was issued
+        # to. Escaped: str() of the object is app data, and the pk came from a token.
+        if recipient.reply_content_type_id is None:
+            return ""
+        content_type = recipient.reply_content_type
+        label = content_type.name if content_type is not None else "?"
+        user = recipient.reply_user_pk
+        if user:
+            return format_html("{} #{} (user #{})", label, recipient.reply_object_id, user)
+        return format_html("{} #{}", label, recipient.reply_object_id)
 
 
 class AttachmentInline(_ReadOnly, admin.TabularInline):

@@ -14,7 +14,8 @@ from django_inbound_smtp.models.mailbox import (
     Mailbox,
     normalize_mailbox_address,
 )
-from django_inbound_smtp.models.message import InboundMessage, InboundRecipient
+from django_inbound_smtp.models.message import InboundMessage, InboundRecipient, ReplyTrust
+from django_inbound_smtp.models.return_path import ReturnPath
 from django_inbound_smtp.models.sender_check import SenderCheck
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "InboundRecipient",
     "Mailbox",
     "ProcessingAttempt",
+    "ReplyTrust",
+    "ReturnPath",
     "SenderCheck",
     "normalize_mailbox_address",
 ]
