@@ -175,6 +175,7 @@ def test_a_valid_reply_is_accepted_and_receivers_get_the_object(transactional_db
         _send(server, address, message(to=address))
     assert seen == [{"object": group, "trust": ReplyTrust.NO_USER, "bounce_recipient": ""}]
     row = InboundRecipient.objects.get()
+    assert row.reply_content_type is not None
     assert (row.reply_content_type.model_class(), row.reply_object_id) == (Group, str(group.pk))
     assert row.reply_object == group
 
@@ -315,3 +316,33 @@ def test_the_verdict_is_on_the_admin_message_page(transactional_db, trust, admin
         f"group #{Group.objects.get().pk} (user #{User.objects.get(username='alice').pk})" in html
     )
     assert f">{ReplyTrust.TRUSTED.label}<" in html
+
+
+# --- settings checks -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"REPLY_ADDRESS_DOMAINS": "reply.test"}, ["inbound_smtp.E061"]),
+        ({"REPLY_ADDRESS_DOMAINS": ["reply.test", "not a domain"]}, ["inbound_smtp.E061"]),
+        ({"REPLY_ADDRESS_SEPARATOR": "%"}, ["inbound_smtp.E062"]),
+        ({"REPLY_ADDRESS_PREFIX": "notifications"}, ["inbound_smtp.E062"]),
+        ({"RETURN_PATH_PREFIX": "Reply"}, ["inbound_smtp.E062"]),
+        ({"REPLY_ADDRESS_PREFIX": "re+ply"}, ["inbound_smtp.E062"]),
+        ({"REPLY_ADDRESS_EXPIRY": 0}, ["inbound_smtp.E063"]),
+        ({"REPLY_ADDRESS_EXPIRY": None, "REPLY_ADDRESS_DOMAINS": ["Reply.Test"]}, []),
+        (
+            {
+                "REPLY_ADDRESS_DOMAINS": ["reply.test"],
+                "RECIPIENT_VALIDATORS": ["django_inbound_smtp.validators.models.mailbox_validator"],
+            },
+            ["inbound_smtp.W013"],
+        ),
+    ],
+)
+def test_reply_address_settings_checks(settings, values, expected):
+    from django_inbound_smtp.checks import check_settings
+
+    settings.INBOUND_SMTP = {**settings.INBOUND_SMTP, **values}
+    assert [message.id for message in check_settings()] == expected
