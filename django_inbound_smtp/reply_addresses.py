@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import models
 from django.utils.crypto import salted_hmac
 
@@ -244,7 +245,7 @@ def resolve(reference: Reference) -> models.Model:
         if model is None:
             raise BadToken("gone")
         return model._default_manager.get(pk=reference.object_id)
-    except (ContentType.DoesNotExist, models.ObjectDoesNotExist, ValueError, TypeError):
+    except (ContentType.DoesNotExist, ObjectDoesNotExist, ValidationError, ValueError, TypeError):
         raise BadToken("gone") from None
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.utils import flatten
+from django.contrib.contenttypes.models import ContentType
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
@@ -56,8 +57,8 @@ class RecipientInline(_ReadOnly, admin.TabularInline):
         # to. Escaped: str() of the object is app data, and the pk came from a token.
         if recipient.reply_content_type_id is None:
             return ""
-        content_type = recipient.reply_content_type
-        label = content_type.name if content_type is not None else "?"
+        # From Django's content type cache: no query per row.
+        label = ContentType.objects.get_for_id(recipient.reply_content_type_id).name
         user = recipient.reply_user_pk
         if user:
             return format_html("{} #{} (user #{})", label, recipient.reply_object_id, user)
