@@ -346,3 +346,25 @@ def test_reply_address_settings_checks(settings, values, expected):
 
     settings.INBOUND_SMTP = {**settings.INBOUND_SMTP, **values}
     assert [message.id for message in check_settings()] == expected
+
+
+@pytest.mark.integration
+def test_signed_address_outcomes_are_counted(transactional_db, reply_settings, monkeypatch):
+    from django_inbound_smtp import metrics
+
+    pytest.importorskip("prometheus_client")
+    # Metrics are per process and off in tests: on for this test only.
+    monkeypatch.setattr(metrics, "_metrics", None)
+    metrics.enable()
+    group = Group.objects.create(name="ticket")
+    with running_server() as server:
+        assert _rcpt(server, reply_address(group))[0] == 250
+        assert _rcpt(server, reply_address(group, expires=timedelta(seconds=-1)))[0] == 550
+        assert _rcpt(server, reply_address(group, expires=timedelta(seconds=-1)))[0] == 550
+
+    def count(outcome: str) -> float | None:
+        name = "inbound_smtp_signed_addresses_total"
+        value = metrics.registry().get_sample_value(name, {"outcome": outcome})
+        return None if value is None else float(value)
+
+    assert (count("accepted"), count("expired"), count("forged")) == (1.0, 2.0, None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-from django_inbound_smtp import replies
+from django_inbound_smtp import metrics, replies
 from django_inbound_smtp.envelope import RecipientContext, ResolvedRecipient, SignedReference
 from django_inbound_smtp.exceptions import Rejected
 from django_inbound_smtp.models import ReturnPath
@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 def _refuse(address: str, reason: str) -> Rejected:
     # The reason stays in our log: the client learns only that the mailbox is unknown.
     logger.info("signed address refused (%s): %s", reason, address, extra={"reply_token": reason})
+    metrics.signed_address(reason)
     return Rejected(replies.MAILBOX_UNKNOWN)
 
 
@@ -63,6 +64,7 @@ class ReplyAddressValidator:
         except BadToken as error:
             raise _refuse(address, error.reason) from None
         bounce_recipient = target.address if isinstance(target, ReturnPath) else ""
+        metrics.signed_address("accepted")
         return ResolvedRecipient(
             address=address,
             signed=SignedReference(
