@@ -368,3 +368,28 @@ def test_signed_address_outcomes_are_counted(transactional_db, reply_settings, m
         return None if value is None else float(value)
 
     assert (count("accepted"), count("expired"), count("forged")) == (1.0, 2.0, None)
+
+
+def test_an_object_deleted_after_rcpt_reaches_receivers_as_none(db, reply_settings):
+    # Accepted while the ticket existed; deleted before processing ran.
+    from django_inbound_smtp.lifecycle.process import process_message
+    from django_inbound_smtp.testing import deliver
+
+    group = Group.objects.create(name="ticket")
+    address = reply_address(group)
+    stored = deliver(message(to=address), to=[address], process=False)
+    group.delete()
+    seen, receiver = _collect()
+    with receiver_connected(receiver):
+        process_message(stored.pk, owner="test")
+    assert seen == [{"object": None, "trust": ReplyTrust.NO_USER, "bounce_recipient": ""}]
+
+
+@pytest.mark.integration
+def test_the_users_envelope_sender_with_her_domain_authenticated_is_trusted(
+    transactional_db, trust
+):
+    # A From of the same, authenticated domain (a shared or role address) with Alice
+    # as envelope sender: her domain's servers vouch for both.
+    content = sign(message(sender="team@sender.test", to=trust))
+    assert _verdict(trust, content, sender="alice@sender.test") == ReplyTrust.TRUSTED
