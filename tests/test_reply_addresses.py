@@ -393,3 +393,22 @@ def test_the_users_envelope_sender_with_her_domain_authenticated_is_trusted(
     # as envelope sender: her domain's servers vouch for both.
     content = sign(message(sender="team@sender.test", to=trust))
     assert _verdict(trust, content, sender="alice@sender.test") == ReplyTrust.TRUSTED
+
+
+def test_inbound_route_explains_a_signed_address(db, reply_settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    group = Group.objects.create(name="ticket")
+    user = User.objects.create(username="alice", email="alice@sender.test")
+    address = reply_address(group, for_user=user)
+    out = StringIO()
+    call_command("inbound_route", address, stdout=out)
+    assert (
+        f"accepted at RCPT by a signed reply address for auth.Group #{group.pk}, "
+        f"issued to user #{user.pk}"
+    ) in out.getvalue()
+    verp = return_path("someone@example.org")
+    call_command("inbound_route", verp, stdout=out)
+    assert "accepted at RCPT by a signed return path for someone@example.org" in out.getvalue()
