@@ -21,11 +21,8 @@ holds the address. For that, a token issued ``for_user`` gets a verdict per repl
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import struct
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -36,6 +33,7 @@ from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import models
 from django.utils.crypto import salted_hmac
 
+from django_inbound_smtp._token_codec import BadToken, Reader, decode, encode, key_bytes, varint
 from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.envelope import MAX_LOCAL_PART_LENGTH, address_key, split_address
 from django_inbound_smtp.models import ReturnPath
@@ -56,8 +54,7 @@ SALT: Final = "django_inbound_smtp.reply_addresses.v1"
 MAC_BYTES: Final = 10  # 80 bits: far beyond what guessing over SMTP can reach
 
 _HAS_USER, _VERP, _EXPIRES = 0x01, 0x02, 0x04
-# Two bits each for how the object's and the user's keys are written.
-_INT, _UUID, _TEXT = 0, 1, 2
+# Two bits each for how the object's and the user's keys are written (_codec kinds).
 _OBJECT_SHIFT, _USER_SHIFT = 3, 5
 
 
@@ -69,16 +66,6 @@ class _Default:
 #: ``expires=DEFAULT``: ``INBOUND_SMTP["REPLY_ADDRESS_EXPIRY"]`` seconds from now.
 DEFAULT: Final = _Default()
 Expiry = timedelta | datetime | None | _Default
-
-
-class BadToken(ValueError):
-    """A token that does not verify. ``reason``: ``"malformed"``, ``"forged"``
-    (the signature does not match any key), ``"expired"`` or ``"gone"`` (the object
-    it names no longer exists)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,75 +80,8 @@ class Reference:
     return_path: bool = False
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _key_bytes(value: Any) -> tuple[int, bytes]:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return _INT, _varint(value)
-    if isinstance(value, uuid.UUID):
-        return _UUID, value.bytes
-    text = str(value).encode("utf-8")
-    return _TEXT, _varint(len(text)) + text
-
-
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data, self.at = data, 0
-
-    def take(self, count: int) -> bytes:
-        if self.at + count > len(self.data):
-            raise BadToken("malformed")
-        chunk, self.at = self.data[self.at : self.at + count], self.at + count
-        return chunk
-
-    def varint(self) -> int:
-        value = shift = 0
-        while True:
-            (byte,) = self.take(1)
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return value
-            if shift > 70:
-                raise BadToken("malformed")
-
-    def key(self, kind: int) -> Any:
-        if kind == _INT:
-            return self.varint()
-        if kind == _UUID:
-            return uuid.UUID(bytes=self.take(16))
-        if kind == _TEXT:
-            try:
-                return self.take(self.varint()).decode("utf-8")
-            except UnicodeDecodeError:
-                raise BadToken("malformed") from None
-        raise BadToken("malformed")
-
-
 def _mac(payload: bytes, secret: str | bytes) -> bytes:
     return salted_hmac(SALT, payload, secret=secret, algorithm="sha256").digest()[:MAC_BYTES]
-
-
-def _encode(data: bytes) -> str:
-    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
-
-
-def _decode(text: str) -> bytes:
-    try:
-        data = base64.b32decode(text.upper() + "=" * (-len(text) % 8))
-    except (binascii.Error, ValueError):
-        raise BadToken("malformed") from None
-    # One spelling per token: unused low bits of the last character must be zero.
-    if _encode(data) != text.lower():
-        raise BadToken("malformed")
-    return data
 
 
 def _expires_at(expires: Expiry) -> datetime | None:
@@ -170,25 +90,27 @@ def _expires_at(expires: Expiry) -> datetime | None:
         return None if seconds is None else datetime.now(UTC) + timedelta(seconds=seconds)
     if isinstance(expires, timedelta):
         return datetime.now(UTC) + expires
+    if expires is not None and expires.tzinfo is None:
+        raise ValueError("expires must be an aware datetime (USE_TZ), a timedelta or None")
     return expires
 
 
 def _token(
     content_type_id: int, object_id: Any, *, user_id: Any, expires: Expiry, verp: bool
 ) -> str:
-    object_kind, object_bytes = _key_bytes(object_id)
+    object_kind, object_bytes = key_bytes(object_id)
     flags = object_kind << _OBJECT_SHIFT | (_VERP if verp else 0)
     tail = b""
     if user_id is not None:
-        user_kind, tail = _key_bytes(user_id)
+        user_kind, tail = key_bytes(user_id)
         flags |= _HAS_USER | user_kind << _USER_SHIFT
     expires_at = _expires_at(expires)
     if expires_at is not None:
         flags |= _EXPIRES
         # Whole seconds, rounded up; unsigned 32 bits (until 2106).
         tail += struct.pack(">I", max(0, min(int(expires_at.timestamp()) + 1, 2**32 - 1)))
-    payload = bytes([flags]) + _varint(content_type_id) + object_bytes + tail
-    return _encode(payload + _mac(payload, settings.SECRET_KEY))
+    payload = bytes([flags]) + varint(content_type_id) + object_bytes + tail
+    return encode(payload + _mac(payload, settings.SECRET_KEY))
 
 
 def token_of(address: str) -> tuple[str, str] | None:
@@ -212,7 +134,7 @@ def token_of(address: str) -> tuple[str, str] | None:
 def verify(token: str, *, now: datetime | None = None) -> Reference:
     """The reference a token carries; raises :class:`BadToken` (``malformed``,
     ``forged`` or ``expired``). Pure computation: no database, safe on the event loop."""
-    data = _decode(token)
+    data = decode(token)
     if len(data) <= MAC_BYTES:
         raise BadToken("malformed")
     payload, mac = data[:-MAC_BYTES], data[-MAC_BYTES:]
@@ -221,7 +143,7 @@ def verify(token: str, *, now: datetime | None = None) -> Reference:
     matched = [hmac.compare_digest(mac, _mac(payload, key)) for key in keys]
     if not any(matched):
         raise BadToken("forged")
-    reader = _Reader(payload)
+    reader = Reader(payload)
     (flags,) = reader.take(1)
     content_type_id = reader.varint()
     object_id = reader.key(flags >> _OBJECT_SHIFT & 0x3)
@@ -281,8 +203,8 @@ def reply_address(
     an aware ``datetime``, ``None`` (never), or the ``REPLY_ADDRESS_EXPIRY`` default.
     Raises ``ValueError`` for an unsaved object, a domain we do not serve, or keys too
     long for the 64-octet local part."""
-    if obj.pk is None:
-        raise ValueError("reply_address() needs a saved object (it has no primary key)")
+    if obj.pk is None or (for_user is not None and for_user.pk is None):
+        raise ValueError("reply_address() needs saved objects (one has no primary key)")
     content_type = ContentType.objects.get_for_model(obj, for_concrete_model=False)
     token = _token(
         content_type.pk,

@@ -123,8 +123,12 @@ def test_the_local_part_fits_64_octets_with_the_largest_keys(db, reply_settings)
 
 
 def test_addresses_that_cannot_work_are_refused_at_generation(db, reply_settings):
-    with pytest.raises(ValueError, match="saved object"):
+    with pytest.raises(ValueError, match="saved objects"):
         reply_address(Group(name="unsaved"))
+    with pytest.raises(ValueError, match="saved objects"):
+        reply_address(Group.objects.create(name="t1"), for_user=User(username="unsaved"))
+    with pytest.raises(ValueError, match="aware"):
+        reply_address(Group.objects.create(name="t2"), expires=datetime(2030, 1, 1))
     with pytest.raises(ValueError, match="REPLY_ADDRESS_DOMAINS"):
         reply_address(Group.objects.create(name="t"), domain="elsewhere.test")
     with pytest.raises(ValueError, match="64"):
