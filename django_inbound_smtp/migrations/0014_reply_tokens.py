@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('contenttypes', '0002_remove_content_type_name'),
-        ('inbound_smtp', '0012_reply_text'),
+        ('inbound_smtp', '0013_lmtp'),
     ]
 
     operations = [
