@@ -26,6 +26,7 @@ from django_inbound_smtp.monitoring.checks import observability_errors
 from django_inbound_smtp.senderauth.network import parse_zone
 from django_inbound_smtp.senderauth.resolver import parse_nameserver
 from django_inbound_smtp.tls import server_context
+from django_inbound_smtp.validators._reply_checks import reply_address_errors
 
 _POSITIVE_INTS = (
     "MAX_MESSAGE_SIZE",
@@ -419,6 +420,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors += _sender_check_errors(raw)
     errors += observability_errors(raw)
     errors += _retention_errors(raw.get("RETENTION", DEFAULTS["RETENTION"]))
+    errors += reply_address_errors(raw)
     bind = raw.get("BIND", DEFAULTS["BIND"])
     if not isinstance(bind, str) or not _BIND.match(bind):
         errors.append(_key_error("BIND", "must be 'HOST:PORT'", f"Got {bind!r}.", "E006"))

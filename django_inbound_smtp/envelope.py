@@ -21,6 +21,7 @@ __all__ = [
     "ReceivedEnvelope",
     "RecipientContext",
     "ResolvedRecipient",
+    "SignedReference",
     "address_syntax_error",
     "helo_syntax_error",
     "split_address",
@@ -119,17 +120,35 @@ class RecipientContext:
 
 
 @dataclass(frozen=True, slots=True)
+class SignedReference:
+    """What a verified signed reply address (or signed return path) refers to.
+
+    ``content_type_id`` and ``object_id`` name the model instance the token was made
+    for; ``user_id`` the user it was issued to (``""``: none); ``bounce_recipient`` is,
+    for a signed return path (VERP), the address the original message was sent to.
+    """
+
+    content_type_id: int
+    object_id: str
+    user_id: str = ""
+    bounce_recipient: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ResolvedRecipient:
     """An accepted envelope recipient.
 
     ``address`` is exactly what the client sent in ``RCPT TO``; ``mailbox_id`` is the
     primary key of the matching ``Mailbox`` (``None`` when a custom validator accepted
-    an address that has no ``Mailbox`` row); ``tag`` is the plus-address tag, if any.
+    an address that has no ``Mailbox`` row); ``tag`` is the plus-address tag, if any;
+    ``signed`` what a signed reply address refers to (``reply_addresses``).
     """
 
     address: str
     mailbox_id: int | None = None
     tag: str = ""
+    #: Set when the address is a valid signed reply address or return path.
+    signed: SignedReference | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,12 @@ class _Metrics:
             ["check", "result"],
             **kw,
         )
+        self.signed_addresses = prom.Counter(
+            "signed_addresses",
+            "Signed reply addresses and return paths at RCPT, by outcome.",
+            ["outcome"],
+            **kw,
+        )
         # Labelled children by label values: .labels() validates and locks on every
         # call (about 5 us); a dict lookup does not. Label values are few (reply codes,
         # outcomes, check results), so the dict stays small.
@@ -208,3 +214,10 @@ def sender_check(check: str, result: str) -> None:
     """Sender check ``check`` gave ``result`` for a transaction."""
     if (m := _metrics) is not None:
         m.child(m.verdicts, check, result).inc()
+
+
+def signed_address(outcome: str) -> None:
+    """A signed address was decided at RCPT: ``accepted``, or why it was refused
+    (``forged``, ``malformed``, ``expired``, ``gone``)."""
+    if (m := _metrics) is not None:
+        m.child(m.signed_addresses, outcome).inc()

@@ -20,7 +20,11 @@ __all__ = ["message_received"]
 #               ``message.raw_bytes`` reads the exact bytes received, our Received:
 #               line first
 #   recipients  list[InboundRecipient]: every accepted envelope recipient, in RCPT
-#               order, BCC recipients included
+#               order, BCC recipients included. A signed reply address carries
+#               ``reply_object`` (the model instance its token names, ``None`` if it
+#               was deleted since), ``reply_trust`` (a ``ReplyTrust`` value: may
+#               this reply act as the user it was issued to?); a signed return path
+#               carries ``bounce_recipient`` (see ``reply_addresses``)
 #   mailboxes   list[Mailbox]: the distinct Mailbox rows those recipients matched
 #   envelope    django_inbound_smtp.envelope.ReceivedEnvelope, rebuilt from the row
 #

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.utils import flatten
+from django.contrib.contenttypes.models import ContentType
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
@@ -39,8 +40,29 @@ class _ReadOnly:
 
 class RecipientInline(_ReadOnly, admin.TabularInline):
     model = InboundRecipient
-    fields = ("address", "mailbox", "tag", "route")
+    fields = (
+        "address",
+        "mailbox",
+        "tag",
+        "route",
+        "signed_reference",
+        "reply_trust",
+        "bounce_recipient",
+    )
     readonly_fields = fields
+
+    @admin.display(description=_("signed address for"))
+    def signed_reference(self, recipient: InboundRecipient) -> str:
+        # What a signed reply address names: "<model> <pk>", and the user it was issued
+        # to. Escaped: str() of the object is app data, and the pk came from a token.
+        if recipient.reply_content_type_id is None:
+            return ""
+        # From Django's content type cache: no query per row.
+        label = ContentType.objects.get_for_id(recipient.reply_content_type_id).name
+        user = recipient.reply_user_pk
+        if user:
+            return format_html("{} #{} (user #{})", label, recipient.reply_object_id, user)
+        return format_html("{} #{}", label, recipient.reply_object_id)
 
 
 class AttachmentInline(_ReadOnly, admin.TabularInline):

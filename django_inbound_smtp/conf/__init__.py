@@ -369,6 +369,32 @@ class InboundSmtpSettings:
         """Seconds between prunes inside ``smtpd``; 0: never there."""
         return float(self._get("PRUNE_INTERVAL"))
 
+    @property
+    def REPLY_ADDRESS_DOMAINS(self) -> tuple[str, ...]:
+        """Domains of signed reply addresses, lower-cased; the first is used for new ones."""
+        return tuple(str(domain).lower() for domain in self._get("REPLY_ADDRESS_DOMAINS"))
+
+    @property
+    def REPLY_ADDRESS_PREFIX(self) -> str:
+        """Local part before the separator of a signed reply address."""
+        return str(self._get("REPLY_ADDRESS_PREFIX"))
+
+    @property
+    def RETURN_PATH_PREFIX(self) -> str:
+        """Local part before the separator of a signed return path (VERP)."""
+        return str(self._get("RETURN_PATH_PREFIX"))
+
+    @property
+    def REPLY_ADDRESS_SEPARATOR(self) -> str:
+        """Between the prefix and the token."""
+        return str(self._get("REPLY_ADDRESS_SEPARATOR"))
+
+    @property
+    def REPLY_ADDRESS_EXPIRY(self) -> float | None:
+        """Seconds a new signed address stays valid, or ``None`` for no expiry."""
+        value = self._get("REPLY_ADDRESS_EXPIRY")
+        return None if value is None else float(value)
+
 
 def user_settings() -> Mapping[str, Any]:
     """The project's raw ``INBOUND_SMTP`` value (``{}`` when unset)."""

@@ -88,8 +88,12 @@ DEFAULTS: Mapping[str, Any] = {
     "PROXY_PROTOCOL_FROM": [],
     # Seconds a proxy has to send its header.
     "PROXY_PROTOCOL_TIMEOUT": 5,
-    # Dotted paths of recipient validators, asked in order at RCPT time.
-    "RECIPIENT_VALIDATORS": ["django_inbound_smtp.validators.models.mailbox_validator"],
+    # Dotted paths of recipient validators, asked in order at RCPT time. The first decides
+    # signed reply addresses (and abstains while REPLY_ADDRESS_DOMAINS is empty).
+    "RECIPIENT_VALIDATORS": [
+        "django_inbound_smtp.validators.reply_addresses.reply_address_validator",
+        "django_inbound_smtp.validators.models.mailbox_validator",
+    ],
     # Routes tried in order for each recipient after the commit (routing.py): the first
     # match names the handler. Mailboxes' own handlers come after these.
     "ROUTES": [],
@@ -207,4 +211,17 @@ DEFAULTS: Mapping[str, Any] = {
     # task django_inbound_smtp.tasks.prune instead). Only runs when RETENTION limits
     # something.
     "PRUNE_INTERVAL": 3600,
+    # Domains of signed reply addresses (reply+<token>@domain, see reply_addresses). The
+    # first is the one new addresses use. Empty: the feature is off and such addresses
+    # are left to the other validators. Only these domains: never an open door.
+    "REPLY_ADDRESS_DOMAINS": [],
+    # Local part before the separator of a reply address, and of a signed return path
+    # (VERP). Keep them short: a token needs up to 56 of the local part's 64 octets.
+    "REPLY_ADDRESS_PREFIX": "reply",
+    "RETURN_PATH_PREFIX": "bounce",
+    # Between the prefix and the token. "+" is what most MTAs treat as a subaddress.
+    "REPLY_ADDRESS_SEPARATOR": "+",
+    # Seconds a new reply address or return path stays valid; None: no expiry.
+    # 90 days: long enough for a late reply, short enough that a leaked one dies.
+    "REPLY_ADDRESS_EXPIRY": 90 * 24 * 3600,
 }

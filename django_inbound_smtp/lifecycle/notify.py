@@ -15,6 +15,7 @@ from typing import Any
 
 from django_inbound_smtp import routing
 from django_inbound_smtp.lifecycle.backends import send_celery_task
+from django_inbound_smtp.lifecycle.reply_trust import assess
 from django_inbound_smtp.models import InboundMessage, InboundRecipient
 from django_inbound_smtp.signals import message_received
 from django_inbound_smtp.store.rows import envelope_of
@@ -104,6 +105,8 @@ def notify(message: InboundMessage) -> list[BaseException]:
     # Prefetched for the whole batch by the claim (one query); else read now.
     recipients = sorted(message.recipients.all(), key=lambda row: row.pk)
     mailboxes = list({r.mailbox_id: r.mailbox for r in recipients if r.mailbox}.values())
+    # Signed reply addresses: may this reply act as the user it was issued to?
+    assess(message, recipients)
     responses = message_received.send_robust(
         sender=InboundMessage,
         message=message,

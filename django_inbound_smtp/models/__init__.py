@@ -14,8 +14,9 @@ from django_inbound_smtp.models.mailbox import (
     Mailbox,
     normalize_mailbox_address,
 )
-from django_inbound_smtp.models.message import InboundMessage, InboundRecipient
+from django_inbound_smtp.models.message import InboundMessage, InboundRecipient, ReplyTrust
 from django_inbound_smtp.models.retention import PendingFileDeletion
+from django_inbound_smtp.models.return_path import ReturnPath
 from django_inbound_smtp.models.sender_check import SenderCheck
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
     "Mailbox",
     "PendingFileDeletion",
     "ProcessingAttempt",
+    "ReplyTrust",
+    "ReturnPath",
     "SenderCheck",
     "normalize_mailbox_address",
 ]

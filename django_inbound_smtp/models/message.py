@@ -6,6 +6,8 @@ from email.message import EmailMessage
 from typing import IO, TYPE_CHECKING, ClassVar
 
 from django.conf import settings
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
 from django.core.files.storage import Storage, storages
 from django.db import models
 from django.utils import timezone
@@ -19,7 +21,7 @@ from django_inbound_smtp.parsing import parse
 if TYPE_CHECKING:
     from django_inbound_smtp.models.attachment import Attachment
 
-__all__ = ["InboundMessage", "InboundRecipient"]
+__all__ = ["InboundMessage", "InboundRecipient", "ReplyTrust"]
 
 
 class InboundMessage(models.Model):
@@ -314,6 +316,22 @@ class InboundMessage(models.Model):
         return {a.content_id: a for a in self.attachments.all() if a.content_id}
 
 
+class ReplyTrust(models.TextChoices):
+    """Whether a reply to a signed address issued to a user may act as that user."""
+
+    #: The From (or envelope sender) is the user's address and the From domain is
+    #: authenticated (DMARC pass, or SPF/DKIM aligned with it).
+    TRUSTED = "trusted", _("trusted")
+    #: Neither the From nor the envelope sender is the user's address.
+    SENDER_MISMATCH = "sender_mismatch", _("sender is not the user")
+    #: The sender is the user's address, but not authenticated.
+    NOT_AUTHENTICATED = "not_authenticated", _("sender not authenticated")
+    #: The token was issued to a user who no longer exists (or has no address).
+    UNKNOWN_USER = "unknown_user", _("user unknown")
+    #: The token was not issued to a user: anyone holding the address may reply.
+    NO_USER = "no_user", _("not issued to a user")
+
+
 class InboundRecipient(models.Model):
     """One accepted envelope recipient of a message (BCC recipients included)."""
 
@@ -349,6 +367,44 @@ class InboundRecipient(models.Model):
             "The route whose handler got this recipient (empty: none matched, or not "
             "processed yet). See the README, Routing."
         ),
+    )
+    # A signed reply address (reply_addresses): what its token named, kept so processing
+    # can resolve the object again; the user it was issued to, and the verdict on
+    # whether this reply may act as that user (set by processing).
+    reply_content_type = models.ForeignKey(
+        ContentType,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("reply to (type)"),
+        help_text=_("Model of the object a signed reply address refers to."),
+    )
+    reply_object_id = models.CharField(
+        _("reply to (id)"),
+        max_length=64,
+        blank=True,
+        help_text=_("Primary key of the object a signed reply address refers to."),
+    )
+    reply_object = GenericForeignKey("reply_content_type", "reply_object_id")
+    reply_user_pk = models.CharField(
+        _("issued to user"),
+        max_length=64,
+        blank=True,
+        help_text=_("Primary key of the user the signed reply address was issued to."),
+    )
+    reply_trust = models.CharField(
+        _("reply trust"),
+        max_length=24,
+        choices=ReplyTrust.choices,
+        blank=True,
+        help_text=_("Whether this reply may act as the user the address was issued to."),
+    )
+    bounce_recipient = models.CharField(
+        _("bounced recipient"),
+        max_length=254,
+        blank=True,
+        help_text=_("For a signed return path (VERP): the address the original mail went to."),
     )
 
     class Meta:

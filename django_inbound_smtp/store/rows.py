@@ -13,7 +13,12 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from django_inbound_smtp.envelope import ReceivedEnvelope, ResolvedRecipient, address_key
+from django_inbound_smtp.envelope import (
+    ReceivedEnvelope,
+    ResolvedRecipient,
+    SignedReference,
+    address_key,
+)
 from django_inbound_smtp.models import InboundMessage, InboundRecipient, SenderCheck
 from django_inbound_smtp.parsing import HeaderSummary, clean_text, storable
 
@@ -85,9 +90,32 @@ def recipient_rows(envelope: ReceivedEnvelope, message: InboundMessage) -> list[
             mailbox_id=recipient.mailbox_id,
             address=recipient.address,
             tag=clean_text(recipient.tag, limit=64),
+            **_signed_fields(recipient.signed),
         )
         for recipient in envelope.recipients
     ]
+
+
+def _signed_fields(signed: SignedReference | None) -> dict[str, object]:
+    if signed is None:
+        return {}
+    return {
+        "reply_content_type_id": signed.content_type_id,
+        "reply_object_id": signed.object_id,
+        "reply_user_pk": signed.user_id,
+        "bounce_recipient": signed.bounce_recipient,
+    }
+
+
+def _signed_of(row: InboundRecipient) -> SignedReference | None:
+    if row.reply_content_type_id is None:
+        return None
+    return SignedReference(
+        content_type_id=row.reply_content_type_id,
+        object_id=row.reply_object_id,
+        user_id=row.reply_user_pk,
+        bounce_recipient=row.bounce_recipient,
+    )
 
 
 def sender_check_rows(envelope: ReceivedEnvelope, message: InboundMessage) -> list[SenderCheck]:
@@ -107,7 +135,9 @@ def envelope_of(
         queue_id=message.queue_id,
         mail_from=message.envelope_from,
         recipients=tuple(
-            ResolvedRecipient(address=r.address, mailbox_id=r.mailbox_id, tag=r.tag)
+            ResolvedRecipient(
+                address=r.address, mailbox_id=r.mailbox_id, tag=r.tag, signed=_signed_of(r)
+            )
             for r in ordered
         ),
         peer_host=message.peer_ip,

@@ -115,8 +115,10 @@ INBOUND_SMTP = {
     #   MAX_MESSAGE_SIZE        25 MiB
     #   MAX_RECIPIENTS          100
     #   COMMAND_TIMEOUT         300 seconds
-    #   RECIPIENT_VALIDATORS    ["django_inbound_smtp.validators.models.mailbox_validator"]
-    #                           (accepts the addresses listed as Mailbox rows in the admin)
+    #   RECIPIENT_VALIDATORS    [".validators.reply_addresses.reply_address_validator",
+    #                            ".validators.models.mailbox_validator"]
+    #                           (signed reply addresses, when REPLY_ADDRESS_DOMAINS is set;
+    #                           then the addresses listed as Mailbox rows in the admin)
     #   PLUS_DELIMITER          "+" (demo+anything@example.test reaches demo@example.test)
     #   STORAGE                 "default" (the STORAGES alias above)
     #   STORAGE_PREFIX          "inbound_smtp"

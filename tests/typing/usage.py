@@ -53,3 +53,24 @@ def json_logging() -> logging.Handler:
     with about("6B1F0C2A9D3E4F57"):
         logging.getLogger("inbox").info("about one message")
     return handler
+
+
+def reply_addresses_in_use(mailbox: Mailbox, recipient: InboundRecipient) -> list[str]:
+    from datetime import timedelta
+
+    from django_inbound_smtp.models import ReplyTrust
+    from django_inbound_smtp.reply_addresses import BadToken, reply_address, return_path, verify
+
+    addresses = [
+        reply_address(mailbox),
+        reply_address(mailbox, for_user=mailbox, expires=timedelta(days=1)),
+        reply_address(mailbox, expires=None, domain="reply.example.org"),
+        return_path("someone@example.org"),
+    ]
+    try:
+        verify(addresses[0].partition("+")[2].partition("@")[0])
+    except BadToken as error:
+        addresses.append(error.reason)
+    if recipient.reply_trust == ReplyTrust.TRUSTED and recipient.reply_object is not None:
+        addresses.append(recipient.bounce_recipient)
+    return addresses

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
+from django.contrib.contenttypes.models import ContentType
 from django.core.management.base import BaseCommand, CommandError
 
 from django_inbound_smtp import routing, validators
-from django_inbound_smtp.envelope import RecipientContext, ResolvedRecipient
+from django_inbound_smtp.envelope import RecipientContext, ResolvedRecipient, SignedReference
 from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
 from django_inbound_smtp.models import Mailbox
 from django_inbound_smtp.parsing.mime import parse_message
@@ -78,6 +79,8 @@ class Command(BaseCommand):
             raise CommandError(f"{address}: refused at RCPT: {refusal.reply}") from refusal
         mailbox = _mailbox(accepted)
         where = f"mailbox {mailbox.address}" if mailbox else "a validator (no mailbox)"
+        if accepted.signed is not None:  # reply_addresses
+            where = _signed(accepted.signed)
         tag = f", tag {accepted.tag!r}" if accepted.tag else ""
         self.stdout.write(f"{address}: accepted at RCPT by {where}{tag}")
         return accepted
@@ -94,3 +97,12 @@ class Command(BaseCommand):
             return
         kind = "callable" if routing.resolve_handler(route.handler) is not None else "Celery task"
         self.stdout.write(f"=> route {route.name}: handler {route.handler} ({kind})")
+
+
+def _signed(signed: SignedReference) -> str:
+    model = ContentType.objects.get_for_id(signed.content_type_id).model_class()
+    label = model._meta.label if model is not None else "?"
+    if signed.bounce_recipient:
+        return f"a signed return path for {signed.bounce_recipient}"
+    user = f", issued to user #{signed.user_id}" if signed.user_id else ""
+    return f"a signed reply address for {label} #{signed.object_id}{user}"
