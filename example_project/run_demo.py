@@ -35,24 +35,28 @@ SEND_COMMAND = (
     "'you@example.org', ['demo@example.test'], "
     "b'Subject: Hello\\r\\n\\r\\nIt works.\\r\\n')\""
 )
-# A reply to ticket #1 (demo_setup creates it): the comment is its new text
-# (message.reply_text), without the "On ... wrote:" line and the quoted lines.
-TICKET_COMMAND = (
-    'python3 -c "import smtplib; '
-    f"smtplib.SMTP('{HOST}', {SMTP_PORT}).sendmail("
-    "'you@example.org', ['ticket+1@example.test'], "
-    "b'Subject: Re: Demo ticket\\r\\n\\r\\nFixed, thanks.\\r\\n\\r\\n"
-    "On Mon, 1 Jun 2026 at 10:00, Support <ticket@example.test> wrote:\\r\\n"
-    "> Is it fixed?\\r\\n')\""
-)
 
-BANNER = f"""
+
+# A reply to ticket #1 (demo_setup creates it) at its signed reply address: the comment
+# is its new text (message.reply_text), without the "On ... wrote:" line and the quote.
+def ticket_command(reply_address: str) -> str:
+    return (
+        'python3 -c "import smtplib; '
+        f"smtplib.SMTP('{HOST}', {SMTP_PORT}).sendmail("
+        f"'you@example.org', ['{reply_address}'], "
+        "b'Subject: Re: Demo ticket\\r\\n\\r\\nFixed, thanks.\\r\\n\\r\\n"
+        "On Mon, 1 Jun 2026 at 10:00, Support <support@example.test> wrote:\\r\\n"
+        "> Is it fixed?\\r\\n')\""
+    )
+
+
+BANNER = """
 ======================================================================
  django-inbound-smtp demo is running
 
  Admin:  http://{HOST}:{WEB_PORT}/admin/   (login: admin / admin)
  SMTP:   {HOST}:{SMTP_PORT}, accepting mail for demo@example.test
-         and ticket+<id>@example.test
+         and signed ticket reply addresses (reply+<token>@example.test)
 
  Send a test message from another terminal:
 
@@ -61,14 +65,30 @@ BANNER = f"""
  It shows up under "Inbound messages" in the admin, and the demo
  receiver logs one "inbox: ..." line here.
 
- Comment on ticket #1 by replying to ticket+1@example.test:
+ Comment on ticket #1 by replying to its signed address
+ {REPLY_ADDRESS}:
 
    {TICKET_COMMAND}
+
+ Why that address reaches the ticket:
+   python example_project/manage.py inbound_route {REPLY_ADDRESS}
 
  The reply's new text (no quote) becomes a comment on the ticket
  (admin: Demo inbox > Tickets > #1). Stop with Ctrl-C.
 ======================================================================
 """
+
+
+def _demo_reply_address() -> str:
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="example_project.settings")
+    result = subprocess.run(
+        [sys.executable, MANAGE, "demo_setup", "--reply-address"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip()
 
 
 def _say(text: str) -> None:
@@ -122,6 +142,15 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
+    reply_address = _demo_reply_address()
+    banner = BANNER.format(
+        HOST=HOST,
+        WEB_PORT=WEB_PORT,
+        SMTP_PORT=SMTP_PORT,
+        SEND_COMMAND=SEND_COMMAND,
+        REPLY_ADDRESS=reply_address,
+        TICKET_COMMAND=ticket_command(reply_address),
+    )
     children = {
         "smtpd": _start("smtpd", f"{HOST}:{SMTP_PORT}"),
         "runserver": _start("runserver", f"{HOST}:{WEB_PORT}", "--noreload"),
@@ -137,7 +166,7 @@ def main() -> int:
         if failed:
             break
         if not announced and _listening(SMTP_PORT) and _listening(WEB_PORT):
-            print(BANNER, flush=True)
+            print(banner, flush=True)
             announced = True
         time.sleep(POLL_INTERVAL)
 

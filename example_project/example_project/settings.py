@@ -102,6 +102,10 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# Ticket notifications (inbox/notifications.py) are printed, not sent: a local demo.
+EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+DEFAULT_FROM_EMAIL = "Support <support@example.test>"
+
 INBOUND_SMTP = {
     "HOSTNAME": "mx.example.test",
     # The project's Celery app, used when a broker is configured (see celery.py).
@@ -110,6 +114,21 @@ INBOUND_SMTP = {
     # (held messages and anything not processed yet never); smtpd prunes every hour
     # (PRUNE_INTERVAL), beat once a day (below). Remove it to keep everything.
     "RETENTION": {"processed": 30, "failed": 90, "duplicate": 7},
+    # Signed reply addresses (reply+<token>@example.test) name the ticket a reply is for:
+    # notifications carry them (inbox/notifications.py), RCPT refuses forged and expired
+    # ones with 550 5.1.1.
+    "REPLY_ADDRESS_DOMAINS": ["example.test"],
+    # Which code handles which recipient, first match wins (manage.py inbound_route
+    # ADDRESS explains a decision). Replies to tickets, regular mail only: bounces,
+    # auto-replies, list mail and loops never become comments.
+    "ROUTES": [
+        {
+            "name": "ticket replies",
+            "address": "reply+*@example.test",
+            "kinds": ["regular"],
+            "handler": "inbox.comments.add_comment",
+        },
+    ],
     # Every other key keeps its default:
     #   BIND                    "127.0.0.1:8025" (run_demo.py passes it explicitly)
     #   MAX_MESSAGE_SIZE        25 MiB

@@ -1,16 +1,26 @@
-"""Tickets whose comments arrive by mail: a reply to ``ticket+<id>@example.test`` becomes
-a ``Comment`` on ticket ``<id>`` (see ``inbox/comments.py``)."""
+"""Tickets whose comments arrive by mail. Notifications about a ticket carry a signed
+reply address (``reply+<token>@example.test``, django_inbound_smtp's
+``reply_addresses``) that names the ticket and the user it was sent to; a reply to it
+becomes a ``Comment`` (see ``inbox/comments.py``)."""
 
+from django.conf import settings
 from django.db import models
 
-from django_inbound_smtp.models import InboundMessage
-
-TICKET_MAILBOX = "ticket@example.test"
+from django_inbound_smtp import reply_addresses
+from django_inbound_smtp.models import InboundMessage, ReplyTrust
 
 
 class Ticket(models.Model):
     subject = models.CharField(max_length=200)
     created = models.DateTimeField(auto_now_add=True)
+    # Who opened it: notifications go to them, signed for them (reply_address_for).
+    requester = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="tickets",
+    )
 
     class Meta:
         ordering = ("-created", "-pk")
@@ -18,17 +28,21 @@ class Ticket(models.Model):
     def __str__(self) -> str:
         return f"#{self.pk} {self.subject}"
 
+    def reply_address_for(self, user: models.Model | None = None, **options: object) -> str:
+        """A signed address whose replies become comments on this ticket. Issued to
+        ``user``, a reply counts as theirs only when it comes from them, authenticated
+        (the comment's ``trust``). Anyone else's reply is refused by the handler."""
+        return reply_addresses.reply_address(self, for_user=user, **options)  # type: ignore[arg-type]
+
     @property
     def reply_address(self) -> str:
-        """Mail sent here becomes a comment on this ticket (plus-addressing: the mailbox
-        ``ticket@example.test`` accepts it, with the ticket id as the tag)."""
-        local, _, domain = TICKET_MAILBOX.partition("@")
-        return f"{local}+{self.pk}@{domain}"
+        """The address of the ticket itself (not issued to a user): the admin shows it."""
+        return self.reply_address_for(None)
 
 
 class Comment(models.Model):
     ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="comments")
-    # The envelope sender (MAIL FROM) of the message; not verified, like any mail.
+    # The envelope sender (MAIL FROM) of the message.
     author_email = models.CharField(max_length=254, blank=True)
     body = models.TextField(blank=True)
     created = models.DateTimeField(auto_now_add=True)
@@ -40,6 +54,9 @@ class Comment(models.Model):
         blank=True,
         related_name="ticket_comments",
     )
+    # For a comment by mail: whether its sender is the user the reply address was
+    # issued to, authenticated (ReplyTrust); empty for comments written in the admin.
+    trust = models.CharField(max_length=24, choices=ReplyTrust.choices, blank=True)
 
     class Meta:
         ordering = ("created", "pk")

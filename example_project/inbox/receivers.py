@@ -3,6 +3,8 @@
 The signal is sent after a message has been stored and committed, so the client has
 already been told ``250``: a receiver cannot reject mail, and one that raises only
 marks the message ``failed`` (its traceback is shown on the message in the admin).
+Replies to tickets are not handled here but by a route (``ROUTES`` in the settings,
+``inbox/comments.py``).
 """
 
 import logging
@@ -12,7 +14,6 @@ from django.dispatch import receiver
 
 from django_inbound_smtp.models import InboundMessage, InboundRecipient
 from django_inbound_smtp.signals import message_received
-from inbox.comments import comment_from_message
 
 logger = logging.getLogger("inbox")
 
@@ -38,19 +39,3 @@ def log_received_message(
         ", ".join(recipient.address for recipient in recipients),
         message.subject,
     )
-
-
-@receiver(message_received, dispatch_uid="inbox.comment_on_ticket")
-def comment_on_ticket(
-    sender: type[InboundMessage],
-    *,
-    message: InboundMessage,
-    recipients: list[InboundRecipient],
-    **kwargs: Any,
-) -> None:
-    """A reply to ``ticket+<id>@example.test`` becomes a comment on ticket ``<id>``.
-
-    Idempotent (the message may be processed again); an unknown ticket id is logged
-    as a warning and ignored, so the message still ends ``processed``.
-    """
-    comment_from_message(message, recipients)

@@ -1,6 +1,7 @@
 """``manage.py demo_setup``: the mailboxes, the demo ticket and the admin login the demo
 needs."""
 
+from argparse import ArgumentParser
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -9,7 +10,7 @@ from django.core.management.color import no_style
 from django.db import connection
 
 from django_inbound_smtp.models import Mailbox
-from inbox.models import TICKET_MAILBOX, Ticket
+from inbox.models import Ticket
 
 DEMO_MAILBOX = "demo@example.test"
 DEMO_TICKET_ID = 1
@@ -18,17 +19,33 @@ DEMO_USERNAME = "admin"
 DEMO_PASSWORD = "admin"  # noqa: S105 - local demo only
 
 
+def demo_reply_address() -> str:
+    """The demo ticket's signed reply address, not issued to a user and without expiry, so
+    it is the same every time (the demo's SECRET_KEY is fixed)."""
+    ticket = Ticket(pk=DEMO_TICKET_ID)
+    return ticket.reply_address_for(None, expires=None)
+
+
 class Command(BaseCommand):
     help = (
-        f"Ensure the mailboxes {DEMO_MAILBOX} and {TICKET_MAILBOX}, ticket "
+        f"Ensure the mailbox {DEMO_MAILBOX}, ticket "
         f"#{DEMO_TICKET_ID} and a superuser {DEMO_USERNAME!r} with password "
         f"{DEMO_PASSWORD!r} exist; safe to run again. LOCAL DEMO ONLY: never run it "
         "against a database reachable by anyone else."
     )
 
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--reply-address",
+            action="store_true",
+            help="Only print the demo ticket's signed reply address (run_demo.py asks).",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
-        for address in (DEMO_MAILBOX, TICKET_MAILBOX):
-            self._ensure_mailbox(address)
+        if options["reply_address"]:
+            self.stdout.write(demo_reply_address())
+            return
+        self._ensure_mailbox(DEMO_MAILBOX)
         self._ensure_ticket()
         self._ensure_superuser()
 
@@ -56,7 +73,7 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"Ticket {ticket} already exists.")
         self.stdout.write(
-            f"Comment on it by mail: send a reply to {ticket.reply_address}; its new text, "
+            f"Comment on it by mail: send a reply to {demo_reply_address()}; its new text, "
             "without the quote and the signature, becomes a comment (admin: Demo inbox > Tickets)."
         )
 
