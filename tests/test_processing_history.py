@@ -125,7 +125,6 @@ def test_a_lost_lease_is_an_attempt_too_and_the_outcome_values_match() -> None:
     }
 
 
-@pytest.mark.xfail(strict=True, reason="the history row of a deleted message fails the commit")
 def test_a_message_deleted_during_its_batch_costs_no_other_message_its_outcome() -> None:
     # Staff delete one message of a batch while a receiver runs (a real delete, as the
     # admin would do it): its outcome cannot be written, and its history row must not
