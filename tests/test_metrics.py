@@ -350,7 +350,6 @@ def test_workers_count_after_dropping_privileges(tmp_path, certs, own_folder) ->
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs a root test run")
-@pytest.mark.xfail(strict=True, reason="the probe makes the message folders as root")
 def test_readyz_of_the_root_parent_leaves_no_folder_the_workers_cannot_write(
     tmp_path, certs, own_folder
 ) -> None:
