@@ -303,7 +303,6 @@ def test_passed_descriptor_that_is_not_a_listening_socket_is_refused() -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs a root test run")
-@pytest.mark.xfail(strict=True, reason="the migrations check connects as root")
 def test_no_database_connection_is_opened_as_root(
     tmp_path: Path, certs: Certs, own_folder: Path
 ) -> None:
