@@ -222,7 +222,6 @@ def test_inbound_route_says_when_rcpt_would_refuse() -> None:
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(strict=True, reason="the route error escapes notify")
 def test_broken_routes_fail_the_message_once_instead_of_escaping_processing() -> None:
     # A process that ran no system check (a Celery worker) with a ROUTES entry E055
     # reports: the error must fail the message like a handler's, not escape processing
