@@ -225,8 +225,8 @@ def test_inbound_route_says_when_rcpt_would_refuse() -> None:
 def test_broken_routes_fail_the_message_once_instead_of_escaping_processing() -> None:
     # A process that ran no system check (a Celery worker) with a ROUTES entry E055
     # reports: the error must fail the message like a handler's, not escape processing
-    # after the receivers ran (the claim would expire and they would run again, for
-    # ever).
+    # after the receivers ran (the claim would expire and they would run again, up to
+    # MAX_ATTEMPTS times).
     Mailbox.objects.create(address="help@our.test")
     received: list[str] = []
 
