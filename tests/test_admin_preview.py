@@ -99,3 +99,32 @@ def test_targets_are_ours() -> None:
         '<a href="/leave?https://example.org/" target="_blank" rel="noopener noreferrer">' in html
     )
     assert "<area>" in html
+
+
+# What opens a connection from the frame although CSP and the sandbox are in place:
+# Chromium preconnects for <link rel=preconnect> (CSP does not cover it), so the
+# sender learns that the message was opened, when and from where.
+_PRECONNECT = '<link rel="preconnect" href="https://t.example/">'
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        _PRECONNECT,
+        '<link rel="dns-prefetch" href="//t.example">',
+        '<link rel="stylesheet" href="https://t.example/s.css">',
+        # Constructs Python's tokenizer reads differently from a browser (HTML's
+        # parsing rules): it sees a comment, CDATA or style text where a browser
+        # sees the element after it. Whatever it saw must not be written back raw.
+        f"<!--> {_PRECONNECT} -->",
+        f"<!---> {_PRECONNECT} -->",
+        f"<![CDATA[ x>{_PRECONNECT} ]]>",
+        f"<style>p {{}}</style x>{_PRECONNECT}</style>",
+        f"<style>p {{}}</style\t>{_PRECONNECT}",
+        f"<? x>{_PRECONNECT} ?>",
+    ],
+)
+def test_nothing_that_connects_out_survives_the_rewrite(html: str) -> None:
+    rewritten, _remote, _inline = _rewrite(f"<p>before</p>{html}<p>after</p>")
+    assert "t.example" not in rewritten
+    assert "<p>before</p>" in rewritten

@@ -148,3 +148,43 @@ def test_the_filter_feeds_plain_formats_too() -> None:
     with about("Q1"):
         assert QueueIdFilter().filter(record)
     assert logging.Formatter("%(queue_id)s|%(session)s|%(message)s").format(record) == "Q1||hello"
+
+
+def test_rset_and_a_second_transaction_each_get_a_fresh_queue_id(
+    make_mailbox, transactional_db
+) -> None:
+    # The queue id is chosen at MAIL: a transaction given up with RSET and the next
+    # one of the same session must not share it (nor their log lines, nor the 250s).
+    make_mailbox("user@our.test")
+    settings = {
+        "HOSTNAME": "mx.test",
+        "DISPATCH": "inline",
+        "RECIPIENT_VALIDATORS": [
+            "tests.test_logs.logging_validator",
+            "django_inbound_smtp.validators.models.mailbox_validator",
+        ],
+    }
+    with json_lines() as stream, override_settings(INBOUND_SMTP=settings):
+        with running_server() as server:
+            client = smtplib.SMTP(server.host, server.port, timeout=10)
+            client.ehlo("client.test")
+            client.mail("a@example.org")
+            assert client.rcpt("user@our.test")[0] == 250
+            assert client.rset()[0] == 250
+            accepted = []
+            for _ in range(2):
+                client.mail("a@example.org")
+                assert client.rcpt("user@our.test")[0] == 250
+                code, reply = client.data(BODY)
+                assert code == 250
+                accepted.append(reply.decode().rsplit(" ", 1)[1])
+            client.quit()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    validated = [
+        line["queue_id"] for line in lines if line["message"].startswith("validating user@")
+    ]
+    assert len(validated) == 3, validated
+    assert all(validated), validated
+    given_up, *rest = validated
+    assert rest == accepted
+    assert len({given_up, *accepted}) == 3

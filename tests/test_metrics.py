@@ -347,3 +347,51 @@ def test_workers_count_after_dropping_privileges(tmp_path, certs, own_folder) ->
     finally:
         server.kill()
     assert "Traceback" not in server.text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs a root test run")
+def test_readyz_of_the_root_parent_leaves_no_folder_the_workers_cannot_write(
+    tmp_path, certs, own_folder
+) -> None:
+    """With ``--user``, the parent of ``--workers`` stays root and answers /readyz. Asked
+    before the first message, its storage probe must not create the message folders
+    (they would be root's, and every message after it a 451): nothing it leaves behind
+    may be root's."""
+    nobody = pwd.getpwnam("nobody")
+    media = own_folder / "media"
+    media.mkdir()
+    (tmp_path / "child_settings.py").write_text(
+        _OWN_FOLDER_SETTINGS.format(
+            database=str(own_folder / "db.sqlite3"),
+            media=str(media),
+            cert=str(certs.certfile),
+            key=str(certs.keyfile),
+        )
+    )
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="child_settings",
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]),
+    )
+    manage = [sys.executable, "-m", "django"]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [*manage, "inbound_mailbox", "add", "user@our.test"], cwd=ROOT, env=env, check=True
+    )
+    for path in [own_folder, *own_folder.rglob("*")]:
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    server = Smtpd(env, "--user", "nobody", "--workers", "2", "--metrics", "127.0.0.1:0")
+    try:
+        port = metrics_port(server)
+        assert not (media / "inbound_smtp").exists()  # created with the first message
+        assert get(port, "/readyz")[0] == 200
+        assert {path.stat().st_uid for path in media.rglob("*")} <= {nobody.pw_uid}
+        with GuardedSMTP("127.0.0.1", server.port, timeout=30) as client:
+            assert (
+                client.sendmail("a@example.org", ["user@our.test"], b"Subject: x\r\n\r\nx\r\n")
+                == {}
+            )
+        assert server.stop() == 0
+    finally:
+        server.kill()
+    assert "Traceback" not in server.text()

@@ -123,3 +123,32 @@ def test_a_lost_lease_is_an_attempt_too_and_the_outcome_values_match() -> None:
             processing.Outcome.LOST,
         )
     }
+
+
+def test_a_message_deleted_during_its_batch_costs_no_other_message_its_outcome() -> None:
+    # Staff delete one message of a batch while a receiver runs (a real delete, as the
+    # admin would do it): its outcome cannot be written, and its history row must not
+    # take the other messages' outcomes down with it (they would be processed again).
+    from django_inbound_smtp import store
+    from tests.helpers import received_envelope
+
+    kept, deleted = (
+        store.store_message(received_envelope(f"QDEL{i}"), RAW + b"%d" % i) for i in range(2)
+    )
+    runs: list[int] = []
+
+    def deleting(message: InboundMessage, **kwargs: object) -> None:
+        runs.append(message.pk)
+        if message.pk == kept:
+            InboundMessage.objects.filter(pk=deleted).delete()
+
+    with receiver_connected(deleting):
+        outcomes = processing.process_batch([kept, deleted], owner="batch-owner")
+    assert outcomes[kept] is processing.Outcome.PROCESSED
+    assert outcomes[deleted] is processing.Outcome.LOST
+    message = InboundMessage.objects.get(pk=kept)
+    assert (message.status, message.claimed_by) == (Status.PROCESSED, "")
+    assert list(ProcessingAttempt.objects.values_list("message_id", "outcome")) == [
+        (kept, "processed")
+    ]
+    assert not InboundMessage.objects.filter(pk=deleted).exists()

@@ -14,7 +14,7 @@ from django.test import override_settings
 from django_inbound_smtp import routing
 from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
 from django_inbound_smtp.testing import deliver, running_server
-from tests.helpers import GuardedSMTP
+from tests.helpers import GuardedSMTP, receiver_connected
 
 CALLS: list[dict[str, Any]] = []
 
@@ -219,3 +219,23 @@ def test_inbound_route_says_when_rcpt_would_refuse() -> None:
     Mailbox.objects.create(address="ticket@our.test")
     with pytest.raises(CommandError, match=r"nobody@our.test: refused at RCPT: 550 5\.1\.1"):
         call_command("inbound_route", "nobody@our.test")
+
+
+@pytest.mark.django_db
+def test_broken_routes_fail_the_message_once_instead_of_escaping_processing() -> None:
+    # A process that ran no system check (a Celery worker) with a ROUTES entry E055
+    # reports: the error must fail the message like a handler's, not escape processing
+    # after the receivers ran (the claim would expire and they would run again, up to
+    # MAX_ATTEMPTS times).
+    Mailbox.objects.create(address="help@our.test")
+    received: list[str] = []
+
+    def receiver(*, message: InboundMessage, **kwargs: Any) -> None:
+        received.append(message.queue_id)
+
+    with receiver_connected(receiver):
+        with override_settings(INBOUND_SMTP={"ROUTES": [{"name": "no handler"}]}):
+            message = deliver(b"Subject: x\r\n\r\nhi\r\n", to=["help@our.test"])
+    assert received == [message.queue_id]
+    assert message.status == InboundMessage.Status.FAILED
+    assert "no handler: 'handler' must be a dotted path" in message.error

@@ -300,3 +300,66 @@ def test_passed_descriptor_that_is_not_a_listening_socket_is_refused() -> None:
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert "Passed descriptor 3 (smtp) is not a listening TCP socket" in result.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs a root test run")
+def test_no_database_connection_is_opened_as_root(
+    tmp_path: Path, certs: Certs, own_folder: Path
+) -> None:
+    """``--user``: every database connection of smtpd is opened after the drop. One
+    opened as root fails where the database authenticates the process's user (a
+    PostgreSQL socket with peer authentication, Debian's default) and makes root's
+    files beside a SQLite database. The child's settings record the effective uid of
+    each connection as it opens (Django's ``connection_created`` signal)."""
+    nobody = pwd.getpwnam(NOBODY)
+    (own_folder / "media").mkdir()
+    opened = own_folder / "connections.log"
+    (tmp_path / "child_settings.py").write_text(
+        _OWN_FOLDER_SETTINGS.format(
+            database=str(own_folder / "db.sqlite3"),
+            media=str(own_folder / "media"),
+            cert=str(certs.certfile),
+            key=str(certs.keyfile),
+        )
+        + "import os as _os\n"
+        + "from django.db.backends.signals import connection_created as _created\n"
+        + "def _record(**kwargs):\n"
+        + f"    with open({str(opened)!r}, 'a') as _log:\n"
+        + "        _log.write(f'{_os.geteuid()}\\n')\n"
+        + "_created.connect(_record, weak=False)\n"
+    )
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="child_settings",
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]),
+    )
+    manage = [sys.executable, "-m", "django"]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [*manage, "inbound_mailbox", "add", "user@our.test"], cwd=ROOT, env=env, check=True
+    )
+    opened.write_text("")  # what migrate and the mailbox command opened is not smtpd's
+    for path in [own_folder, *own_folder.rglob("*")]:
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    process = subprocess.Popen(
+        [*manage, "smtpd", "127.0.0.1:0", "--user", NOBODY],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    try:
+        port = _wait_banner(process, output)
+        with GuardedSMTP("127.0.0.1", port, timeout=30) as client:
+            refused = client.sendmail(
+                "a@example.org", ["user@our.test"], b"Subject: x\r\n\r\nx\r\n"
+            )
+            assert refused == {}
+    finally:
+        _stop(process, output)
+    assert process.returncode == 0, "".join(output)
+    uids = opened.read_text().split()
+    assert uids, "no connection recorded"
+    assert set(uids) == {str(nobody.pw_uid)}, uids

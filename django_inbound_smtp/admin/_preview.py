@@ -1,8 +1,9 @@
 """The HTML body, rewritten for the sandboxed preview frame.
 
 A real HTML tokenizer (stdlib ``html.parser``) walks the sender's HTML and writes it
-back with four changes, none of which the frame's safety depends on (the sandbox and
-its Content-Security-Policy do that); they make the preview useful:
+back with four changes. The frame's safety rests on its sandbox and its
+Content-Security-Policy, save for one thing neither covers: ``<link rel=preconnect>``
+(and ``dns-prefetch``) makes Chromium connect out, so ``<link>`` never gets through.
 
 - ``cid:`` references point at our own inline-image endpoint, for attachments that
   are safe raster images; any other ``cid:`` is dropped.
@@ -11,9 +12,11 @@ its Content-Security-Policy do that); they make the preview useful:
   are moved to ``data-blocked-*`` attributes, so not even a CSP bug could fetch them.
 - Links open in a new tab through our warning page; ``javascript:``, ``data:`` and
   every other scheme but http(s) and mailto lose their ``href``.
-- The sender's ``<base>`` and ``<meta http-equiv="refresh">`` are dropped, and ours,
-  ``<base target="_blank">``, comes first: a link the tokenizer saw differently from
-  the browser still leaves the admin's frame.
+- The sender's ``<base>``, ``<link>`` and ``<meta http-equiv="refresh">`` are dropped,
+  and ours, ``<base target="_blank">``, comes first: a link the tokenizer saw
+  differently from the browser still leaves the admin's frame. Comments, CDATA and
+  processing instructions are dropped too: a browser may end one elsewhere than this
+  tokenizer does, and what it took for their text would be live markup.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ _LINKABLE = frozenset({"http", "https", "mailto"})
 # Elements the sender may not have: they would steer where our rewritten URLs go
 # (<base href>) or navigate the frame by themselves (refresh).
 _DROPPED_META = frozenset({"refresh", "set-cookie"})
+# <link> fetches or connects (rel=preconnect/dns-prefetch) outside CSP's reach, and a
+# mail body has no use for it: its stylesheets would be refused anyway.
+_DROPPED_TAGS = frozenset({"base", "link"})
 
 
 @dataclass(frozen=True)
@@ -161,7 +167,7 @@ class _Rewriter(HTMLParser):
         for name, value in pairs:
             if _NAME.match(name):
                 attrs.setdefault(name, value)  # the first of duplicates wins, as in browsers
-        if tag == "base" or not _NAME.match(tag):
+        if tag in _DROPPED_TAGS or not _NAME.match(tag):
             return None
         if tag == "meta" and (attrs.get("http-equiv") or "").strip().lower() in _DROPPED_META:
             return None
@@ -191,20 +197,27 @@ class _Rewriter(HTMLParser):
 
     def handle_endtag(self, tag: str) -> None:
         self._base()
-        if tag != "base" and _NAME.match(tag):
+        if tag not in _DROPPED_TAGS and _NAME.match(tag):
             self._out.append(f"</{tag}>")
 
     def handle_data(self, data: str) -> None:
         if getattr(self, "cdata_elem", None) is not None:
-            # Raw text of <style> (or <script>): written back as is, never escaped.
-            self._out.append(self._css(data))
+            # Raw text of <style> (or <script>): written back as is, never escaped,
+            # unless it holds an end tag this tokenizer did not take for one
+            # ("</style x>") and a browser would: then it goes, or what follows would
+            # be live markup we never looked at.
+            if "</" not in data:
+                self._out.append(self._css(data))
             return
         if data.strip():
             self._base()
         self._out.append(escape(data, quote=False))
 
+    # Comments, CDATA sections and processing instructions are dropped: they show
+    # nothing, and where this tokenizer ends one is not always where a browser does
+    # ("<!-->" is a whole comment to a browser; "<![CDATA[" ends at the first ">").
     def handle_comment(self, data: str) -> None:
-        self._out.append(f"<!--{data}-->")
+        return
 
     def handle_decl(self, decl: str) -> None:
         # <!DOCTYPE> first, then our <base>: before it the page would be in quirks mode.
@@ -212,10 +225,10 @@ class _Rewriter(HTMLParser):
         self._base()
 
     def unknown_decl(self, data: str) -> None:
-        self._out.append(f"<![{data}]>")
+        return
 
     def handle_pi(self, data: str) -> None:
-        self._out.append(f"<?{data}>")
+        return
 
     def result(self) -> str:
         self._base()

@@ -13,6 +13,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from django.db import DatabaseError
+
 from django_inbound_smtp import routing
 from django_inbound_smtp.lifecycle.backends import send_celery_task
 from django_inbound_smtp.lifecycle.reply_trust import assess
@@ -71,7 +73,17 @@ def _run_handlers(
     message: InboundMessage, recipients: list[InboundRecipient]
 ) -> list[BaseException]:
     errors: list[BaseException] = []
-    for route, mine in _route_all(message, recipients).items():
+    try:
+        routed = _route_all(message, recipients)
+    except DatabaseError:
+        raise  # as every database error: the claim expires and the batch is retried
+    except Exception as error:
+        # A broken ROUTES entry (E055, in a process that ran no checks): the message
+        # fails with it once. Escaping here, after the receivers ran, would have them
+        # run again at every retry.
+        logger.error("routing failed for %s", message.queue_id, exc_info=error)
+        return [error]
+    for route, mine in routed.items():
         mailboxes = {r.mailbox_id for r in mine}
         mailbox = mine[0].mailbox if len(mailboxes) == 1 else None
         try:

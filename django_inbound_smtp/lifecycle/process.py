@@ -195,6 +195,17 @@ def _record(
     texts = {pk: _error_text(found) for pk, found in errors.items() if found}
     with transaction.atomic(using=router.db_for_write(InboundMessage)):
         recorded = _record_outcomes(execution, errors, now, texts)
+        # A lost claim may be a deleted message: its history row would fail the foreign
+        # key at COMMIT and take every outcome of the batch with it. The rows still
+        # there are locked, so a delete cannot slip in before the COMMIT.
+        lost = [pk for pk in errors if pk not in recorded]
+        there = recorded | set(
+            InboundMessage.objects.select_for_update()
+            .filter(pk__in=lost)
+            .values_list("pk", flat=True)
+            if lost
+            else []
+        )
         ProcessingAttempt.objects.bulk_create(
             ProcessingAttempt(
                 message_id=pk,
@@ -210,6 +221,7 @@ def _record(
                 error=texts.get(pk, ""),
             )
             for pk in errors
+            if pk in there
         )
     return recorded
 

@@ -48,8 +48,10 @@ def storage() -> Result:
         return False, _first_line(error)
     for folder in folders:
         try:
-            os.makedirs(folder, exist_ok=True)  # as the server does on first use
-            handle, path = tempfile.mkstemp(prefix=".readyz-", dir=folder)
+            # A folder not made yet is probed where the server will make it. Never made
+            # here: this process may be the root parent of ``--workers --user``, and a
+            # folder of root's would refuse every message the workers store.
+            handle, path = tempfile.mkstemp(prefix=".readyz-", dir=_existing(folder))
             try:
                 os.write(handle, b"ok")
             finally:
@@ -58,6 +60,14 @@ def storage() -> Result:
         except OSError as error:
             return False, f"{folder} is not writable: {_first_line(error)}"
     return True, f"writable: {', '.join(folders)}"
+
+
+def _existing(folder: str) -> str:
+    """``folder``, or its nearest ancestor that exists (a file in its place stays: it
+    is the fault to report)."""
+    while not os.path.lexists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    return folder
 
 
 def disk_space() -> Result:
@@ -78,7 +88,5 @@ def disk_space() -> Result:
 
 def _free_bytes(folder: str) -> int:
     # A folder not created yet is on its nearest existing parent's file system.
-    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
-        folder = os.path.dirname(folder)
-    stats = os.statvfs(folder)
+    stats = os.statvfs(_existing(folder))
     return stats.f_bavail * stats.f_frsize
