@@ -271,6 +271,12 @@ def test_serves_the_socket_systemd_passes(tmp_path: Path) -> None:
     assert list(InboundMessage.objects.values_list("subject", flat=True)) == ["sd"]
 
 
+def test_a_group_without_a_user_is_refused() -> None:
+    """It would drop the group and keep uid 0 for all the mail work."""
+    with pytest.raises(listeners.ListenerError, match="--group needs --user"):
+        listeners.resolve_identity(None, "nogroup")
+
+
 def test_systemd_variables_for_another_process_are_ignored_and_removed() -> None:
     environ = {"LISTEN_PID": "1", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "smtp"}
     assert listeners.from_systemd(environ, pid=2) is None

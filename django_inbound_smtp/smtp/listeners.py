@@ -107,8 +107,10 @@ def _adopt(fd: int, name: str) -> socket.socket:
 
 def resolve_identity(user: str | None, group: str | None) -> tuple[int, int]:
     """``(uid, gid)`` to become, checked before anything starts: only root can switch,
-    and both names must exist. The group defaults to the user's primary group; a group
-    alone keeps the uid."""
+    and both names must exist. The group defaults to the user's primary group. A group
+    alone is refused: it would leave every piece of mail work running as root."""
+    if user is None and group is not None:
+        raise ListenerError("--group needs --user: a group alone would keep smtpd root.")
     if os.geteuid() != 0:
         raise ListenerError(
             "--user/--group need smtpd to start as root (it binds, then drops privileges)."

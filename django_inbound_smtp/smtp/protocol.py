@@ -45,7 +45,7 @@ class InboundEnvelope(Envelope):
         self.rcpt_order: list[int] = []
         self.bare_newlines = False
         self.spool: Spool | None = None  # the received message, set at end of data
-        self.queue_id = ""  # ours, chosen when DATA starts
+        self.queue_id = ""  # ours, chosen when MAIL is accepted (RCPT log lines carry it)
         self.received_at = datetime.now(UTC)  # reset when DATA starts
 
 
