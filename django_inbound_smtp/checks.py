@@ -323,6 +323,20 @@ def _retention_errors(value: Any) -> list[CheckMessage]:
     return [_key_error("RETENTION", problem, hint, "E045") for problem in problems]
 
 
+def _loop_errors(raw: dict[str, Any]) -> list[CheckMessage]:
+    hops = raw.get("LOOP_MAX_OWN_HOPS", DEFAULTS["LOOP_MAX_OWN_HOPS"])
+    if isinstance(hops, bool) or not isinstance(hops, int) or not 1 <= hops <= 100:
+        return [
+            _key_error(
+                "LOOP_MAX_OWN_HOPS",
+                "must be an integer from 1 (our own Received: line counts) to 100",
+                f"Got {hops!r}.",
+                "E058",
+            )
+        ]
+    return []
+
+
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Validate the type and range of every ``INBOUND_SMTP`` key."""
@@ -421,6 +435,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors += observability_errors(raw)
     errors += _retention_errors(raw.get("RETENTION", DEFAULTS["RETENTION"]))
     errors += reply_address_errors(raw)
+    errors += _loop_errors(raw)
     bind = raw.get("BIND", DEFAULTS["BIND"])
     if not isinstance(bind, str) or not _BIND.match(bind):
         errors.append(_key_error("BIND", "must be 'HOST:PORT'", f"Got {bind!r}.", "E006"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.dispatch import Signal
 
-__all__ = ["message_received"]
+__all__ = ["message_bounced", "message_received"]
 
 # Sent once per stored message, by the processing step, after the transaction that
 # stored it has committed and (in the smtpd process) off the event loop, so the 250
@@ -31,3 +31,22 @@ __all__ = ["message_received"]
 # Receivers must accept ``**kwargs``: new keyword arguments may be added.
 #: Sent after an accepted message is durably stored.
 message_received = Signal()
+
+# Sent once per bounce (a message of kind ``bounce``: a delivery status notification
+# or a known non-standard bounce), by the processing step, right after
+# ``message_received`` for the same message and under the same contract: after the
+# commit, off the event loop, with ``send_robust`` (a receiver that raises is logged
+# and marks the message ``failed``; never an SMTP error). Again after a retry.
+#
+#   sender               InboundMessage (the model class)
+#   message              InboundMessage: the bounce itself (``message.kind == "bounce"``)
+#   recipients           list[BounceRecipient]: every recipient the report names, in
+#                        its order (empty when a non-standard bounce could not be read)
+#   failed               list[str]: the addresses of the rows whose action is
+#                        ``failed`` (the original recipient when reported, else the
+#                        final one): mail to them will never arrive
+#   original_message_id  str: Message-ID of the mail that bounced, "" if not quoted
+#
+# Receivers must accept ``**kwargs``: new keyword arguments may be added.
+#: Sent after a bounce is parsed, naming the recipients that failed.
+message_bounced = Signal()

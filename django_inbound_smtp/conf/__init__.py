@@ -395,6 +395,11 @@ class InboundSmtpSettings:
         value = self._get("REPLY_ADDRESS_EXPIRY")
         return None if value is None else float(value)
 
+    @property
+    def LOOP_MAX_OWN_HOPS(self) -> int:
+        """Our own ``Received:`` fields a message may carry before it is a loop."""
+        return int(self._get("LOOP_MAX_OWN_HOPS"))
+
 
 def user_settings() -> Mapping[str, Any]:
     """The project's raw ``INBOUND_SMTP`` value (``{}`` when unset)."""

@@ -224,4 +224,9 @@ DEFAULTS: Mapping[str, Any] = {
     # Seconds a new reply address or return path stays valid; None: no expiry.
     # 90 days: long enough for a late reply, short enough that a leaked one dies.
     "REPLY_ADDRESS_EXPIRY": 90 * 24 * 3600,
+    # Received: fields naming our own host (their "by" clause) a message may carry
+    # before it is a loop (kind "loop"): more than this many. Our own line counts, so 3
+    # lets mail pass through us twice more (a forward that comes back) and stops a
+    # forwarding loop at its third round trip, long before MTA hop limits (Postfix 50).
+    "LOOP_MAX_OWN_HOPS": 3,
 }

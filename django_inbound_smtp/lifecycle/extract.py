@@ -22,7 +22,8 @@ from django.db import router, transaction
 from django.utils import timezone
 
 from django_inbound_smtp.conf import get_settings
-from django_inbound_smtp.models import Attachment, InboundMessage
+from django_inbound_smtp.lifecycle.classify import bounce_rows, classify_message
+from django_inbound_smtp.models import Attachment, BounceRecipient, InboundMessage
 from django_inbound_smtp.parsing import storable
 from django_inbound_smtp.parsing.mime import ParsedMessage, ParseLimits, parse_message
 from django_inbound_smtp.parsing.quoted import reply_text
@@ -100,6 +101,16 @@ def _reply(parsed: ParsedMessage) -> dict[str, str]:
     return {"reply_text": storable(new_text), "reply_html": storable(new_html)}
 
 
+def _fields_and_rows(
+    message: InboundMessage, parsed: ParsedMessage, written: list[str]
+) -> tuple[dict[str, Any], list[Attachment | BounceRecipient]]:
+    fields = _fields(parsed)
+    # The kind, and a bounce's recipient rows, from what was just parsed.
+    kind = classify_message(message, parsed)
+    fields.update(kind=kind.kind, kind_reason=storable(kind.reason)[:200])
+    return fields, _attachment_rows(message, parsed, written) + bounce_rows(message, kind)
+
+
 def _parse(message: InboundMessage) -> ParsedMessage:
     with _one_large_parse if message.size > LARGE_MESSAGE else nullcontext():
         with message.open_raw() as handle:
@@ -108,9 +119,9 @@ def _parse(message: InboundMessage) -> ParsedMessage:
 
 def _attachment_rows(
     message: InboundMessage, parsed: ParsedMessage, written: list[str]
-) -> list[Attachment]:
+) -> list[Attachment | BounceRecipient]:
     # Files first, durably: a row never points at a file that is not on disk.
-    rows = []
+    rows: list[Attachment | BounceRecipient] = []
     for position, part in enumerate(parsed.attachments):
         name = files.save_durably(attachment_file_name(), content=part.payload)
         written.append(name)
@@ -158,7 +169,7 @@ def extract_many(messages: list[InboundMessage]) -> Extraction:
     kept). The others get their parsed fields set in place. Raises on a database
     failure (nothing is kept then)."""
     outcome = Extraction()
-    parsed: list[tuple[InboundMessage, dict[str, Any], list[Attachment]]] = []
+    parsed: list[tuple[InboundMessage, dict[str, Any], list[Attachment | BounceRecipient]]] = []
     written: list[str] = []
     for message in messages:
         if message.parsed_at is not None:
@@ -166,7 +177,7 @@ def extract_many(messages: list[InboundMessage]) -> Extraction:
         mine: list[str] = []
         try:
             result = _parse(message)
-            parsed.append((message, _fields(result), _attachment_rows(message, result, mine)))
+            parsed.append((message, *_fields_and_rows(message, result, mine)))
             written.extend(mine)
         except Exception as error:
             for name in mine:
@@ -190,14 +201,21 @@ def extract_many(messages: list[InboundMessage]) -> Extraction:
         raise
     for message, _parsed_fields, rows in parsed:
         if message.pk not in first:
-            for row in rows:  # another execution parsed it meanwhile
-                files.discard(str(row.file))
+            _discard_files(rows)  # another execution parsed it meanwhile
             continue
         outcome.parsed.add(message.pk)
     return outcome
 
 
-def _write(parsed: list[tuple[InboundMessage, dict[str, Any], list[Attachment]]]) -> set[int]:
+def _discard_files(rows: list[Attachment | BounceRecipient]) -> None:
+    for row in rows:
+        if isinstance(row, Attachment):
+            files.discard(str(row.file))
+
+
+def _write(
+    parsed: list[tuple[InboundMessage, dict[str, Any], list[Attachment | BounceRecipient]]],
+) -> set[int]:
     now = timezone.now()
     first: set[int] = set()
     with transaction.atomic(using=router.db_for_write(InboundMessage)):
@@ -213,6 +231,10 @@ def _write(parsed: list[tuple[InboundMessage, dict[str, Any], list[Attachment]]]
                     setattr(message, key, value)
                 message.parsed_at = now
         rows = [row for message, _f, rows in parsed if message.pk in first for row in rows]
-        if rows:
-            Attachment.objects.bulk_create(rows)
+        attachments = [row for row in rows if isinstance(row, Attachment)]
+        if attachments:
+            Attachment.objects.bulk_create(attachments)
+        bounced = [row for row in rows if isinstance(row, BounceRecipient)]
+        if bounced:
+            BounceRecipient.objects.bulk_create(bounced)
     return first

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django_inbound_smtp.models.attachment import Attachment
 from django_inbound_smtp.models.attempt import ProcessingAttempt
+from django_inbound_smtp.models.bounce import BounceRecipient
 from django_inbound_smtp.models.mailbox import (
     CATCH_ALL_LOCAL_PART,
     Mailbox,
@@ -22,6 +23,7 @@ from django_inbound_smtp.models.sender_check import SenderCheck
 __all__ = [
     "CATCH_ALL_LOCAL_PART",
     "Attachment",
+    "BounceRecipient",
     "InboundMessage",
     "InboundRecipient",
     "Mailbox",

@@ -34,6 +34,16 @@ class InboundMessage(models.Model):
         FAILED = "failed", _("failed")
         DUPLICATE = "duplicate", _("duplicate")
 
+    class Kind(models.TextChoices):
+        """What sort of mail it is (README, *Kinds of mail*); the values are
+        ``django_inbound_smtp.kinds``'s constants."""
+
+        REGULAR = "regular", _("regular")
+        BOUNCE = "bounce", _("bounce")
+        AUTO_REPLY = "auto_reply", _("auto-reply")
+        LIST = "list", _("list")
+        LOOP = "loop", _("loop")
+
     class ReceivedVia(models.TextChoices):
         SMTP = "smtp", _("SMTP")
         LMTP = "lmtp", _("LMTP (from the MTA in front)")
@@ -144,6 +154,22 @@ class InboundMessage(models.Model):
         default=dict,
         blank=True,
         help_text=_('From, To, Cc and Reply-To as {"to": [[name, address], ...], ...}.'),
+    )
+    # Set by the parse step with the parsed fields (README, "Kinds of mail").
+    kind = models.CharField(
+        _("kind"),
+        max_length=16,
+        choices=Kind.choices,
+        default=Kind.REGULAR,
+        help_text=_(
+            "regular, bounce, auto_reply, list or loop: decided when the message is parsed."
+        ),
+    )
+    kind_reason = models.CharField(
+        _("why this kind"),
+        max_length=200,
+        blank=True,
+        help_text=_("The rule that decided the kind, e.g. 'Auto-Submitted: auto-replied'."),
     )
     in_reply_to = models.TextField(_("In-Reply-To"), blank=True)
     references = models.JSONField(_("References"), default=list, blank=True)
@@ -267,6 +293,7 @@ class InboundMessage(models.Model):
             models.Index(fields=["status", "dispatched_at"], name="inbound_smtp_msg_sweep_idx"),
             # Retention finds finished messages by status and age.
             models.Index(fields=["status", "processed_at"], name="inbound_smtp_msg_retention_idx"),
+            models.Index(fields=["kind", "received_at"], name="inbound_smtp_msg_kind_idx"),
         ]
 
     def __str__(self) -> str:
