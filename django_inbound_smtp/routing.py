@@ -12,7 +12,8 @@ signal only. Conditions (all optional; a route with none matches everything):
 - ``headers``: header name -> pattern over its decoded value (any of its values; the
   pattern ``*`` only asks that the header be present), e.g. ``{"List-Id": "*.example.org>"}``;
 - ``kinds``: the message kinds it takes (``regular``, ``bounce``, ``auto_reply``,
-  ``list``, ``loop``) when the message has one.
+  ``list``); without it, the kinds its handler handles (``kinds.handles``; by default
+  ``regular`` and ``list``). A ``loop`` matches no route.
 
 :func:`explain` is the decision with its reasons: ``manage.py inbound_route`` prints it,
 the processing step stores the route's name on each recipient, the admin shows it.
@@ -30,6 +31,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
+from django_inbound_smtp import kinds
 from django_inbound_smtp.conf import SETTINGS_NAME, get_settings
 
 __all__ = [
@@ -84,14 +86,25 @@ class Route:
                 reasons.append(f"{name} {values[0]!r} {_verb(ok)} {pattern!r}")
             if not ok:
                 return False, reasons
-        if self.kinds is not None and candidate.kind is not None:
-            ok = candidate.kind in self.kinds
-            reasons.append(f"kind {candidate.kind} {'in' if ok else 'not in'} {sorted(self.kinds)}")
-            if not ok:
-                return False, reasons
+        if candidate.kind is not None and not self._takes(candidate.kind, reasons):
+            return False, reasons
         if not reasons:
             reasons.append("no conditions: matches everything")
         return True, reasons
+
+    def _takes(self, kind: str, reasons: list[str]) -> bool:
+        # Without a kinds condition, a route takes what its handler handles
+        # (kinds.handles; by default regular and list mail). A loop, never.
+        if kind == kinds.LOOP:
+            reasons.append("kind loop: a loop is never handed to a handler")
+            return False
+        if self.kinds is not None:
+            allowed, whose = self.kinds, ""
+        else:
+            allowed, whose = kinds.kinds_of(resolve_handler(self.handler)), " (the handler's)"
+        ok = kind in allowed
+        reasons.append(f"kind {kind} {'in' if ok else 'not in'} {sorted(allowed)}{whose}")
+        return ok
 
 
 @dataclass(frozen=True)
@@ -149,18 +162,22 @@ def parse_route(entry: Mapping[str, Any], *, position: int) -> Route:
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
     ):
         raise ValueError(f"{name}: 'headers' must map header names to string patterns")
-    kinds = entry.get("kinds")
-    if kinds is not None and (
-        isinstance(kinds, str) or not all(isinstance(kind, str) for kind in kinds)
+    wanted = entry.get("kinds")
+    if wanted is not None and (
+        isinstance(wanted, str) or not all(isinstance(kind, str) for kind in wanted)
     ):
         raise ValueError(f"{name}: 'kinds' must be a list of kind names")
+    if wanted is not None and (unknown := set(wanted) - set(kinds.KINDS)):
+        raise ValueError(f"{name}: unknown kinds {sorted(unknown)}; known: {list(kinds.KINDS)}")
+    if wanted is not None and kinds.LOOP in wanted:
+        raise ValueError(f"{name}: a loop is never handed to a handler; remove 'loop'")
     return Route(
         name=str(name),
         handler=handler,
         address=entry.get("address"),
         tag=entry.get("tag"),
         headers=tuple(headers.items()),
-        kinds=frozenset(kinds) if kinds is not None else None,
+        kinds=frozenset(wanted) if wanted is not None else None,
     )
 
 

@@ -94,6 +94,11 @@ def test_every_fixture_is_classified_right(name: str, envelope_from: str, kind: 
 
 # fixture → [(recipient, action, status, in the diagnostic, remote MTA)], returned Message-ID
 ROWS = {
+    # Captured from a real Postfix by tests/test_postfix_bounce.py
+    "bounces/postfix.eml": (
+        [("gone@remote.test", "failed", "5.1.1", "Recipient address rejected", "127.0.0.1")],
+        "<summary-1@app.test>",
+    ),
     "bounces/exim_dsn.eml": (
         [("gone@remote.example", "failed", "5.1.1", "User unknown", "mail.remote.example")],
         "<summary-42@app.example>",
@@ -162,8 +167,10 @@ def test_bounce_rows_are_read_for_each_format(name: str) -> None:
 
 def test_a_non_dsn_bounce_from_a_person_is_not_a_bounce() -> None:
     # qmail's text, from a person's address and a real envelope sender: someone quoting.
-    raw = (FIXTURES / "bounces/qmail.eml").read_bytes().replace(
-        b"From: MAILER-DAEMON@mail.remote.example", b"From: Jane <jane@remote.example>"
+    raw = (
+        (FIXTURES / "bounces/qmail.eml")
+        .read_bytes()
+        .replace(b"From: MAILER-DAEMON@mail.remote.example", b"From: Jane <jane@remote.example>")
     )
     parsed = parse_message(raw)
     assert classify(parsed, envelope_from="jane@remote.example", own_hosts=()).kind == "regular"
@@ -242,7 +249,8 @@ def test_the_delivery_status_reader() -> None:
     ]
     assert rows[0].diagnostic_code == "smtp; 550 5.1.1 folded continuation"
     assert rows[0].remote_mta == "mx.remote.example"
-    assert rows[0].failed and not rows[1].failed
+    assert rows[0].failed
+    assert not rows[1].failed
     assert address_of("utf-8; <Jörg@example.org>") == "Jörg@example.org"
     assert status_of("550-5.7.26 unauthenticated") == "5.7.26"
 
@@ -288,7 +296,8 @@ def test_handles_filters_receivers_and_declares_kinds() -> None:
     assert on_bounce(message=bounce) == "ran"
     assert calls == [bounce]
     assert kinds.kinds_of(on_bounce) == {"bounce"}
-    assert kinds.accepts(on_bounce, "bounce") and not kinds.accepts(on_bounce, "regular")
+    assert kinds.accepts(on_bounce, "bounce")
+    assert not kinds.accepts(on_bounce, "regular")
 
     def undecorated(**kwargs: object) -> None: ...
 

@@ -1,6 +1,9 @@
-"""Notify: the ``message_received`` signal, then each recipient's route's handler.
+"""Notify: the ``message_received`` signal, ``message_bounced`` for a bounce, then each
+recipient's route's handler.
 
-The only place ``message_received`` is sent. Every receiver and handler error is
+The only place ``message_received`` and ``message_bounced`` are sent. Routes take only
+the kinds of mail their handlers handle (``routing``, ``kinds.handles``): by default
+regular and list mail; a loop reaches no handler. Every receiver and handler error is
 logged and returned (the message becomes ``failed`` with the tracebacks); none
 escapes, and none can change the SMTP outcome, which was decided long before.
 """
@@ -19,7 +22,7 @@ from django_inbound_smtp import routing
 from django_inbound_smtp.lifecycle.backends import send_celery_task
 from django_inbound_smtp.lifecycle.reply_trust import assess
 from django_inbound_smtp.models import InboundMessage, InboundRecipient
-from django_inbound_smtp.signals import message_received
+from django_inbound_smtp.signals import message_bounced, message_received
 from django_inbound_smtp.store.rows import envelope_of
 
 __all__ = ["notify"]
@@ -126,14 +129,36 @@ def notify(message: InboundMessage) -> list[BaseException]:
         mailboxes=mailboxes,
         envelope=envelope_of(message, recipients),
     )
+    errors = _failures("message_received", responses, message)
+    if message.kind == InboundMessage.Kind.BOUNCE:
+        errors += _bounced(message)
+    return errors + _run_handlers(message, recipients)
+
+
+def _bounced(message: InboundMessage) -> list[BaseException]:
+    rows = list(message.bounce_recipients.all())
+    responses = message_bounced.send_robust(
+        sender=InboundMessage,
+        message=message,
+        recipients=rows,
+        failed=[row.recipient for row in rows if row.action == row.Action.FAILED],
+        original_message_id=rows[0].original_message_id if rows else "",
+    )
+    return _failures("message_bounced", responses, message)
+
+
+def _failures(
+    signal: str, responses: list[tuple[Any, Any]], message: InboundMessage
+) -> list[BaseException]:
     errors: list[BaseException] = []
     for receiver, error in responses:
         if isinstance(error, Exception):
             logger.error(
-                "message_received receiver %r failed for %s",
+                "%s receiver %r failed for %s",
+                signal,
                 receiver,
                 message.queue_id,
                 exc_info=error,
             )
             errors.append(error)
-    return errors + _run_handlers(message, recipients)
+    return errors
