@@ -80,9 +80,10 @@ def relay_postfix(transactional_db: None) -> Iterator[tuple[Any, Any]]:
 
         def config(folder: Path) -> str:
             ours = f"smtp:[127.0.0.1]:{server.port}"
+            common: str = postfix.common_main_cf(folder, hostname="mta.postfix.test")
             return (
                 "# Written by tests/test_postfix_bounce.py; removed afterwards.\n"
-                + postfix.common_main_cf(folder, hostname="mta.postfix.test")
+                + common
                 + f"""\
 mydestination =
 transport_maps = inline:{{remote.test={ours}, app.test={ours}}}

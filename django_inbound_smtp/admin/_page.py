@@ -47,6 +47,8 @@ SOURCE_MAX_BYTES = 256 * 1024
 TABS: tuple[tuple[str, Promise], ...] = (
     ("html", _("HTML")),
     ("text", _("Text")),
+    # Only on a bounce (its recipient rows); the tab it opens on.
+    ("bounce", _("Bounce report")),
     ("headers", _("Headers")),
     ("source", _("Source")),
     ("attachments", _("Attachments")),
@@ -60,7 +62,10 @@ INLINE_TABS = {
     "attachment": "attachments",
     "sendercheck": "checks",
     "processingattempt": "processing",
+    "bouncerecipient": "bounce",
 }
+# Tabs left out when they show nothing.
+OPTIONAL_TABS = frozenset(("bounce",))
 # A fieldset goes in a tab through this class (``"classes": ("inbound-tab-envelope",)``);
 # a fieldset without one is the summary above the tabs.
 TAB_CLASS = "inbound-tab-"
@@ -106,7 +111,8 @@ def group_tabs(
         tab.count = sum(len(inline.formset.forms) for inline in tab.inlines)
     attachments = tabs["attachments"]
     attachments.label = f"{attachments.label} ({attachments.count})"
-    return summary, list(tabs.values()), others
+    shown = [t for t in tabs.values() if t.id not in OPTIONAL_TABS or t.count or t.fieldsets]
+    return summary, shown, others
 
 
 def visible(text: str) -> str:

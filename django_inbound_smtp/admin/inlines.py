@@ -18,6 +18,7 @@ from django_inbound_smtp.admin._images import is_raster_type
 from django_inbound_smtp.admin._page import seconds
 from django_inbound_smtp.models import (
     Attachment,
+    BounceRecipient,
     InboundRecipient,
     ProcessingAttempt,
     SenderCheck,
@@ -154,3 +155,22 @@ class ProcessingAttemptInline(_ReadOnly, admin.TabularInline):
             return "-"
         # format_html escapes it: a traceback quotes whatever the receiver raised.
         return format_html('<pre style="white-space: pre-wrap">{}</pre>', attempt.error)
+
+
+class BounceRecipientInline(_ReadOnly, admin.TabularInline):
+    """What a bounce reports for each recipient of the mail that bounced (README,
+    *Kinds of mail*). Values come from the hostile report: shown escaped."""
+
+    model = BounceRecipient
+    verbose_name = _("recipient of the mail that bounced")
+    verbose_name_plural = _("recipients of the mail that bounced")
+    fields = (
+        "original_recipient",
+        "final_recipient",
+        "action",
+        "status",
+        "diagnostic_code",
+        "remote_mta",
+        "original_message_id",
+    )
+    readonly_fields = fields

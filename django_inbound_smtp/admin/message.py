@@ -27,6 +27,7 @@ from django_inbound_smtp.admin._views import MessageViews
 from django_inbound_smtp.admin.filters import FilterLookups, MailboxFilter, result_filter
 from django_inbound_smtp.admin.inlines import (
     AttachmentInline,
+    BounceRecipientInline,
     ProcessingAttemptInline,
     RecipientInline,
     SenderCheckInline,
@@ -49,10 +50,12 @@ class InboundMessageAdmin(
         "attachment_flag",
         "size_display",
         "status",
+        "kind",
         "sender_verified",
     )
     list_filter = (
         "status",
+        "kind",
         "held",
         MailboxFilter,
         "received_at",
@@ -76,7 +79,13 @@ class InboundMessageAdmin(
         "attachments__filename",
     )
     date_hierarchy = "received_at"
-    inlines = (RecipientInline, AttachmentInline, SenderCheckInline, ProcessingAttemptInline)
+    inlines = (
+        RecipientInline,
+        AttachmentInline,
+        SenderCheckInline,
+        ProcessingAttemptInline,
+        BounceRecipientInline,
+    )
     actions = ("reprocess", "hold", "release_hold", export.export_mbox, forward.forward_selected)
     # Fieldsets with an "inbound-tab-<tab>" class go in that tab (_page.TABS); the
     # first is the summary above the tabs.
@@ -89,7 +98,7 @@ class InboundMessageAdmin(
                     "from_header",
                     "to_display",
                     ("date_display", "received_display"),
-                    ("status", "size_display", "raw_download"),
+                    ("status", "kind_display", "size_display", "raw_download"),
                 )
             },
         ),
@@ -236,6 +245,15 @@ class InboundMessageAdmin(
             messages.SUCCESS,
         )
 
+    @admin.display(description=_("kind"))
+    def kind_display(self, message: InboundMessage) -> str:
+        # The reason quotes the sender's header fields: escaped by format_html.
+        if not message.kind_reason:
+            return message.get_kind_display()
+        return format_html(
+            "{} <small>({})</small>", message.get_kind_display(), message.kind_reason
+        )
+
     @admin.display(description=_("Date header"))
     def date_display(self, message: InboundMessage) -> str:
         return _page.seconds(message.date_header)
@@ -292,7 +310,12 @@ class InboundMessageAdmin(
         summary, tabs, others = _page.group_tabs(
             context["adminform"],
             context["inline_admin_formsets"],
-            active="html" if preview else "text",
+            # A bounce opens on its report; other mail on its body.
+            active="bounce"
+            if message.kind == message.Kind.BOUNCE
+            else "html"
+            if preview
+            else "text",
         )
         head = _page.raw_head(message)
         html_url = reverse("admin:inbound_smtp_inboundmessage_html", args=[message.pk])

@@ -14,7 +14,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django_inbound_smtp import routing, validators
 from django_inbound_smtp.envelope import RecipientContext, ResolvedRecipient, SignedReference
 from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
+from django_inbound_smtp.conf import get_settings
+from django_inbound_smtp.lifecycle.classify import own_hosts
 from django_inbound_smtp.models import Mailbox
+from django_inbound_smtp.parsing.kinds import classify
 from django_inbound_smtp.parsing.mime import parse_message
 
 
@@ -49,18 +52,31 @@ class Command(BaseCommand):
         accepted = self._rcpt(address, sender=options["sender"])
         mailbox = _mailbox(accepted)
         headers: list[tuple[str, str]] = []
+        kind = options["kind"]
         if options["eml"] is not None:
             try:
                 raw = options["eml"].read_bytes()
             except OSError as error:
                 raise CommandError(f"Cannot read {options['eml']}: {error.strerror}.") from error
-            headers = [(name, decoded) for name, _raw, decoded in parse_message(raw).headers]
+            parsed = parse_message(raw)
+            headers = [(name, decoded) for name, _raw, decoded in parsed.headers]
+            if kind is None:  # what processing would decide (README, "Kinds of mail")
+                found = classify(
+                    parsed,
+                    envelope_from=options["sender"],
+                    own_hosts=own_hosts(parsed),
+                    own_addresses=[address],
+                    max_own_hops=get_settings().LOOP_MAX_OWN_HOPS,
+                )
+                kind = found.kind
+                why = f" ({found.reason})" if found.reason else ""
+                self.stdout.write(f"kind: {kind}{why}")
         decision = routing.explain(
             routing.Candidate(
                 address=address,
                 tag=accepted.tag,
                 headers=headers,
-                kind=options["kind"],
+                kind=kind,
                 mailbox_address=mailbox.address if mailbox else None,
                 mailbox_handler=mailbox.handler if mailbox else "",
             )
