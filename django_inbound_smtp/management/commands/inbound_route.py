@@ -12,9 +12,9 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.management.base import BaseCommand, CommandError
 
 from django_inbound_smtp import routing, validators
+from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.envelope import RecipientContext, ResolvedRecipient, SignedReference
 from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
-from django_inbound_smtp.conf import get_settings
 from django_inbound_smtp.lifecycle.classify import own_hosts
 from django_inbound_smtp.models import Mailbox
 from django_inbound_smtp.parsing.kinds import classify
