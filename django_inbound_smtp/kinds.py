@@ -49,9 +49,10 @@ def handles(*, kinds: Collection[str]) -> Callable[[F], F]:
 
     On a function, the wrapper returns ``None`` without calling it when the
     ``message`` keyword argument is of another kind (a receiver needs nothing else);
-    the processing step does not even call a mailbox handler for another kind. On a
-    Celery task (or any object that is not a plain function) the attribute is set and
-    the object returned as it is: the processing step reads it before sending the task.
+    routing does not even pick a handler for a kind it does not handle. On a callable
+    object that is not a plain function the attribute is set and the object returned
+    as it is. A Celery task whose function was decorated (``@shared_task`` above
+    ``@handles``) declares the kinds of its ``run``.
     ``loop`` cannot be asked for: a loop is never handed to a handler.
     """
     wanted = frozenset(kinds)
@@ -84,6 +85,7 @@ def handles(*, kinds: Collection[str]) -> Callable[[F], F]:
 def kinds_of(target: object) -> frozenset[str]:
     """The kinds ``target`` handles: what :func:`handles` declared (on it, or on the
     function a Celery task runs), else :data:`DEFAULT_HANDLER_KINDS`."""
+    # A Celery task: the kinds of the function it runs.
     for candidate in (target, getattr(target, "run", None)):
         declared = getattr(candidate, ATTRIBUTE, None)
         if isinstance(declared, frozenset):

@@ -327,3 +327,17 @@ def test_a_loop_is_accepted_by_no_handler() -> None:
 
     assert not kinds.accepts(Everything(), "loop")
     assert kinds.accepts(Everything(), "bounce")
+
+
+def test_a_celery_task_declares_the_kinds_of_its_function() -> None:
+    from celery import Celery, shared_task
+
+    Celery("kinds-test")  # shared_task binds to whatever app there is
+
+    @shared_task(name="tests.kinds.bounce_task")
+    @kinds.handles(kinds={kinds.BOUNCE})
+    def bounce_task(message_pk: int, mailbox_pk: int) -> None: ...
+
+    assert kinds.kinds_of(bounce_task) == {"bounce"}
+    assert kinds.accepts(bounce_task, "bounce")
+    assert not kinds.accepts(bounce_task, "regular")

@@ -208,8 +208,10 @@ def test_inbound_route_explains_the_decision(tmp_path: Path) -> None:
         call_command("inbound_route", "ticket+42@our.test", "--eml", str(eml), stdout=out)
     assert out.getvalue().splitlines() == [
         "ticket+42@our.test: accepted at RCPT by mailbox ticket@our.test, tag '42'",
+        "kind: regular",  # what processing would decide for the --eml
         "  1. lists: no: no List-Id header (wanted '*<dev.lists.example.org>')",
-        "  2. tickets: MATCH: address ticket+42@our.test matches 'ticket+*@our.test'",
+        "  2. tickets: MATCH: address ticket+42@our.test matches 'ticket+*@our.test'; "
+        "kind regular in ['list', 'regular'] (the handler's)",
         f"=> route tickets: handler {__name__}.ticket_handler (callable)",
     ]
 

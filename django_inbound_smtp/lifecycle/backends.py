@@ -38,7 +38,6 @@ __all__ = [
     "InlineDispatcher",
     "MemoryDispatcher",
     "TasksDispatcher",
-    "celery_task",
     "send_celery_task",
 ]
 
@@ -184,15 +183,6 @@ class InlineDispatcher(Dispatcher):
 
     def shutdown(self) -> None:
         self._workers.drop()
-
-
-def celery_task(name: str) -> Any:
-    """The task named ``name`` in the project's Celery app; ``None`` when there is no
-    such task or no app (for the kinds a task handles, ``kinds.handles``)."""
-    try:
-        return celery_app().tasks.get(name)
-    except Exception:  # no Celery app configured: send_celery_task explains it
-        return None
 
 
 def send_celery_task(name: str, args: list[Any], *, known_only: bool = False) -> None:
