@@ -10,9 +10,10 @@ from django.dispatch import receiver
 from django_inbound_smtp import replies
 from django_inbound_smtp.envelope import ReceivedEnvelope, RecipientContext, ResolvedRecipient
 from django_inbound_smtp.exceptions import Rejected, TemporaryFailure
+from django_inbound_smtp.kinds import BOUNCE, handles
 from django_inbound_smtp.logging import JSONFormatter, QueueIdFilter, about
-from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
-from django_inbound_smtp.signals import message_received
+from django_inbound_smtp.models import BounceRecipient, InboundMessage, InboundRecipient, Mailbox
+from django_inbound_smtp.signals import message_bounced, message_received
 from django_inbound_smtp.testing import RunningServer, running_server
 
 
@@ -74,3 +75,25 @@ def reply_addresses_in_use(mailbox: Mailbox, recipient: InboundRecipient) -> lis
     if recipient.reply_trust == ReplyTrust.TRUSTED and recipient.reply_object is not None:
         addresses.append(recipient.bounce_recipient)
     return addresses
+
+
+# Kinds of mail: a bounce receiver, and a handler that takes bounces only.
+
+
+@receiver(message_bounced)
+def on_bounce(
+    sender: type[InboundMessage],
+    message: InboundMessage,
+    recipients: list[BounceRecipient],
+    failed: list[str],
+    original_message_id: str,
+    **kwargs: Any,
+) -> None:
+    kind: str = message.kind
+    statuses: list[str] = [row.status for row in recipients]
+    print(kind, statuses, failed, original_message_id)
+
+
+@handles(kinds={BOUNCE})
+def bounce_handler(*, message: InboundMessage, **kwargs: Any) -> None:
+    print([row.recipient for row in message.bounce_recipients.all()])
