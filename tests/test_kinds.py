@@ -3,6 +3,7 @@ fixture corpus (``tests/fixtures/{bounces,auto_replies,kinds}``); ``kinds.handle
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -341,3 +342,26 @@ def test_a_celery_task_declares_the_kinds_of_its_function() -> None:
     assert kinds.kinds_of(bounce_task) == {"bounce"}
     assert kinds.accepts(bounce_task, "bounce")
     assert not kinds.accepts(bounce_task, "regular")
+
+
+HOSTILE_BODIES = {
+    "a long token": b"a" * 60000,
+    "a long host name": b"host " + b"a." * 30000,
+    "many at signs": b"a@" * 30000,
+    "a long domain": b"a@" + b"a" * 60000,
+    "many hosts": b"x@y.example 550 host " * 3000,
+}
+
+
+@pytest.mark.parametrize("body", list(HOSTILE_BODIES.values()), ids=list(HOSTILE_BODIES))
+def test_hostile_bounce_texts_are_read_in_linear_time(body: bytes) -> None:
+    # Each of these took 2 to 15 s with an unbounded repeat in an address or host pattern.
+    head = b"From: MAILER-DAEMON@x.example\r\nSubject: failure notice\r\n"
+    for raw in (
+        head + b"\r\n" + body + b"\r\n",
+        head + b"Content-Type: text/html\r\n\r\n" + b"<" * 60000 + body + b"\r\n",
+    ):
+        parsed = parse_message(raw)
+        started = time.monotonic()
+        assert classify(parsed, envelope_from="", own_hosts=()).kind == "bounce"
+        assert time.monotonic() - started < 0.5

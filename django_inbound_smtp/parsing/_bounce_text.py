@@ -26,16 +26,18 @@ __all__ = ["BODY_MARKERS", "SUBJECT_MARKERS", "rows_from_text"]
 
 # Only the start of a body is read: the copy of the returned message follows.
 MAX_TEXT = 64 * 1024
-_ADDRESS = r"[^\s<>@\"',;:()]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
+# Every repeat is bounded (RFC 5321 §4.5.3.1: local part 64, domain 255): an unbounded
+# one makes a search over a long run of letters quadratic (hostile-inputs: ReDoS).
+_ADDRESS = r"[^\s<>@\"',;:()]{1,64}@[A-Za-z0-9.-]{1,252}\.[A-Za-z]{2,63}"
 _ANGLED = re.compile(rf"^<({_ADDRESS})>:\s*$")
 _INDENTED = re.compile(rf"^ {{1,4}}({_ADDRESS})\s*$")
 _EXCHANGE = re.compile(rf"^\s+({_ADDRESS}) on .+$")
 # The last line of an entry: "<mx.example.org #5.1.1 smtp;550 5.1.1 <user@...>... User unknown>".
-_EXCHANGE_TAIL = re.compile(r"<([^\s#<>]+) #(\d\.\d{1,3}\.\d{1,3})\s*(?:smtp;\s*(.*))?>\s*$")
+_EXCHANGE_TAIL = re.compile(r"<([^\s#<>]{1,255}) #(\d\.\d{1,3}\.\d{1,3})\s*(?:smtp;\s*(.*))?>\s*$")
 # qmail's first words about the remote server: "192.0.2.1 does not like recipient.",
 # "Connected to 192.0.2.1 but sender was rejected."
-_QMAIL_HOST = re.compile(r"^(?:Connected to )?(\S+?)(?: does not like| but )")
-_HOST = re.compile(r"\bhost ([A-Za-z0-9.-]+\.[A-Za-z]{2,}|\[?[0-9.]+\]?)")
+_QMAIL_HOST = re.compile(r"^(?:Connected to )?(\S{1,255}?)(?: does not like| but )")
+_HOST = re.compile(r"\bhost ([A-Za-z0-9.-]{1,252}\.[A-Za-z]{2,63}|\[?[0-9.]{7,15}\]?)")
 _SMTP_REPLY = re.compile(r"\b[45]\d\d\b")
 _SENDMAIL_SECTION = re.compile(
     r"-+ The following addresses had (permanent fatal|transient non-fatal)"
@@ -166,6 +168,9 @@ def _exchange(lines: list[str], action: str) -> list[BounceRow]:
 def _sendmail(lines: list[str], action: str) -> list[BounceRow]:
     rows: list[BounceRow] = []
     section = ""
+    # The transcript names the remote server ("... while talking to mx.example.org.:").
+    talking = next((t for t in lines if "while talking to" in t), "")
+    host = talking.split("while talking to", 1)[1].strip().rstrip(".:") if talking else ""
     for index, line in enumerate(lines):
         marker = _SENDMAIL_SECTION.search(line)
         if marker:
@@ -181,9 +186,6 @@ def _sendmail(lines: list[str], action: str) -> list[BounceRow]:
         reason = ""
         if index + 1 < len(lines) and lines[index + 1].strip().startswith("(reason:"):
             reason = lines[index + 1].strip().removeprefix("(reason:").rstrip(")").strip()
-        # The transcript names the remote server ("... while talking to mx.example.org.:").
-        talking = next((t for t in lines if "while talking to" in t), "")
-        host = talking.split("while talking to", 1)[1].strip().rstrip(".:") if talking else ""
         rows.append(
             BounceRow(
                 final_recipient=clean_text(address.group(), limit=254),

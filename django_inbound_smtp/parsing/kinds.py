@@ -60,7 +60,8 @@ _DAEMONS = frozenset(("mailer-daemon", "postmaster", "mail-daemon", "mailerdaemo
 _DAEMON_NAMES = ("mail delivery system", "mail delivery subsystem", "mail administrator")
 _BY = re.compile(r"\bby\s+([^\s;()\[\]]+)", re.IGNORECASE)
 _MESSAGE_ID = re.compile(r"^\s*message-id:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
-_TAGS = re.compile(r"<[^>]*>")
+# "<[^>]*>" would rescan to the end for each "<" of "<<<<...": quadratic.
+_TAGS = re.compile(r"<[^<>]*>")
 
 # Out-of-office subjects, by language. A subject starting with one of these followed
 # by a colon (or alone) is an automatic reply; "Re: Out of office party" is not.
@@ -166,7 +167,7 @@ def _from_daemon(headers: _Headers, envelope_from: str) -> bool:
     if not envelope_from:
         return True  # the null sender <>: RFC 5321 §4.5.5, bounces use nothing else
     sender = headers.first("from").lower()
-    local = re.findall(r"([^\s<>\"@]+)@", sender)
+    local = re.findall(r"([^\s<>\"@]{1,64})@", sender)
     if any(part in _DAEMONS or part.startswith("microsoftexchange") for part in local):
         return True
     return any(name in sender for name in _DAEMON_NAMES)
