@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from django_inbound_smtp import kinds
 from django_inbound_smtp.parsing.dsn import address_of, parse_delivery_status, status_of
@@ -365,3 +367,28 @@ def test_hostile_bounce_texts_are_read_in_linear_time(body: bytes) -> None:
         started = time.monotonic()
         assert classify(parsed, envelope_from="", own_hosts=()).kind == "bounce"
         assert time.monotonic() - started < 0.5
+
+
+@settings(max_examples=150, derandomize=True, deadline=None)
+@given(
+    head=st.sampled_from(
+        [
+            b"From: MAILER-DAEMON@x.example\r\nSubject: Returned mail: x\r\n\r\n",
+            b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: message/delivery-status\r\n\r\n",
+            b"Subject: Automatic reply: x\r\nX-Loop: \r\n\r\n",
+        ]
+    ),
+    body=st.binary(max_size=2000),
+)
+def test_classify_takes_any_bytes_and_bounds_what_it_keeps(head: bytes, body: bytes) -> None:
+    result = classify(parse_message(head + body), envelope_from="", own_hosts={OUR_HOST})
+    assert result.kind in KINDS
+    assert len(result.reason) <= 200
+    for row in result.bounced:
+        assert len(row.final_recipient) <= 254
+        assert len(row.original_recipient) <= 254
+        assert len(row.status) <= 16
+        assert len(row.diagnostic_code) <= 1000
+        assert len(row.remote_mta) <= 255
+        assert "\x00" not in row.diagnostic_code + row.final_recipient
