@@ -46,6 +46,10 @@ message_received = Signal()
 #                        ``failed`` (the original recipient when reported, else the
 #                        final one): mail to them will never arrive
 #   original_message_id  str: Message-ID of the mail that bounced, "" if not quoted
+#   return_path_recipients  list[str]: when the bounce came to signed return paths
+#                        (VERP, ``reply_addresses.return_path``), the addresses they
+#                        were made for: who the bounced mail went to, by our own
+#                        signature (the report may name a forwarding address)
 #
 # Receivers must accept ``**kwargs``: new keyword arguments may be added.
 #: Sent after a bounce is parsed, naming the recipients that failed.

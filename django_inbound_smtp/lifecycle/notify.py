@@ -131,11 +131,11 @@ def notify(message: InboundMessage) -> list[BaseException]:
     )
     errors = _failures("message_received", responses, message)
     if message.kind == InboundMessage.Kind.BOUNCE:
-        errors += _bounced(message)
+        errors += _bounced(message, recipients)
     return errors + _run_handlers(message, recipients)
 
 
-def _bounced(message: InboundMessage) -> list[BaseException]:
+def _bounced(message: InboundMessage, envelope: list[InboundRecipient]) -> list[BaseException]:
     rows = list(message.bounce_recipients.all())
     responses = message_bounced.send_robust(
         sender=InboundMessage,
@@ -143,6 +143,9 @@ def _bounced(message: InboundMessage) -> list[BaseException]:
         recipients=rows,
         failed=[row.recipient for row in rows if row.action == row.Action.FAILED],
         original_message_id=rows[0].original_message_id if rows else "",
+        # Signed return paths (VERP) it came to: who the bounced mail was sent to, by
+        # our own signature, whatever address the report names.
+        return_path_recipients=[r.bounce_recipient for r in envelope if r.bounce_recipient],
     )
     return _failures("message_bounced", responses, message)
 
