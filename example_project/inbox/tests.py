@@ -136,6 +136,25 @@ def test_other_mail_adds_no_comment(ticket: Ticket) -> None:
     assert set(InboundMessage.objects.values_list("status", flat=True)) == {"processed"}
 
 
+def test_auto_replies_and_list_mail_never_become_comments(ticket: Ticket) -> None:
+    """The route takes regular mail only: an out-of-office answer to a notification, and
+    a mailing list that got the address, have a sender and new text, and still stay out."""
+    address = ticket.reply_address
+    vacation = reply(
+        address,
+        "I am out of the office until Monday.\r\n",
+        headers="Auto-Submitted: auto-replied\r\n",
+    )
+    listed = reply(
+        address, "Anyone seen this?\r\n", headers="List-Id: <users.lists.example.org>\r\n"
+    )
+    for raw in (vacation, listed):
+        deliver(raw, mail_from="alice@example.org", to=[address])
+    assert not Comment.objects.exists()
+    kinds = set(InboundMessage.objects.values_list("kind", "recipients__route"))
+    assert kinds == {("auto_reply", ""), ("list", "")}
+
+
 def test_only_the_new_text_becomes_the_comment(ticket: Ticket) -> None:
     # An Outlook reply in German with a signature: the header block, the quoted mail
     # and the "-- " signature stay out of the comment (message.reply_text).
