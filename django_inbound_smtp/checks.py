@@ -16,6 +16,7 @@ from typing import Any
 import django
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import DatabaseError
 from django.utils.module_loading import import_string
 
 from django_inbound_smtp import routing
@@ -68,13 +69,15 @@ def _key_error(key: str, problem: str, hint: str, check_id: str) -> Error:
     return Error(f"{SETTINGS_NAME}[{key!r}] {problem}.", hint=hint, id=f"inbound_smtp.{check_id}")
 
 
-def _routes_errors(value: Any) -> list[CheckMessage]:
-    def tasks() -> list[str]:
-        try:
-            return list(celery_app().tasks)
-        except Exception:  # no usable Celery app: no task names to accept
-            return []
+def _celery_tasks() -> list[str]:
+    try:
+        return list(celery_app().tasks)
+    except Exception:  # no usable Celery app: no task names to accept
+        return []
 
+
+def _routes_errors(value: Any) -> list[CheckMessage]:
+    tasks = _celery_tasks
     return [
         _key_error("ROUTES", problem, "See the README, Routing.", "E055")
         for problem in routing.route_errors(value, celery_tasks=tasks)
@@ -335,6 +338,36 @@ def _loop_errors(raw: dict[str, Any]) -> list[CheckMessage]:
             )
         ]
     return []
+
+
+@register(Tags.database)
+def check_mailbox_handlers(
+    app_configs: Any = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """A mailbox's handler is a route too: one naming nothing is the same error as a
+    broken ``ROUTES`` entry. Database checks run when asked for a database (``smtpd``,
+    ``migrate``, ``check --database``)."""
+    from django_inbound_smtp.models import Mailbox
+
+    errors: list[CheckMessage] = []
+    for alias in databases or ():
+        try:
+            handlers = set(
+                Mailbox.objects.using(alias).exclude(handler="").values_list("handler", flat=True)
+            )
+        except DatabaseError:  # not migrated yet: nothing to check
+            continue
+        errors += [
+            Error(
+                f"Mailbox handler {handler!r} is neither an importable callable nor a task of "
+                "the project's Celery app.",
+                hint="Fix the mailbox's handler in the admin (its messages would fail).",
+                id="inbound_smtp.E056",
+            )
+            for handler in sorted(handlers)
+            if not routing.handler_known(handler, celery_tasks=_celery_tasks)
+        ]
+    return errors
 
 
 @register(Tags.compatibility)

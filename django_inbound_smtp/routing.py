@@ -40,6 +40,7 @@ __all__ = [
     "Route",
     "configured_routes",
     "explain",
+    "handler_known",
     "mailbox_route",
     "parse_route",
     "resolve_handler",
@@ -224,6 +225,11 @@ def resolve_handler(path: str) -> Callable[..., Any] | None:
     return target if callable(target) else None
 
 
+def handler_known(path: str, *, celery_tasks: Callable[[], Iterable[str]]) -> bool:
+    """Whether ``path`` names an importable callable or a task of the project's app."""
+    return resolve_handler(path) is not None or path in set(celery_tasks())
+
+
 def route_errors(entries: Any, *, celery_tasks: Callable[[], Iterable[str]]) -> list[str]:
     """What is wrong with a ``ROUTES`` value: bad entries, and handlers that are
     neither importable callables nor tasks of the project's Celery app."""
@@ -240,7 +246,7 @@ def route_errors(entries: Any, *, celery_tasks: Callable[[], Iterable[str]]) -> 
         if route.name in names:
             problems.append(f"{route.name}: the name is used twice")
         names.add(route.name)
-        if resolve_handler(route.handler) is None and route.handler not in set(celery_tasks()):
+        if not handler_known(route.handler, celery_tasks=celery_tasks):
             problems.append(
                 f"{route.name}: handler {route.handler!r} is neither an importable callable "
                 "nor a task of the project's Celery app"

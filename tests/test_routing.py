@@ -241,3 +241,24 @@ def test_broken_routes_fail_the_message_once_instead_of_escaping_processing() ->
     assert received == [message.queue_id]
     assert message.status == InboundMessage.Status.FAILED
     assert "no handler: 'handler' must be a dotted path" in message.error
+
+
+@pytest.mark.django_db
+def test_a_mailbox_handler_naming_nothing_is_refused_by_the_admin_form_and_the_checks() -> None:
+    from django.core.exceptions import ValidationError
+    from django.core.management.base import SystemCheckError
+
+    mailbox = Mailbox(address="help@our.test", handler="no.such.module.handler")
+    with pytest.raises(ValidationError, match="Neither an importable callable"):
+        mailbox.full_clean()
+    Mailbox(address="ok@our.test", handler=f"{__name__}.mailbox_handler").full_clean()
+
+    mailbox.save()  # saved around the form (a fixture, the shell): the checks catch it
+    errors = [e for e in run_checks(databases=["default"]) if e.id == "inbound_smtp.E056"]
+    assert [e.msg for e in errors] == [
+        "Mailbox handler 'no.such.module.handler' is neither an importable callable nor a "
+        "task of the project's Celery app."
+    ]
+    assert not [e for e in run_checks() if e.id == "inbound_smtp.E056"]  # needs a database
+    with pytest.raises(SystemCheckError, match="E056"):
+        call_command("check", "--database", "default")

@@ -8,6 +8,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from django_inbound_smtp import routing
+from django_inbound_smtp._celery import celery_app
 from django_inbound_smtp.envelope import address_key, address_syntax_error, split_address
 from django_inbound_smtp.managers import MailboxQuerySet
 
@@ -23,6 +25,13 @@ def normalize_mailbox_address(address: str) -> str:
     for virtual mailboxes; ``*@domain`` is the catch-all for a domain.
     """
     return address_key(address)
+
+
+def _task_names() -> list[str]:
+    try:
+        return list(celery_app().tasks)
+    except Exception:  # no usable Celery app: no task names to accept
+        return []
 
 
 class Mailbox(models.Model):
@@ -103,6 +112,15 @@ class Mailbox(models.Model):
         problem = address_syntax_error(self.address)
         if problem:
             raise ValidationError({"address": _("Not a usable address: %s.") % problem})
+        if self.handler and not routing.handler_known(self.handler, celery_tasks=_task_names):
+            raise ValidationError(
+                {
+                    "handler": _(
+                        "Neither an importable callable nor a task of the project's Celery "
+                        "app: every message to this mailbox would fail."
+                    )
+                }
+            )
 
     @property
     def has_quota(self) -> bool:

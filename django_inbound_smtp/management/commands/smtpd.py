@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from django_inbound_smtp import _db, metrics
 from django_inbound_smtp.conf import get_settings
@@ -122,10 +122,13 @@ class Command(BaseCommand):
                 "socket unit, or let --workers bind the port itself."
             )
         options["metrics_bind"] = metrics_bind(options["metrics"])
+        dropping = bool(options["user"] or options["group"])
         if not options["skip_checks"]:
             self.stdout.write("Performing system checks...")
-            self.check(display_num_errors=True)
-        if not (options["user"] or options["group"]):
+            # The database checks too (mailbox handlers naming nothing, E056), but not
+            # as root before a drop (see below).
+            self.check(display_num_errors=True, databases=[] if dropping else [DEFAULT_DB_ALIAS])
+        if not dropping:
             # Not as root before the drop: a connection opened as root fails where the
             # database authenticates the process's user (PostgreSQL peer auth) and
             # breaks the promise of no database work before the drop.
