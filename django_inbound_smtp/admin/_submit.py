@@ -23,7 +23,6 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import format_datetime
 from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -34,7 +33,7 @@ from django_inbound_smtp.envelope import ReceivedEnvelope, RecipientContext, Res
 from django_inbound_smtp.lifecycle import schedule
 from django_inbound_smtp.parsing import header_block
 from django_inbound_smtp.smtp._data import BareNewlines, longest_line
-from django_inbound_smtp.smtp._trace import new_queue_id
+from django_inbound_smtp.smtp._trace import new_queue_id, received_field
 
 __all__ = ["HELO", "NotAMessage", "Prepared", "Refused", "prepare", "resolve", "submit"]
 
@@ -129,18 +128,14 @@ def trace_header(
     *, queue_id: str, recipients: Sequence[str], when: datetime, secure: bool
 ) -> bytes:
     """Our ``Received:`` line for an injected message: no client, the admin over HTTP."""
-    lines = [
-        "Received: from admin (message put in from the Django admin)",
-        f"\tby {_hostname()} (django-inbound-smtp) with {'HTTPS' if secure else 'HTTP'}"
-        f" id {queue_id}",
-    ]
-    suffix = f"; {format_datetime(when)}"
-    # As for SMTP mail: "for" only for a single recipient, so no copy reveals the others.
-    if len(recipients) == 1:
-        lines.append(f"\tfor <{recipients[0]}>{suffix}")
-    else:
-        lines[-1] += suffix
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
+    return received_field(
+        ["Received: from admin (message put in from the Django admin)"],
+        hostname=_hostname(),
+        protocol="HTTPS" if secure else "HTTP",
+        queue_id=queue_id,
+        recipients=recipients,
+        when=when,
+    )
 
 
 def submit(

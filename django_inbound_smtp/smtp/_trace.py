@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Sequence
 from datetime import datetime
 from email.utils import format_datetime
 
-__all__ = ["new_queue_id", "received_header", "sanitize_helo"]
+__all__ = ["new_queue_id", "received_field", "received_header", "sanitize_helo"]
 
 # Anything outside printable ASCII in a HELO name is dropped before it goes into a
 # header or a column: the name is client-controlled (hostile-inputs #69).
@@ -39,11 +40,8 @@ def received_header(
     authenticated: bool = False,
     lmtp: bool = False,
 ) -> bytes:
-    """The ``Received:`` field we prepend, folded, ending in CRLF.
-
-    ``for <rcpt>`` is given only for a single recipient, as Postfix does, so one copy
-    never reveals the other (possibly BCC) recipients.
-    """
+    """The ``Received:`` field we prepend to SMTP and LMTP mail (see
+    :func:`received_field`)."""
     # RFC 3848: ESMTP, ESMTPS (TLS), ESMTPA (AUTH), ESMTPSA (both); LMTP likewise.
     base = "LMTP" if lmtp else "ESMTP" if esmtp else "SMTP"
     protocol = base + ("S" if tls else "") + ("A" if authenticated else "")
@@ -54,7 +52,35 @@ def received_header(
         lines.append(
             f"\t(using {sanitize_helo(tls_version)} with cipher {sanitize_helo(tls_cipher)})"
         )
-    lines += [
+    return received_field(
+        lines,
+        hostname=hostname,
+        protocol=protocol,
+        queue_id=queue_id,
+        recipients=recipients,
+        when=when,
+    )
+
+
+def received_field(
+    from_lines: Sequence[str],
+    *,
+    hostname: str,
+    protocol: str,
+    queue_id: str,
+    recipients: Sequence[str],
+    when: datetime,
+) -> bytes:
+    """A ``Received:`` field from its ``from`` part (``from_lines``, the first one
+    starting ``Received:``): then ``by`` us ``with`` ``protocol`` ``id`` ``queue_id``,
+    ``for`` the recipient and the date; folded, ending in CRLF. Every message we store
+    gets one: SMTP and LMTP mail, and mail put in from the admin.
+
+    ``for <rcpt>`` is given only for a single recipient, as Postfix does, so one copy
+    never reveals the other (possibly BCC) recipients.
+    """
+    lines = [
+        *from_lines,
         f"\tby {hostname} (django-inbound-smtp) with {protocol} id {queue_id}",
     ]
     suffix = f"; {format_datetime(when)}"
