@@ -52,10 +52,7 @@ def smtp_client(smtp_server: RunningServer) -> Iterator[smtplib.SMTP]:
     try:
         yield client
     finally:
-        try:
-            client.quit()
-        except smtplib.SMTPServerDisconnected:
-            pass
+        client.quit_if_open()
 
 
 @pytest.fixture

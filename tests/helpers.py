@@ -30,6 +30,13 @@ class GuardedSMTP(smtplib.SMTP):
         assert not message.startswith(b"Error: ("), f"leaked exception: {code} {message!r}"
         return code, message
 
+    def quit_if_open(self) -> None:
+        """Say QUIT, unless the server has already closed the connection."""
+        try:
+            self.quit()
+        except smtplib.SMTPServerDisconnected:
+            pass
+
 
 def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for a child process (smtpd, a Celery worker) that must use the test

@@ -42,10 +42,7 @@ def lmtp(lmtp_server: RunningServer) -> Iterator[LmtpClient]:
     try:
         yield client
     finally:
-        try:
-            client.quit()
-        except smtplib.SMTPServerDisconnected:
-            pass
+        client.quit_if_open()
 
 
 def _stored_for(address: str) -> list[InboundMessage]:
