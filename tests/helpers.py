@@ -118,6 +118,20 @@ def local_storages(location: object) -> dict[str, dict[str, object]]:
     }
 
 
+def broken_storages(folder: Path) -> dict[str, Any]:
+    """``STORAGES`` with the default alias as configured and a ``"broken"`` alias whose
+    folder is the plain file ``folder/not-a-folder``: writing under it fails for real (EEXIST /
+    ENOTDIR), whatever the user (root included)."""
+    from django.conf import settings
+
+    blocker = folder / "not-a-folder"
+    blocker.write_text("a file where the storage expects a folder")
+    return {
+        "default": settings.STORAGES["default"],
+        "broken": local_storages(blocker)["default"],
+    }
+
+
 def received_envelope(queue_id: str = "QTEST", **fields: object) -> ReceivedEnvelope:
     """A ``ReceivedEnvelope`` as the listener builds one; ``fields`` override the defaults
     (sender a@x.test, no recipients, a loopback client that said EHLO c.test)."""

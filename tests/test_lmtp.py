@@ -17,7 +17,7 @@ from django.test import override_settings
 
 from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
 from django_inbound_smtp.testing import RunningServer, running_server
-from tests.helpers import subprocess_env
+from tests.helpers import broken_storages, subprocess_env
 from tests.lmtp_client import LmtpClient
 from tests.observe import metrics_port, moved, scrape, scrape_until
 from tests.smtpd_process import Smtpd, logged_settings
@@ -198,19 +198,11 @@ def test_a_message_too_big_gets_the_refusal_once_per_recipient(make_mailbox, lmt
 
 def test_our_storage_fault_is_451_for_every_recipient(make_mailbox, lmtp, tmp_path) -> None:
     # A real fault: the storage folder is a file, so writing under it fails.
-    blocker = tmp_path / "not-a-folder"
-    blocker.write_text("a file where the storage expects a folder")
     make_mailbox("one@our.test")
     make_mailbox("two@our.test")
-    broken = {
-        "default": storages.backends["default"],
-        "broken": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(blocker)},
-        },
-    }
     with override_settings(
-        STORAGES=broken, INBOUND_SMTP={"HOSTNAME": "mx.test", "STORAGE": "broken"}
+        STORAGES=broken_storages(tmp_path),
+        INBOUND_SMTP={"HOSTNAME": "mx.test", "STORAGE": "broken"},
     ):
         lmtp.lhlo()
         lmtp.mail("a@example.org")

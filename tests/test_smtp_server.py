@@ -10,7 +10,6 @@ from pathlib import Path
 
 import aiosmtplib
 import pytest
-from django.conf import settings
 from django.core.files.storage import storages
 from django.test import override_settings
 
@@ -18,7 +17,7 @@ from django_inbound_smtp import validators
 from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
 from django_inbound_smtp.signals import message_received
 from django_inbound_smtp.testing import RunningServer, running_server
-from tests.helpers import GuardedSMTP, receiver_connected, start_data
+from tests.helpers import GuardedSMTP, broken_storages, receiver_connected, start_data
 
 pytestmark = pytest.mark.integration
 
@@ -416,18 +415,9 @@ def test_database_failure_at_data_is_451_leaves_nothing_and_session_recovers(
 def test_storage_failure_is_451_and_the_session_recovers(
     make_mailbox, smtp_client, tmp_path: Path
 ) -> None:
-    # A real fault: the storage folder is a file, so writing under it fails (EEXIST /
-    # ENOTDIR), whatever the user (root included).
-    blocker = tmp_path / "not-a-folder"
-    blocker.write_text("a file where the storage expects a folder")
+    # A real fault: the storage folder is a file, so writing under it fails.
     make_mailbox("user@our.test")
-    failing = {
-        "default": settings.STORAGES["default"],
-        "broken": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(blocker)},
-        },
-    }
+    failing = broken_storages(tmp_path)
     files_before = set(Path(storages["default"].path("")).rglob("*.eml"))
     with override_settings(
         STORAGES=failing, INBOUND_SMTP={"HOSTNAME": "mx.test", "STORAGE": "broken"}
@@ -438,7 +428,7 @@ def test_storage_failure_is_451_and_the_session_recovers(
     assert code == 451
     assert text.decode().startswith("4.3.0 Error: temporary local problem")
     assert not InboundMessage.objects.exists()
-    assert blocker.read_text().startswith("a file")
+    assert (tmp_path / "not-a-folder").read_text().startswith("a file")
     # Storage is back: the same connection delivers.
     assert smtp_client.sendmail("a@example.org", ["user@our.test"], SIMPLE) == {}
     assert InboundMessage.objects.count() == 1
