@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BANNER = re.compile(r"^Inbound [SL]MTP server listening on 127\.0\.0\.1:(\d+)(?: \((.*)\))?$")
@@ -39,6 +44,71 @@ def logged_settings(folder: Path, extra: str = "") -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "logged_settings",
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(folder)]),
     }
+
+
+# Settings of a child project with its database and media folder in a folder an
+# unprivileged user owns (it creates the SQLite WAL files and the spool).
+_OWN_FOLDER_SETTINGS = """\
+from tests.settings import *  # noqa: F403
+
+DATABASES = {{"default": {{
+    "ENGINE": "django.db.backends.sqlite3",
+    "NAME": {database!r},
+    "OPTIONS": {{"timeout": 20, "init_command": "PRAGMA journal_mode=WAL"}},
+}}}}
+STORAGES = {{**STORAGES, "default": {{  # noqa: F405
+    "BACKEND": "django.core.files.storage.FileSystemStorage",
+    "OPTIONS": {{"location": {media!r}}},
+}}}}
+INBOUND_SMTP = {{**INBOUND_SMTP, "TLS_CERTFILE": {cert!r}, "TLS_KEYFILE": {key!r}}}  # noqa: F405
+"""
+
+
+@pytest.fixture
+def own_folder() -> Iterator[Path]:
+    """A folder the unprivileged user can reach: pytest's own are root's alone (0700)."""
+    with tempfile.TemporaryDirectory(prefix="inbound-service-") as name:
+        os.chmod(name, 0o755)
+        yield Path(name)
+
+
+def project_owned_by(
+    user: pwd.struct_passwd,
+    folder: Path,
+    *,
+    settings_folder: Path,
+    certfile: Path,
+    keyfile: Path,
+    extra: str = "",
+) -> dict[str, str]:
+    """The environment of a child project whose SQLite database (``folder/db.sqlite3``)
+    and media folder (``folder/media``) belong to ``user``: its settings module is
+    written to ``settings_folder`` (the test settings, that database and media, our TLS
+    files, then ``extra``), it is migrated, it has the mailbox user@our.test, and then
+    everything in ``folder`` is handed to ``user``."""
+    (folder / "media").mkdir(parents=True)
+    (settings_folder / "child_settings.py").write_text(
+        _OWN_FOLDER_SETTINGS.format(
+            database=str(folder / "db.sqlite3"),
+            media=str(folder / "media"),
+            cert=str(certfile),
+            key=str(keyfile),
+        )
+        + extra
+    )
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="child_settings",
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(settings_folder)]),
+    )
+    manage = [sys.executable, "-m", "django"]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [*manage, "inbound_mailbox", "add", "user@our.test"], cwd=ROOT, env=env, check=True
+    )
+    for path in [folder, *folder.rglob("*")]:
+        os.chown(path, user.pw_uid, user.pw_gid)
+    return env
 
 
 class Smtpd:

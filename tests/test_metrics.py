@@ -13,8 +13,6 @@ import pwd
 import re
 import shutil
 import signal
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -34,9 +32,8 @@ from tests.observe import (
     value,
     wait_for,
 )
-from tests.smtpd_process import ROOT, Smtpd, logged_settings
-from tests.test_service import _OWN_FOLDER_SETTINGS
-from tests.test_service import own_folder as own_folder  # a fixture
+from tests.smtpd_process import Smtpd, logged_settings, project_owned_by
+from tests.smtpd_process import own_folder as own_folder  # a fixture
 
 pytestmark = [pytest.mark.integration]
 
@@ -300,29 +297,14 @@ def test_workers_metrics_are_the_sum_of_every_worker(transactional_db, tmp_path)
 def test_workers_count_after_dropping_privileges(tmp_path, certs, own_folder) -> None:
     """``--user nobody --workers 2 --metrics``: the workers write their metrics as
     ``nobody`` into the folder the root parent made for them, and the parent sums."""
-    nobody = pwd.getpwnam("nobody")
-    (own_folder / "media").mkdir()
-    (tmp_path / "child_settings.py").write_text(
-        _OWN_FOLDER_SETTINGS.format(
-            database=str(own_folder / "db.sqlite3"),
-            media=str(own_folder / "media"),
-            cert=str(certs.certfile),
-            key=str(certs.keyfile),
-        )
-        + 'INBOUND_SMTP["METRICS_CACHE"] = 0\n'
+    env = project_owned_by(
+        pwd.getpwnam("nobody"),
+        own_folder,
+        settings_folder=tmp_path,
+        certfile=certs.certfile,
+        keyfile=certs.keyfile,
+        extra='INBOUND_SMTP["METRICS_CACHE"] = 0\n',
     )
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="child_settings",
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]),
-    )
-    manage = [sys.executable, "-m", "django"]
-    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    subprocess.run(
-        [*manage, "inbound_mailbox", "add", "user@our.test"], cwd=ROOT, env=env, check=True
-    )
-    for path in [own_folder, *own_folder.rglob("*")]:
-        os.chown(path, nobody.pw_uid, nobody.pw_gid)
     server = Smtpd(env, "--user", "nobody", "--workers", "2", "--metrics", "127.0.0.1:0")
     try:
         port = metrics_port(server)
@@ -359,27 +341,9 @@ def test_readyz_of_the_root_parent_leaves_no_folder_the_workers_cannot_write(
     may be root's."""
     nobody = pwd.getpwnam("nobody")
     media = own_folder / "media"
-    media.mkdir()
-    (tmp_path / "child_settings.py").write_text(
-        _OWN_FOLDER_SETTINGS.format(
-            database=str(own_folder / "db.sqlite3"),
-            media=str(media),
-            cert=str(certs.certfile),
-            key=str(certs.keyfile),
-        )
+    env = project_owned_by(
+        nobody, own_folder, settings_folder=tmp_path, certfile=certs.certfile, keyfile=certs.keyfile
     )
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="child_settings",
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]),
-    )
-    manage = [sys.executable, "-m", "django"]
-    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    subprocess.run(
-        [*manage, "inbound_mailbox", "add", "user@our.test"], cwd=ROOT, env=env, check=True
-    )
-    for path in [own_folder, *own_folder.rglob("*")]:
-        os.chown(path, nobody.pw_uid, nobody.pw_gid)
     server = Smtpd(env, "--user", "nobody", "--workers", "2", "--metrics", "127.0.0.1:0")
     try:
         port = metrics_port(server)

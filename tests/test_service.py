@@ -14,9 +14,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,37 +22,14 @@ import pytest
 from django_inbound_smtp.models import InboundMessage, Mailbox
 from django_inbound_smtp.smtp import listeners
 from tests.helpers import Certs, GuardedSMTP, subprocess_env
-from tests.smtpd_process import ROOT, gone
+from tests.smtpd_process import ROOT, gone, project_owned_by
+from tests.smtpd_process import own_folder as own_folder  # a fixture
 
 pytestmark = [pytest.mark.integration]
 
 BANNER = re.compile(r"Inbound SMTP server listening on 127\.0\.0\.1:(\d+)")
 NOBODY = "nobody"
-
-# The child's own settings: the test settings, with a database and a media folder in
-# a folder the unprivileged user owns (it creates the SQLite WAL files and the spool).
-_OWN_FOLDER_SETTINGS = """\
-from tests.settings import *  # noqa: F403
-
-DATABASES = {{"default": {{
-    "ENGINE": "django.db.backends.sqlite3",
-    "NAME": {database!r},
-    "OPTIONS": {{"timeout": 20, "init_command": "PRAGMA journal_mode=WAL"}},
-}}}}
-STORAGES = {{**STORAGES, "default": {{  # noqa: F405
-    "BACKEND": "django.core.files.storage.FileSystemStorage",
-    "OPTIONS": {{"location": {media!r}}},
-}}}}
-INBOUND_SMTP = {{**INBOUND_SMTP, "TLS_CERTFILE": {cert!r}, "TLS_KEYFILE": {key!r}}}  # noqa: F405
-"""
-
-
-@pytest.fixture
-def own_folder() -> Iterator[Path]:
-    """A folder the unprivileged user can reach: pytest's own are root's alone (0700)."""
-    with tempfile.TemporaryDirectory(prefix="inbound-service-") as name:
-        os.chmod(name, 0o755)
-        yield Path(name)
+DJANGO = [sys.executable, "-m", "django"]
 
 
 def _free_privileged_port() -> int:
@@ -124,33 +99,14 @@ def test_binds_a_privileged_port_as_root_then_serves_as_nobody(
     root to restart them."""
     nobody = pwd.getpwnam(NOBODY)
     folder = own_folder
-    (folder / "media").mkdir(parents=True)
-    database = folder / "db.sqlite3"
     os.chmod(certs.keyfile, 0o600)  # root's alone
-    (tmp_path / "child_settings.py").write_text(
-        _OWN_FOLDER_SETTINGS.format(
-            database=str(database),
-            media=str(folder / "media"),
-            cert=str(certs.certfile),
-            key=str(certs.keyfile),
-        )
+    env = project_owned_by(
+        nobody, folder, settings_folder=tmp_path, certfile=certs.certfile, keyfile=certs.keyfile
     )
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="child_settings",
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]),
-    )
-    manage = [sys.executable, "-m", "django"]
-    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    subprocess.run(
-        [*manage, "inbound_mailbox", "add", "user@our.test"], cwd=ROOT, env=env, check=True
-    )
-    for path in [folder, *folder.rglob("*")]:
-        os.chown(path, nobody.pw_uid, nobody.pw_gid)
     port = _free_privileged_port()
     process = subprocess.Popen(
         [
-            *manage,
+            *DJANGO,
             "smtpd",
             f"127.0.0.1:{port}",
             "--skip-checks",
@@ -185,7 +141,7 @@ def test_binds_a_privileged_port_as_root_then_serves_as_nobody(
     finally:
         _stop(process, output)
     assert process.returncode == 0, "".join(output)
-    with sqlite3.connect(database) as db:
+    with sqlite3.connect(folder / "db.sqlite3") as db:
         rows = db.execute("SELECT subject, tls FROM inbound_smtp_inboundmessage").fetchall()
     assert rows == [("hi", 1)]
     # Everything the server wrote belongs to the unprivileged user.
@@ -236,9 +192,7 @@ def test_serves_the_socket_systemd_passes(tmp_path: Path) -> None:
             "--fdname=smtp",
             *(f"--setenv={key}" for key in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH")),
             *(f"--setenv={key}" for key in env if key.startswith("INBOUND_TEST_")),
-            sys.executable,
-            "-m",
-            "django",
+            *DJANGO,
             "smtpd",
             "--skip-checks",
         ],
@@ -318,37 +272,26 @@ def test_no_database_connection_is_opened_as_root(
     files beside a SQLite database. The child's settings record the effective uid of
     each connection as it opens (Django's ``connection_created`` signal)."""
     nobody = pwd.getpwnam(NOBODY)
-    (own_folder / "media").mkdir()
     opened = own_folder / "connections.log"
-    (tmp_path / "child_settings.py").write_text(
-        _OWN_FOLDER_SETTINGS.format(
-            database=str(own_folder / "db.sqlite3"),
-            media=str(own_folder / "media"),
-            cert=str(certs.certfile),
-            key=str(certs.keyfile),
-        )
-        + "import os as _os\n"
-        + "from django.db.backends.signals import connection_created as _created\n"
-        + "def _record(**kwargs):\n"
-        + f"    with open({str(opened)!r}, 'a') as _log:\n"
-        + "        _log.write(f'{_os.geteuid()}\\n')\n"
-        + "_created.connect(_record, weak=False)\n"
-    )
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="child_settings",
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]),
-    )
-    manage = [sys.executable, "-m", "django"]
-    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    subprocess.run(
-        [*manage, "inbound_mailbox", "add", "user@our.test"], cwd=ROOT, env=env, check=True
+    env = project_owned_by(
+        nobody,
+        own_folder,
+        settings_folder=tmp_path,
+        certfile=certs.certfile,
+        keyfile=certs.keyfile,
+        extra=(
+            "import os as _os\n"
+            "from django.db.backends.signals import connection_created as _created\n"
+            "def _record(**kwargs):\n"
+            f"    with open({str(opened)!r}, 'a') as _log:\n"
+            "        _log.write(f'{_os.geteuid()}\\n')\n"
+            "_created.connect(_record, weak=False)\n"
+        ),
     )
     opened.write_text("")  # what migrate and the mailbox command opened is not smtpd's
-    for path in [own_folder, *own_folder.rglob("*")]:
-        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    os.chown(opened, nobody.pw_uid, nobody.pw_gid)
     process = subprocess.Popen(
-        [*manage, "smtpd", "127.0.0.1:0", "--user", NOBODY],
+        [*DJANGO, "smtpd", "127.0.0.1:0", "--user", NOBODY],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
