@@ -52,6 +52,19 @@ def _ids(pid: int) -> dict[str, list[int]]:
     }
 
 
+def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """``command`` started in the project folder, its output (stderr too) to be read
+    by ``_wait_banner`` and kept by ``_stop``."""
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def _wait_banner(process: subprocess.Popen[str], output: list[str]) -> int:
     assert process.stdout is not None
     deadline = time.monotonic() + 60
@@ -104,7 +117,7 @@ def test_binds_a_privileged_port_as_root_then_serves_as_nobody(
         nobody, folder, settings_folder=tmp_path, certfile=certs.certfile, keyfile=certs.keyfile
     )
     port = _free_privileged_port()
-    process = subprocess.Popen(
+    process = _spawn(
         [
             *DJANGO,
             "smtpd",
@@ -115,11 +128,7 @@ def test_binds_a_privileged_port_as_root_then_serves_as_nobody(
             "--workers",
             str(workers),
         ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        env,
     )
     output: list[str] = []
     try:
@@ -185,7 +194,7 @@ def test_serves_the_socket_systemd_passes(tmp_path: Path) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = subprocess_env()
-    process = subprocess.Popen(
+    process = _spawn(
         [
             activate,
             f"--listen=127.0.0.1:{port}",
@@ -196,11 +205,7 @@ def test_serves_the_socket_systemd_passes(tmp_path: Path) -> None:
             "smtpd",
             "--skip-checks",
         ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        env,
     )
     output: list[str] = []
     try:
@@ -290,14 +295,7 @@ def test_no_database_connection_is_opened_as_root(
     )
     opened.write_text("")  # what migrate and the mailbox command opened is not smtpd's
     os.chown(opened, nobody.pw_uid, nobody.pw_gid)
-    process = subprocess.Popen(
-        [*DJANGO, "smtpd", "127.0.0.1:0", "--user", NOBODY],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = _spawn([*DJANGO, "smtpd", "127.0.0.1:0", "--user", NOBODY], env)
     output: list[str] = []
     try:
         port = _wait_banner(process, output)
