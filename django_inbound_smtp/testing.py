@@ -20,14 +20,14 @@ import asyncio
 import email.message
 import email.policy
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import getaddresses
 from typing import TYPE_CHECKING, Any, Protocol
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import sync_to_async
 
 from django_inbound_smtp import store, validators
 from django_inbound_smtp._db import unit_of_work
@@ -80,10 +80,6 @@ def _header_recipients(content: bytes) -> list[str]:
     return [address for _name, address in getaddresses(fields) if address]
 
 
-async def _here(function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    return await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
-
-
 def deliver(
     message: MessageLike,
     *,
@@ -109,8 +105,8 @@ def deliver(
     addresses = list(to) if to is not None else _header_recipients(content)
     context = RecipientContext(mail_from=mail_from, peer_host=peer_host, helo=helo, tls=False)
     resolved = tuple(
-        # In the caller's thread (thread-sensitive), so validators see its transaction.
-        async_to_sync(validators.validate_recipient)(address, context=context, run_sync=_here)
+        # In the caller's thread, so validators see its transaction.
+        validators.validate_recipient_here(address, context=context)
         for address in addresses
     )
     for recipient in resolved:  # a full mailbox, as at RCPT: 452 4.2.2

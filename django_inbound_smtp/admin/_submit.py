@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-from asgiref.sync import async_to_sync, sync_to_async
 
 from django_inbound_smtp import replies, store, validators
 from django_inbound_smtp.conf import get_settings
@@ -108,16 +105,11 @@ def prepare(raw: bytes) -> Prepared:
     return Prepared(content=content, bare_newlines=newlines.seen)
 
 
-async def _here(function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    # The caller's thread (thread-sensitive), so validators see its transaction.
-    return await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
-
-
 def resolve(address: str, *, mail_from: str, secure: bool) -> ResolvedRecipient:
     """Run the RCPT-time validator chain for ``address``; raises ``Rejected`` /
     ``TemporaryFailure`` with the reply SMTP would give. Synchronous."""
     context = RecipientContext(mail_from=mail_from, peer_host=None, helo=HELO, tls=secure)
-    return async_to_sync(validators.validate_recipient)(address, context=context, run_sync=_here)
+    return validators.validate_recipient_here(address, context=context)
 
 
 def _hostname() -> str:

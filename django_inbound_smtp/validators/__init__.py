@@ -33,6 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar, overload
 
+from asgiref.sync import async_to_sync, sync_to_async
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
@@ -54,6 +55,7 @@ __all__ = [
     "clear_caches",
     "load_validators",
     "validate_recipient",
+    "validate_recipient_here",
 ]
 
 ValidatorResult = ResolvedRecipient | Reply | None
@@ -141,6 +143,19 @@ async def validate_recipient(
             "expected ResolvedRecipient, Reply or None"
         )
     raise Rejected(replies.RELAY_DENIED)
+
+
+async def _in_the_callers_thread(function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    return await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
+
+
+def validate_recipient_here(address: str, *, context: RecipientContext) -> ResolvedRecipient:
+    """:func:`validate_recipient` for synchronous callers (the admin, commands, the test
+    kit). Sync validators run in the caller's thread (thread-sensitive), so they see its
+    database connection and transaction."""
+    return async_to_sync(validate_recipient)(
+        address, context=context, run_sync=_in_the_callers_thread
+    )
 
 
 def _from_memory(validator: Callable[..., Any], address: str, context: RecipientContext) -> Any:

@@ -7,7 +7,6 @@ from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
 
-from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.contenttypes.models import ContentType
 from django.core.management.base import BaseCommand, CommandError
 
@@ -19,10 +18,6 @@ from django_inbound_smtp.lifecycle.classify import own_hosts
 from django_inbound_smtp.models import Mailbox
 from django_inbound_smtp.parsing.kinds import classify
 from django_inbound_smtp.parsing.mime import parse_message
-
-
-async def _in_this_thread(function: Any, /, *args: Any, **kwargs: Any) -> Any:
-    return await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
 
 
 def _mailbox(accepted: ResolvedRecipient) -> Mailbox | None:
@@ -88,9 +83,7 @@ class Command(BaseCommand):
             mail_from=sender, peer_host=None, helo="inbound_route", tls=False
         )
         try:
-            accepted: ResolvedRecipient = async_to_sync(validators.validate_recipient)(
-                address, context=context, run_sync=_in_this_thread
-            )
+            accepted = validators.validate_recipient_here(address, context=context)
         except (Rejected, TemporaryFailure) as refusal:
             raise CommandError(f"{address}: refused at RCPT: {refusal.reply}") from refusal
         mailbox = _mailbox(accepted)

@@ -11,13 +11,10 @@ once the batch committed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any
-
-from asgiref.sync import async_to_sync, sync_to_async
 
 from django_inbound_smtp import store, validators
 from django_inbound_smtp.conf import get_settings
@@ -53,11 +50,6 @@ class _Ready:
     envelope: ReceivedEnvelope
     spool: Spool
     label: str
-
-
-async def _here(function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    # Sync validators run in this (the command's) thread, with its connection.
-    return await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
 
 
 class Importer:
@@ -206,11 +198,8 @@ class Importer:
                 unknown.append(address)
                 continue
             try:
-                accepted.append(
-                    async_to_sync(validators.validate_recipient)(
-                        address, context=context, run_sync=_here
-                    )
-                )
+                # Sync validators run in this (the command's) thread, with its connection.
+                accepted.append(validators.validate_recipient_here(address, context=context))
             except Rejected:
                 unknown.append(address)
             except TemporaryFailure as failure:
