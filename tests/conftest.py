@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 import trustme
+from django.contrib.auth.models import User
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django.test import Client
 
 from django_inbound_smtp import validators
 from django_inbound_smtp.models import Mailbox
@@ -34,6 +36,14 @@ def make_mailbox(db: None) -> Callable[..., Mailbox]:
         return Mailbox.objects.create(address=address, **fields)
 
     return make
+
+
+@pytest.fixture
+def staff(db: None) -> Client:
+    """A test client logged in as the superuser "boss"."""
+    client = Client()
+    client.force_login(User.objects.create_superuser("boss", "boss@x.test", "pw"))
+    return client
 
 
 @pytest.fixture

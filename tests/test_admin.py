@@ -39,13 +39,6 @@ def _store(
 
 
 @pytest.fixture
-def staff(db) -> Client:
-    client = Client()
-    client.force_login(User.objects.create_superuser("boss", "boss@x.test", "pw"))
-    return client
-
-
-@pytest.fixture
 def stored(db) -> InboundMessage:
     mailbox = Mailbox.objects.create(address="user@our.test")
     _store(

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import django
-import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
@@ -54,13 +53,6 @@ def _store(raw: bytes, queue_id: str, *, mail_from: str = "sender@x.test") -> In
         queue_id.encode()
     )
     return InboundMessage.objects.get(pk=store.store_message(envelope, raw, trace=trace))
-
-
-@pytest.fixture
-def staff(db) -> Client:
-    client = Client()
-    client.force_login(User.objects.create_superuser("boss", "boss@x.test", "pw"))
-    return client
 
 
 def _serialized(sent: Any) -> bytes:

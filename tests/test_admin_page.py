@@ -86,13 +86,6 @@ def mailbox(db) -> Mailbox:
 
 
 @pytest.fixture
-def staff(db) -> Client:
-    client = Client()
-    client.force_login(User.objects.create_superuser("boss", "boss@x.test", "pw"))
-    return client
-
-
-@pytest.fixture
 def clerk(db) -> tuple[User, Client]:
     """Staff without the view permission on messages."""
     user = User.objects.create_user("clerk", "clerk@x.test", "pw", is_staff=True)
