@@ -21,6 +21,15 @@ from django_inbound_smtp.testing import running_server
 validator_log = logging.getLogger("tests.logs.validator")
 receiver_log = logging.getLogger("tests.logs.receiver")
 BODY = b"Subject: logged\r\n\r\nhello\r\n"
+# INBOUND_SMTP of the tests that speak SMTP: the logging validator before the mailbox one.
+LOGGED_RCPT = {
+    "HOSTNAME": "mx.test",
+    "DISPATCH": "inline",
+    "RECIPIENT_VALIDATORS": [
+        "tests.test_logs.logging_validator",
+        "django_inbound_smtp.validators.models.mailbox_validator",
+    ],
+}
 
 
 def logging_validator(address: str, *, context: object) -> None:
@@ -58,17 +67,9 @@ def test_every_line_of_a_transaction_carries_its_queue_id(make_mailbox, transact
         receiver_log.info("receiver got a message in %s", threading.current_thread().name)
         received.set()
 
-    settings = {
-        "HOSTNAME": "mx.test",
-        "DISPATCH": "inline",
-        "RECIPIENT_VALIDATORS": [
-            "tests.test_logs.logging_validator",
-            "django_inbound_smtp.validators.models.mailbox_validator",
-        ],
-    }
     message_received.connect(receiver, weak=False)
     try:
-        with json_lines() as stream, override_settings(INBOUND_SMTP=settings):
+        with json_lines() as stream, override_settings(INBOUND_SMTP=LOGGED_RCPT):
             with running_server() as server:
                 client = smtplib.SMTP(server.host, server.port, timeout=10)
                 client.ehlo("client.test")
@@ -156,15 +157,7 @@ def test_rset_and_a_second_transaction_each_get_a_fresh_queue_id(
     # The queue id is chosen at MAIL: a transaction given up with RSET and the next
     # one of the same session must not share it (nor their log lines, nor the 250s).
     make_mailbox("user@our.test")
-    settings = {
-        "HOSTNAME": "mx.test",
-        "DISPATCH": "inline",
-        "RECIPIENT_VALIDATORS": [
-            "tests.test_logs.logging_validator",
-            "django_inbound_smtp.validators.models.mailbox_validator",
-        ],
-    }
-    with json_lines() as stream, override_settings(INBOUND_SMTP=settings):
+    with json_lines() as stream, override_settings(INBOUND_SMTP=LOGGED_RCPT):
         with running_server() as server:
             client = smtplib.SMTP(server.host, server.port, timeout=10)
             client.ehlo("client.test")
