@@ -15,7 +15,7 @@ from django_inbound_smtp.testing import deliver
 from tests.helpers import subprocess_env
 from tests.smtpd_process import ROOT, logged_settings
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 # As Postfix's pipe(8) writes it with flags=F: a From_ line, then LF line endings.
 PIPED = (

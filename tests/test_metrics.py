@@ -35,7 +35,7 @@ from tests.observe import (
 from tests.smtpd_process import Smtpd, logged_settings, project_owned_by
 from tests.smtpd_process import own_folder as own_folder  # a fixture
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BODY = b"Subject: counted\r\nMessage-ID: <counted@example.org>\r\n\r\nhello\r\n"
 
@@ -237,7 +237,6 @@ def test_readyz_says_503_while_the_database_refuses_connections(transactional_db
 ACCEPTED = re.compile(r"^accepted ([0-9A-F]+) ")
 
 
-@pytest.mark.slow
 def test_workers_metrics_are_the_sum_of_every_worker(transactional_db, tmp_path) -> None:
     Mailbox.objects.create(address="user@our.test")
     server, port, _spool = _start(tmp_path, "--workers", "2")

@@ -44,7 +44,7 @@ from django_inbound_smtp.parsing.mime import parse_message
 from django_inbound_smtp.signals import message_bounced
 from django_inbound_smtp.testing import running_server
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 FIXTURE = Path(__file__).parent / "fixtures" / "bounces" / "postfix.eml"

@@ -36,7 +36,7 @@ from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
 from tests.helpers import subprocess_env
 from tests.smtpd_process import Smtpd, logged_settings
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 # Big enough that the message (our Received: line and Postfix's included) does not fit

@@ -25,7 +25,7 @@ from tests.helpers import Certs, GuardedSMTP, subprocess_env
 from tests.smtpd_process import ROOT, gone, project_owned_by
 from tests.smtpd_process import own_folder as own_folder  # a fixture
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BANNER = re.compile(r"Inbound SMTP server listening on 127\.0\.0\.1:(\d+)")
 NOBODY = "nobody"

@@ -8,7 +8,7 @@ from django_inbound_smtp import store
 from django_inbound_smtp.lifecycle import owners, schedule
 from tests.helpers import received_envelope
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 def test_a_long_live_queue_does_not_hide_a_dead_process_messages() -> None:

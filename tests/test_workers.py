@@ -26,7 +26,7 @@ from django_inbound_smtp.models import InboundMessage, Mailbox
 from tests.helpers import Certs, GuardedSMTP, subprocess_env
 from tests.smtpd_process import ROOT, Smtpd, gone, logged_settings
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ACCEPTED = re.compile(r"^accepted ([0-9A-F]+) ")
 
