@@ -18,7 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from django_inbound_smtp import store
-from django_inbound_smtp.admin import search
+from django_inbound_smtp.admin import _addresses, search
 from django_inbound_smtp.lifecycle.extract import extract
 from django_inbound_smtp.models import Attachment, InboundMessage, InboundRecipient, Mailbox
 from tests.helpers import received_envelope
@@ -158,6 +158,31 @@ def test_to_matches_envelope_recipients_however_many_addresses_contain_the_text(
     monkeypatch.setattr(search, "_MAX_ADDRESSES", 1)
     assert subjects(staff, "to:sales") == ["b", "a"]  # too many addresses: containment
     assert subjects(staff, "to:SUPPORT@") == ["c"]
+
+
+@pytest.mark.parametrize(
+    "walk_limit", [1000, 5, 4, 1], ids=["walk", "walk-ends-before-limit", "limit-reached", "scan"]
+)
+def test_to_finds_the_same_addresses_whether_walked_or_scanned(
+    staff: Client, monkeypatch: pytest.MonkeyPatch, walk_limit: int
+) -> None:
+    # Four distinct addresses (one twice, one differing in case): a walk limit above 4
+    # walks them all, 4 and 1 stop the walk and scan the rows instead (on SQLite the
+    # rows are always scanned).
+    monkeypatch.setattr(_addresses, "WALK_LIMIT", walk_limit)
+    make(subject="a", to=("sales@our.test", "x_y@our.test"))
+    make(subject="b", to=("Sales@our.test",))
+    make(subject="c", to=("sales@our.test", "support@our.test"))
+    assert subjects(staff, "to:sales") == ["c", "b", "a"]
+    assert subjects(staff, "to:SUPPORT") == ["c"]
+    assert subjects(staff, "to:x_y") == ["a"]
+    assert subjects(staff, "to:s_les") == []  # _ and % are characters, not wildcards
+    assert subjects(staff, "to:%") == []
+    assert subjects(staff, "to:nobody") == []
+
+
+def test_to_on_an_empty_recipient_table_lists_nothing(staff: Client) -> None:
+    assert subjects(staff, "to:sales") == []
 
 
 def test_a_malformed_operator_is_a_message_not_an_error_page(staff: Client) -> None:
