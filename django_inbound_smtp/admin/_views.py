@@ -3,6 +3,7 @@ its inline images and the warning page its links go through."""
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
@@ -47,10 +48,12 @@ else:
 
 class MessageViews(_Admin):
     """Views mixed into ``InboundMessageAdmin``; each checks the view permission on the
-    message (``ModelAdmin.has_view_permission``)."""
+    message (``ModelAdmin.has_view_permission``) and finds it through the admin's
+    ``get_queryset``, so a project that narrows that queryset per user narrows these
+    views too."""
 
     def _viewable(self, request: HttpRequest, pk: int) -> InboundMessage:
-        message = get_object_or_404(InboundMessage, pk=pk)
+        message = get_object_or_404(self.get_queryset(request), pk=pk)
         if not self.has_view_permission(request, message):
             raise PermissionDenied
         return message
@@ -126,9 +129,15 @@ class MessageViews(_Admin):
                 or user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
             )
         )
-        if not allowed:
+        if not allowed or user is None:  # (None is not allowed: for the type checker)
             raise PermissionDenied
-        return _inline_image(get_object_or_404(Attachment, pk=pk))
+        attachment = get_object_or_404(Attachment, pk=pk)
+        # The queryset the admin gives the token's user, not the cookie-less request's.
+        as_user = copy.copy(request)
+        as_user.user = user
+        if not self.get_queryset(as_user).filter(pk=attachment.message_id).exists():
+            raise Http404("no such message")
+        return _inline_image(attachment)
 
     def _session_image(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         attachment = get_object_or_404(Attachment, pk=pk)

@@ -129,7 +129,9 @@ def forward_view(model_admin: ModelAdmin[InboundMessage], request: HttpRequest) 
         and request.user.has_perm(f"{opts.app_label}.{PERMISSION}")
     ):
         raise PermissionDenied
-    chosen = list(InboundMessage.objects.filter(pk__in=_selected(request)).order_by("received_at"))
+    # Through the admin's queryset: a project narrowing it per user narrows this too.
+    visible = model_admin.get_queryset(request)
+    chosen = list(visible.filter(pk__in=_selected(request)).order_by("received_at"))
     changelist = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
     if not chosen:
         messages.error(request, _("No message to forward."))

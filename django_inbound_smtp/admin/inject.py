@@ -224,9 +224,12 @@ def inject_view(
         data, files = request.POST, request.FILES  # reading the body runs the size cap
         too_big = cap is not None and cap.exceeded
         form = InjectForm(data, files, secure=secure, too_big=too_big)
-        if form.is_valid() and (pk := _store(form, request)) is not None:
+        if form.is_valid() and (pk := _store(model_admin, form, request)) is not None:
+            # A message outside what the admin shows this user: back to the list.
+            view = "change" if pk else "changelist"
+            args = [pk] if pk else []
             return HttpResponseRedirect(
-                reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[pk])
+                reverse(f"admin:{opts.app_label}_{opts.model_name}_{view}", args=args)
             )
     else:
         form = InjectForm(secure=secure)
@@ -240,7 +243,11 @@ def inject_view(
     return TemplateResponse(request, "admin/inbound_smtp/inboundmessage/inject.html", context)
 
 
-def _store(form: InjectForm, request: HttpRequest) -> int | None:
+def _store(
+    model_admin: ModelAdmin[InboundMessage], form: InjectForm, request: HttpRequest
+) -> int | None:
+    """Store the form's message; its pk, 0 when it is stored but outside the messages
+    the admin shows this user (its ``get_queryset``), None when it is not stored."""
     assert form.prepared is not None
     try:
         pk = submit_message(
@@ -258,8 +265,25 @@ def _store(form: InjectForm, request: HttpRequest) -> int | None:
             None, _("Not stored: %(reply)s") % {"reply": reply.with_reference(reference)}
         )
         return None
-    message = InboundMessage.objects.only("queue_id", "status", "duplicate_of").get(pk=pk)
-    if message.status == InboundMessage.Status.DUPLICATE:
+    visible = model_admin.get_queryset(request)
+    message = visible.filter(pk=pk).first()
+    if message is None:
+        messages.success(
+            request, _("Stored; processing is scheduled. It is not among the messages you see.")
+        )
+        return 0
+    if message.status == InboundMessage.Status.DUPLICATE and not (
+        visible.filter(pk=message.duplicate_of_id or 0).exists()
+    ):
+        messages.warning(
+            request,
+            _(
+                "Stored as %(queue_id)s, a duplicate of a message stored before (the same "
+                "bytes, sender and recipients), so it is not processed again."
+            )
+            % {"queue_id": message.queue_id},
+        )
+    elif message.status == InboundMessage.Status.DUPLICATE:
         messages.warning(
             request,
             _(
