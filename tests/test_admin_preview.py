@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 
 from django_inbound_smtp.admin._preview import external_target, rewrite
@@ -128,3 +131,72 @@ def test_nothing_that_connects_out_survives_the_rewrite(html: str) -> None:
     rewritten, _remote, _inline = _rewrite(f"<p>before</p>{html}<p>after</p>")
     assert "t.example" not in rewritten
     assert "<p>before</p>" in rewritten
+
+
+# Remote images the first rewriter let through to the policy alone: SVG references,
+# CSS escapes, image-set() strings, and URL spellings a browser reads as another host.
+@pytest.mark.parametrize(
+    "html",
+    [
+        '<svg><image href="https://t.example/p.png"/></svg>',
+        '<svg><image xlink:href="//t.example/p.png"></image></svg>',
+        '<svg><use href="https://t.example/s.svg#a"/></svg>',
+        '<svg><filter><feImage href="https://t.example/f.png"/></filter></svg>',
+        '<p style="background: url(\\68 ttps://t.example/e.png)">x</p>',
+        '<p style="background: \\75 rl(https://t.example/e.png)">x</p>',
+        "<style>p { background: u\\72l('\\68ttps://t.example/e.png') }</style>",
+        '<p style="background: url(&quot;\\2f\\2ft.example/e.png&quot;)">x</p>',
+        '<style>p { background-image: image-set("https://t.example/a.png" 1x) }</style>',
+        "<style>p { background: -webkit-image-set('//t.example/a.png' 1x, 'b.png' 2x) }</style>",
+        "<style>p { background: image-set(url(https://t.example/a.png) 1x) }</style>",
+        '<img src="\\\\t.example/p.gif">',
+        '<img src="/\\t.example/p.gif">',
+        '<img src="http:t.example/p.gif">',
+        "<style>@import 'https://t.example/s.css';</style>",
+    ],
+)
+def test_remote_images_in_every_spelling_are_counted_and_blocked(html: str) -> None:
+    rewritten, remote, _inline = _rewrite(f"<p>before</p>{html}<p>after</p>")
+    assert remote >= 1
+    blocked = re.sub(r'data-blocked-[a-z:]+="[^"]*"', "", rewritten)
+    assert "t.example" not in blocked
+    assert "<p>before</p>" in rewritten
+    assert "<p>after</p>" in rewritten
+    allowed, remote_allowed, _inline = _rewrite(html, allow_remote=True)
+    assert remote_allowed == remote
+    assert "t.example" in allowed
+
+
+def test_svg_references_within_the_document_and_cid_images_stay() -> None:
+    html, remote, inline = _rewrite(
+        '<svg><use href="#shape"/><image href="cid:known@x"/><image href="cid:unknown@x"/>'
+        '<linearGradient xlink:href="#g"/></svg>'
+    )
+    assert remote == 0
+    assert inline == 1
+    assert '<use href="#shape" />' in html
+    assert '<image href="/img/known@x" />' in html
+    assert "<image />" in html
+    assert '<lineargradient xlink:href="#g" />' in html
+
+
+def test_css_escapes_that_name_no_remote_url_are_kept_as_written() -> None:
+    css = 'p { content: "\\201C"; background: url(\\2e/local.png) } a { color: red }'
+    html, remote, _inline = _rewrite(f"<style>{css}</style>")
+    assert remote == 0
+    assert css in html
+
+
+@pytest.mark.parametrize(
+    "css",
+    [
+        "url(" + "\\41" * 30000,  # every escape read two ways: 2^n tries on a failed match
+        "url(" * 30000,
+        "a" * 200000,
+        "image-set(" * 30000,
+    ],
+)
+def test_hostile_css_is_scanned_in_linear_time(css: str) -> None:
+    started = time.perf_counter()
+    _rewrite(f"<style>{css}</style>")
+    assert time.perf_counter() - started < 2  # about 0.2 s on a slow machine

@@ -7,9 +7,12 @@ Content-Security-Policy, save for one thing neither covers: ``<link rel=preconne
 
 - ``cid:`` references point at our own inline-image endpoint, for attachments that
   are safe raster images; any other ``cid:`` is dropped.
-- Remote images (``src``/``srcset``/``background`` and CSS ``url()`` with http(s) or a
-  scheme-relative ``//host``) are counted, and unless loading them was asked for they
-  are moved to ``data-blocked-*`` attributes, so not even a CSP bug could fetch them.
+- Remote images (``src``/``srcset``/``background``/``poster``, the ``href`` of SVG's
+  ``<image>``/``<use>``/``<feImage>``, and CSS ``url()``, ``image-set()`` and
+  ``@import`` however escaped, see ``_css``; http(s), or a scheme-relative ``//host``
+  with slashes or backslashes) are counted, and unless loading them was asked for they
+  are moved to ``data-blocked-*`` attributes or replaced by ``about:invalid``, so not
+  even a CSP bug could fetch them.
 - Links open in a new tab through our warning page; ``javascript:``, ``data:`` and
   every other scheme but http(s) and mailto lose their ``href``.
 - The sender's ``<base>``, ``<link>`` and ``<meta http-equiv="refresh">`` are dropped,
@@ -28,12 +31,16 @@ from html import escape
 from html.parser import HTMLParser
 from urllib.parse import unquote, urlsplit
 
+from django_inbound_smtp.admin import _css
+
 __all__ = ["Preview", "external_target", "rewrite"]
 
 # Browsers drop these from URLs before looking at the scheme ("java\tscript:").
 _URL_NOISE = re.compile(r"[\t\n\r]")
-_CSS_URL = re.compile(r"""url\(\s*(['"]?)\s*((?:https?:)?//[^'")\s]*)\s*\1\s*\)""", re.IGNORECASE)
-_REMOTE = re.compile(r"^(?:https?:)?//", re.IGNORECASE)
+# What a browser fetches from another host: http(s) with or without its slashes
+# ("http:host/x" from an https page), and scheme-relative URLs, whose slashes may be
+# backslashes ("\\\\host", "/\\host": the URL standard reads them as "//").
+_REMOTE = re.compile(r"^(?:https?:|[/\\]{2})", re.IGNORECASE)
 _C0_AND_SPACE = "".join(map(chr, range(0x21)))
 # Names we write back; anything else (quotes, "<" in a name) is not written at all.
 _NAME = re.compile(r"^[a-zA-Z_:][-a-zA-Z0-9_:.]*$")
@@ -57,6 +64,10 @@ class Preview:
 
 def _clean_url(value: str) -> str:
     return _URL_NOISE.sub("", value).strip(_C0_AND_SPACE)
+
+
+def _is_remote(value: str) -> bool:
+    return _REMOTE.match(_clean_url(value)) is not None
 
 
 def external_target(value: str) -> str | None:
@@ -110,11 +121,9 @@ class _Rewriter(HTMLParser):
             self._out.append('<base target="_blank">')
 
     def _css(self, text: str) -> str:
-        found = len(_CSS_URL.findall(text))
+        rewritten, found = _css.neutralise(text, is_remote=_is_remote, block=not self._allow_remote)
         self.remote_images += found
-        if not found or self._allow_remote:
-            return text
-        return _CSS_URL.sub("url(about:invalid)", text)
+        return rewritten
 
     def _image_source(self, attrs: dict[str, str | None], name: str) -> None:
         value = attrs.get(name)
@@ -131,7 +140,7 @@ class _Rewriter(HTMLParser):
             else:
                 attrs[name] = url
                 self.inline_images += 1
-        elif _REMOTE.match(_clean_url(value)):
+        elif _is_remote(value):
             self.remote_images += 1
             if not self._allow_remote:
                 attrs[f"data-blocked-{name}"] = attrs.pop(name)
@@ -141,7 +150,7 @@ class _Rewriter(HTMLParser):
         urls = [_clean_url(candidate).split(" ")[0] for candidate in value.split(",")]
         if any(url[:4].lower() == "cid:" for url in urls):
             del attrs["srcset"]
-        elif any(_REMOTE.match(url) for url in urls):
+        elif any(_is_remote(url) for url in urls):
             self.remote_images += 1
             if not self._allow_remote:
                 attrs["data-blocked-srcset"] = attrs.pop("srcset")
@@ -176,6 +185,12 @@ class _Rewriter(HTMLParser):
             self._image_source(attrs, name)
         if tag in {"a", "area"}:
             self._link(attrs)
+        else:
+            # SVG's <image>, <use>, <feImage>... fetch what href names: an image
+            # source, save a reference within the document ("#id").
+            for name in ("href", "xlink:href"):
+                if not _clean_url(attrs.get(name) or "#").startswith("#"):
+                    self._image_source(attrs, name)
         if attrs.get("style"):
             attrs["style"] = self._css(attrs["style"] or "")
         return "".join(
