@@ -230,6 +230,68 @@ def test_serves_the_socket_systemd_passes(tmp_path: Path) -> None:
     assert list(InboundMessage.objects.values_list("subject", flat=True)) == ["sd"]
 
 
+def test_with_sockets_passed_only_those_are_served(tmp_path: Path, certs: Certs) -> None:
+    """systemd passes a submission socket only: smtpd serves it and binds nothing of
+    its own, not even the address on its command line (the default SMTP listener)."""
+    activate = shutil.which("systemd-socket-activate")
+    assert activate, "systemd-socket-activate (Debian package systemd) is missing"
+    passed, default = _free_ports(2)
+    env = subprocess_env()
+    process = subprocess.Popen(
+        [
+            activate,
+            f"--listen=127.0.0.1:{passed}",
+            "--fdname=submission",
+            *(f"--setenv={key}" for key in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH")),
+            *(f"--setenv={key}" for key in env if key.startswith("INBOUND_TEST_")),
+            sys.executable,
+            "-m",
+            "django",
+            "smtpd",
+            f"127.0.0.1:{default}",
+            f"--tls-cert={certs.certfile}",
+            f"--tls-key={certs.keyfile}",
+            "--skip-checks",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client = GuardedSMTP("127.0.0.1", passed, local_hostname="c.test", timeout=60)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "systemd-socket-activate did not listen"
+                time.sleep(0.1)
+        with client:
+            code, _text = client.ehlo()
+            assert code == 250
+            assert client.has_extn("starttls")  # the submission listener
+        assert _wait_banner(process, output) == passed
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", default), timeout=5).close()
+    finally:
+        _stop(process, output)
+        assert gone(process.pid)
+
+
+def _free_ports(count: int) -> list[int]:
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
 def test_a_group_without_a_user_is_refused() -> None:
     """It would drop the group and keep uid 0 for all the mail work."""
     with pytest.raises(listeners.ListenerError, match="--group needs --user"):

@@ -48,11 +48,16 @@ class ListenerError(Exception):
 
 @dataclass
 class Listeners:
-    """Listening sockets by role; an empty list means "bind it yourself" (or none)."""
+    """Listening sockets by role; an empty list means "bind it yourself" (or none).
+
+    ``activated``: systemd passed them. Then the passed sockets are all there is to
+    serve: a role without one is not bound here (systemd owns the ports; an address
+    bound on top would be one the unit does not list, and below 1024 would fail)."""
 
     smtp: list[socket.socket] = field(default_factory=list)
     smtps: list[socket.socket] = field(default_factory=list)
     submission: list[socket.socket] = field(default_factory=list)
+    activated: bool = False
 
     def close(self) -> None:
         for sock in self.smtp + self.smtps + self.submission:
@@ -79,7 +84,7 @@ def from_systemd(
         raise ListenerError(f"LISTEN_FDS={count_text!r} is not a positive number of sockets.")
     count = int(count_text)
     names = names_text.split(":") if names_text else []
-    listeners = Listeners()
+    listeners = Listeners(activated=True)
     for offset in range(count):
         fd = SD_LISTEN_FDS_START + offset
         name = names[offset] if offset < len(names) else _DEFAULT_NAME

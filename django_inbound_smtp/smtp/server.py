@@ -202,17 +202,21 @@ class InboundServer:
         )
 
     async def _bind_all(self, host: str, port: int) -> tuple[str, int]:
-        self._server = await self._listen(
-            lambda: self._make_protocol(lmtp=self.lmtp), self._listeners.smtp, host, port
-        )
-        bound = self._server.sockets[0].getsockname()
+        # Socket activation: serve what systemd passed, bind nothing of our own on top.
+        passed_only = self._listeners.activated
+        if passed_only:
+            logger.info("socket activation: serving the passed sockets only")
+        if self._listeners.smtp or not passed_only:
+            self._server = await self._listen(
+                lambda: self._make_protocol(lmtp=self.lmtp), self._listeners.smtp, host, port
+            )
         if self.lmtp_socket:
             # Bound here with the others (before privileges drop), serving with them.
             self._lmtp_server = await listen_on_unix_socket(
                 lambda: self._make_protocol(lmtp=True), self.lmtp_socket
             )
         tls_bind = get_settings().TLS_BIND if self._tls_bind is None else self._tls_bind
-        if tls_bind or self._listeners.smtps:
+        if (tls_bind and not passed_only) or self._listeners.smtps:
             if self.tls.context() is None:
                 raise ListenerError(
                     "An implicit-TLS (smtps) listener needs a certificate: set "
@@ -231,7 +235,7 @@ class InboundServer:
         submission_bind = self._submission_bind
         if submission_bind is None:
             submission_bind = get_settings().SUBMISSION_BIND
-        if submission_bind or self._listeners.submission:
+        if (submission_bind and not passed_only) or self._listeners.submission:
             sub_host, sub_port = split_bind(submission_bind) if submission_bind else ("", 0)
             self._submission_server = await self._listen(
                 lambda: self._make_protocol(submission=True),
@@ -241,6 +245,10 @@ class InboundServer:
             )
             sub_bound = self._submission_server.sockets[0].getsockname()
             self.submission_address = (str(sub_bound[0]), int(sub_bound[1]))
+        # The plain listener's address; under socket activation without one, the first
+        # passed listener's (what the banner and the readiness report show).
+        first = next(server for server in self._listening() if server is not self._lmtp_server)
+        bound = first.sockets[0].getsockname()
         return str(bound[0]), int(bound[1])
 
     def _listening(self) -> list[asyncio.Server]:
