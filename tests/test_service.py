@@ -6,6 +6,7 @@ TLS key only root can read, ``systemd-socket-activate`` handing over a listening
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -14,6 +15,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import pytest
 from django_inbound_smtp.models import InboundMessage, Mailbox
 from django_inbound_smtp.smtp import listeners
 from tests.helpers import Certs, GuardedSMTP, subprocess_env
+from tests.observe import get
 from tests.smtpd_process import ROOT, gone, project_owned_by
 from tests.smtpd_process import own_folder as own_folder  # a fixture
 
@@ -329,15 +332,34 @@ def test_passed_descriptor_that_is_not_a_listening_socket_is_refused() -> None:
     assert "Passed descriptor 3 (smtp) is not a listening TCP socket" in result.stdout
 
 
+# The window between the metrics listener's bind and the drop of privileges, widened:
+# the child's SMTP listeners bind two seconds late (the loop runs meanwhile). The SMTP
+# bind is the loop.create_server call that passes reuse_port.
+_SLOW_SMTP_BIND = """
+import asyncio as _asyncio
+import asyncio.base_events as _base_events
+_create_server = _base_events.BaseEventLoop.create_server
+async def _slow_create_server(self, *args, **kwargs):
+    if "reuse_port" in kwargs:
+        await _asyncio.sleep(2)
+    return await _create_server(self, *args, **kwargs)
+_base_events.BaseEventLoop.create_server = _slow_create_server
+"""
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs a root test run")
+@pytest.mark.parametrize("probed", [False, True], ids=["plain", "readyz-during-startup"])
 def test_no_database_connection_is_opened_as_root(
-    tmp_path: Path, certs: Certs, own_folder: Path
+    tmp_path: Path, certs: Certs, own_folder: Path, probed: bool
 ) -> None:
     """``--user``: every database connection of smtpd is opened after the drop. One
     opened as root fails where the database authenticates the process's user (a
     PostgreSQL socket with peer authentication, Debian's default) and makes root's
     files beside a SQLite database. The child's settings record the effective uid of
-    each connection as it opens (Django's ``connection_created`` signal)."""
+    each connection as it opens (Django's ``connection_created`` signal).
+
+    ``probed``: with ``--metrics``, ``/readyz`` (which queries the database) is asked
+    again and again while smtpd starts; it must not answer before the drop."""
     nobody = pwd.getpwnam(NOBODY)
     opened = own_folder / "connections.log"
     env = project_owned_by(
@@ -352,15 +374,33 @@ def test_no_database_connection_is_opened_as_root(
             "def _record(**kwargs):\n"
             f"    with open({str(opened)!r}, 'a') as _log:\n"
             "        _log.write(f'{_os.geteuid()}\\n')\n"
-            "_created.connect(_record, weak=False)\n"
+            "_created.connect(_record, weak=False)\n" + (_SLOW_SMTP_BIND if probed else "")
         ),
     )
     opened.write_text("")  # what migrate and the mailbox command opened is not smtpd's
     os.chown(opened, nobody.pw_uid, nobody.pw_gid)
-    process = _spawn([*DJANGO, "smtpd", "127.0.0.1:0", "--user", NOBODY], env)
+    [metrics_port] = _free_ports(1)
+    metrics = ["--metrics", f"127.0.0.1:{metrics_port}"] if probed else []
+    process = _spawn([*DJANGO, "smtpd", "127.0.0.1:0", "--user", NOBODY, *metrics], env)
     output: list[str] = []
+    started = threading.Event()
+    answered: list[int] = []
+
+    def probe() -> None:
+        while not started.is_set():
+            with contextlib.suppress(OSError):
+                answered.append(get(metrics_port, "/readyz")[0])
+            time.sleep(0.02)
+
+    prober = threading.Thread(target=probe, daemon=True)
+    if probed:
+        prober.start()
     try:
         port = _wait_banner(process, output)
+        started.set()
+        if probed:
+            prober.join(30)
+            assert get(metrics_port, "/readyz")[0] == 200
         with GuardedSMTP("127.0.0.1", port, timeout=30) as client:
             refused = client.sendmail(
                 "a@example.org", ["user@our.test"], b"Subject: x\r\n\r\nx\r\n"

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 MAX_HEAD = 8 * 1024
 READ_TIMEOUT = 5.0
+BACKLOG = 100  # asyncio's own
 #: (status, content type, body)
 Response = tuple[int, str, bytes]
 Route = Callable[[str], Awaitable[Response]]
@@ -34,11 +35,26 @@ class HttpListener:
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.StreamWriter] = set()
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        """Listen on ``host:port`` (0: any free port); the bound address."""
-        self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_HEAD)
+    async def start(self, host: str, port: int, *, serving: bool = True) -> tuple[str, int]:
+        """Bind ``host:port`` (0: any free port); the bound address. With
+        ``serving=False`` nothing is accepted until :meth:`serve`: connections wait in
+        the kernel's queue meanwhile."""
+        self._server = await asyncio.start_server(
+            self._serve, host, port, limit=MAX_HEAD, start_serving=serving
+        )
+        if not serving:
+            # asyncio listens only when it starts serving; a client arriving before
+            # would be refused, not queued. A duplicate descriptor shares the socket.
+            for wrapped in self._server.sockets:
+                with wrapped.dup() as sock:
+                    sock.listen(BACKLOG)
         bound = self._server.sockets[0].getsockname()
         return str(bound[0]), int(bound[1])
+
+    async def serve(self) -> None:
+        """Start accepting (after ``start(..., serving=False)``)."""
+        if self._server is not None:
+            await self._server.start_serving()
 
     async def close(self) -> None:
         """Stop listening and cut connections still open."""

@@ -142,9 +142,14 @@ class MonitoringServer:
         registry.register(self._collector)
         return registry
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        """Listen; the bound ``(host, port)``."""
-        return await self._http.start(host, port)
+    async def start(self, host: str, port: int, *, serving: bool = True) -> tuple[str, int]:
+        """Bind (and accept, unless ``serving=False``: then :meth:`serve` does); the
+        bound ``(host, port)``."""
+        return await self._http.start(host, port, serving=serving)
+
+    async def serve(self) -> None:
+        """Start accepting requests."""
+        await self._http.serve()
 
     async def close(self) -> None:
         """Stop listening and let the probe threads go."""

@@ -44,6 +44,11 @@ class Monitor:
         self.state = state
         self.multiprocess_dir = multiprocess_dir
         self.address: tuple[str, int] | None = None
+        self._serving = asyncio.Event()
+
+    def smtp_serving(self) -> None:
+        """Called (on the loop) once the SMTP listeners accept: the HTTP one opens then."""
+        self._serving.set()
 
     async def around(self, serving: Awaitable[None]) -> None:
         if self.bind is None:
@@ -51,15 +56,25 @@ class Monitor:
             return
         server = MonitoringServer(smtp_state=self.state, multiprocess_dir=self.multiprocess_dir)
         try:
-            self.address = await server.start(*self.bind)
+            # Bound with the SMTP listeners (before privileges drop), but accepting only
+            # from when they do: a /readyz before the drop would open the probe's
+            # database connection as root (and keep it).
+            self.address = await server.start(*self.bind, serving=False)
         except OSError as error:
             if asyncio.iscoroutine(serving):
                 serving.close()  # never started
             await server.close()
             raise CommandError(bind_error(*self.bind, error)) from error
+
+        async def open_when_serving() -> None:
+            await self._serving.wait()
+            await server.serve()
+
+        opener = asyncio.ensure_future(open_when_serving())
         try:
             await serving
         finally:
+            opener.cancel()
             await server.close()
 
 

@@ -149,6 +149,7 @@ class Command(BaseCommand):
 
         def ready(server: InboundServer, bound_host: str, bound_port: int) -> None:
             serving.append(server)
+            self._monitor.smtp_serving()
             self._banner(
                 bound_host,
                 bound_port,
@@ -253,6 +254,7 @@ class Command(BaseCommand):
                 return args + [part for pair in passed for part in pair]
 
             def ready(started: list[workers.Worker]) -> None:
+                self._monitor.smtp_serving()
                 report = started[0].report
                 tls_address = report["tls_address"]
                 self._banner(
