@@ -270,7 +270,6 @@ class InboundMessageAdmin(
     def parsed_display(self, message: InboundMessage) -> str:
         return _page.seconds(message.parsed_at)
 
-    @admin.display(description=_("raw message"))
     @admin.display(description=_("reply text"))
     def reply_text_display(self, message: InboundMessage) -> str:
         # The sender's text: escaped, control and bidi characters shown as escapes.
@@ -283,6 +282,7 @@ class InboundMessageAdmin(
             _page.visible(message.reply_text),
         )
 
+    @admin.display(description=_("raw message"))
     def raw_download(self, message: InboundMessage) -> str:
         url = reverse("admin:inbound_smtp_inboundmessage_raw", args=[message.pk])
         return format_html('<a href="{}" id="raw-download">{}</a>', url, _("Download .eml"))
