@@ -24,6 +24,7 @@ and ranks are computed for those ids only.
 from __future__ import annotations
 
 import json
+import re
 from datetime import date, datetime, time
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -141,6 +142,11 @@ def _operator(term: Term, *, using: str) -> Q | Exists:
     return Q(status=value)
 
 
+_UNSEGMENTED = re.compile(
+    "[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]"
+)
+
+
 def _tsquery(words: list[str]) -> str:
     return " && ".join([f"phraseto_tsquery('{CONFIG}', %s)"] * len(words))
 
@@ -203,12 +209,15 @@ def search_messages(
             queryset = queryset.filter(_operator(term, using=queryset.db))
     if not any(term.kind in _SCANNED for term in terms):
         return queryset, False  # indexed columns only: nothing to gain from ids
-    if full_text and words:
+    # Scripts written without spaces (Chinese, Japanese, Korean, Thai) are one token per
+    # run of text to the 'simple' configuration: a word inside one is found by containment.
+    ranked_words = [w for w in words if not _UNSEGMENTED.search(w)] if full_text else []
+    if ranked_words:
         # One condition: PostgreSQL chooses between the GIN index (rare words) and the
         # date index, newest first, until enough rows match (common words).
-        queryset = queryset.filter(_Matches(words))
-    else:
-        for word in words:
+        queryset = queryset.filter(_Matches(ranked_words))
+    for word in words:
+        if word not in ranked_words:
             queryset = queryset.filter(_word_contained(word))
     newest = queryset.order_by("-received_at", "-pk").values_list("pk", flat=True)
     ids = list(newest[: MAX_MATCHES + 1])
@@ -219,6 +228,7 @@ def search_messages(
     # primary key (a literal IN list would have it walk the date index for the date
     # drill-down's MIN/MAX, testing every row against the list).
     found = base.filter(pk__in=_id_list(ids, full_text=full_text))
+    words = ranked_words
     if full_text and words and ids:
         # Ranked rows are sorted whole (up to MAX_MATCHES of them): leave the bodies
         # and the header list, which no list column shows, out of the sort.
