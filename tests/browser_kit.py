@@ -27,6 +27,8 @@ import os
 import smtplib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -52,7 +54,8 @@ from django_inbound_smtp.testing import running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
-RECIPIENT = "staff@our.test"
+#: Our mailboxes (the ``mailboxes`` fixture makes them).
+RECIPIENTS = ("staff@our.test", "sales@our.test", "support@our.test")
 #: Where screenshots go (gitignored); CI keeps the folder as a test artifact.
 ARTIFACTS = Path(
     os.environ.get("INBOUND_TEST_ARTIFACTS")
@@ -206,28 +209,34 @@ async def admin(
 
 
 @pytest.fixture
-def mailbox(transactional_db: None) -> Mailbox:
-    return Mailbox.objects.create(address=RECIPIENT)
+def mailboxes(transactional_db: None) -> list[Mailbox]:
+    return [Mailbox.objects.create(address=address) for address in RECIPIENTS]
 
 
 def deliver_over_smtp(
     messages: Sequence[bytes], *, mail_from: str = "sender@example.test"
 ) -> list[InboundMessage]:
     """Send ``messages`` to the real listener over loopback SMTP, one transaction each,
-    and return them as stored once processing has finished (the server's stop waits for
-    processing in flight). The recipient's mailbox must exist (``mailbox`` fixture)."""
+    to the addresses of their ``To:`` header (as a mail client does), and return them as
+    stored once processing has finished (the server's stop waits for processing in
+    flight). The recipients' mailboxes must exist (``mailboxes`` fixture)."""
     queue_ids = []
     with running_server() as server:
         with smtplib.SMTP(server.host, server.port, local_hostname="client.test") as client:
             for raw in messages:
+                headers = BytesHeaderParser().parsebytes(raw)
+                recipients = [address for _name, address in getaddresses(headers.get_all("To", []))]
+                assert recipients, "each message names its recipients in To:"
                 client.ehlo_or_helo_if_needed()
                 assert client.mail(mail_from)[0] == 250
-                assert client.rcpt(RECIPIENT)[0] == 250
+                for address in recipients:
+                    assert client.rcpt(address)[0] == 250, address
                 code, reply = client.data(raw)
                 assert code == 250, reply
                 # "250 2.0.0 Ok: queued as <id>"
                 queue_ids.append(reply.decode().rsplit(" ", 1)[-1])
     stored = {m.queue_id: m for m in InboundMessage.objects.filter(queue_id__in=queue_ids)}
+    assert len(stored) == len(queue_ids)
     return [stored[queue_id] for queue_id in queue_ids]
 
 
@@ -237,7 +246,7 @@ __all__ = [
     "admin",
     "browser",
     "deliver_over_smtp",
-    "mailbox",
+    "mailboxes",
     "chromium",
     "staff_session",
 ]

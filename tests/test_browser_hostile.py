@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 
 from django_inbound_smtp.models import InboundMessage, Mailbox
-from tests.browser_kit import RECIPIENT, AdminBrowser, deliver_over_smtp
+from tests.browser_kit import RECIPIENTS, AdminBrowser, deliver_over_smtp
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
@@ -54,7 +54,7 @@ body {{ background: url("{TRACKER}/background.png"); font-family: spy, sans-seri
 def _hostile_message() -> bytes:
     message = EmailMessage()
     message["From"] = "\"<img src=x onerror=alert('from')>\" <evil@example.test>"
-    message["To"] = RECIPIENT
+    message["To"] = RECIPIENTS[0]
     message["Subject"] = "<script>alert('subject')</script> Invoice"
     message["Message-ID"] = "<hostile@example.test>"
     message.set_content("The text part. <script>alert('text')</script>")
@@ -69,7 +69,7 @@ def _hostile_message() -> bytes:
 
 
 @pytest.fixture
-def hostile(mailbox: Mailbox) -> InboundMessage:
+def hostile(mailboxes: list[Mailbox]) -> InboundMessage:
     [stored] = deliver_over_smtp([_hostile_message()])
     assert stored.html, "the HTML part was stored (else the preview tests nothing)"
     return stored
