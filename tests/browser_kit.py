@@ -168,7 +168,10 @@ async def admin(
     The test fails afterwards if either happened and the test did not expect it."""
     origin = live_server.url
     guard = Guard(origin=origin)
-    context = await browser.new_context(viewport=VIEWPORT, java_script_enabled=True)
+    context = await browser.new_context(viewport=VIEWPORT)
+    # A local server answers in milliseconds; a missing element should fail the test
+    # long before Playwright's default 30 s.
+    context.set_default_timeout(10_000)
     await context.add_cookies(
         [{"name": settings.SESSION_COOKIE_NAME, "value": staff_session, "url": origin}]
     )
