@@ -42,7 +42,6 @@ from playwright.async_api import (
     BrowserContext,
     Dialog,
     Page,
-    Request,
     Route,
     ViewportSize,
     async_playwright,
@@ -103,8 +102,6 @@ class Guard:
     dialogs: list[str] = field(default_factory=list)
     #: Requests to another origin that the browser really sent (and we aborted).
     outside_requests: list[str] = field(default_factory=list)
-    #: Every load the page asked for, including those its CSP refused.
-    requests: list[str] = field(default_factory=list)
     #: Checked again when the test ends, so no browser test can miss it; a test that
     #: provokes a dialog or an outside request on purpose turns this off.
     expect_clean: bool = True
@@ -174,9 +171,6 @@ async def admin(
         [{"name": settings.SESSION_COOKIE_NAME, "value": staff_session, "url": origin}]
     )
 
-    def on_request(request: Request) -> None:
-        guard.requests.append(request.url)
-
     async def on_dialog(dialog: Dialog) -> None:
         guard.dialogs.append(f"{dialog.type}: {dialog.message}")
         await dialog.dismiss()
@@ -192,7 +186,6 @@ async def admin(
         else:
             await route.continue_()
 
-    context.on("request", on_request)
     context.on("dialog", on_dialog)
     await context.route("**/*", keep_inside)
     page = await context.new_page()
