@@ -14,6 +14,9 @@ from tests.browser_kit import RECIPIENTS, AdminBrowser, deliver_over_smtp
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
 TRACKER = "https://tracker.example"
+PHISH = "https://bank.example.test/login?session=1"
+# The message page's preview frame (its hooks are listed atop its change_form.html).
+PREVIEW = "iframe#message-html-preview"
 
 # Everything an HTML mail can do to run code or phone home, each with a visible marker
 # so the test can tell the preview really rendered it.
@@ -47,6 +50,7 @@ body {{ background: url("{TRACKER}/background.png"); font-family: spy, sans-seri
   <button id="phish-submit" type="submit">Log in</button>
 </form>
 <a id="js-link" href="javascript:alert('javascript link')">Open the invoice</a>
+<a id="phish-link" href="{PHISH}">Verify your account</a>
 </body></html>
 """
 
@@ -83,11 +87,18 @@ async def test_hostile_mail_runs_nothing_and_fetches_nothing_outside(
     assert await page.get_by_text("<script>alert('subject')</script> Invoice").count() == 1
 
     page = await admin.open(reverse("admin:inbound_smtp_inboundmessage_change", args=[hostile.pk]))
-    frame_element = page.locator("iframe").first
+    frame_element = page.locator(PREVIEW)
     preview_path = await frame_element.get_attribute("src")
     assert preview_path, "the message page embeds the HTML preview"
-    assert await frame_element.get_attribute("sandbox") is not None
-    preview = page.frame_locator("iframe").first
+    sandbox = await frame_element.get_attribute("sandbox")
+    assert sandbox is not None
+    assert not set(sandbox.split()) & {
+        "allow-scripts",
+        "allow-same-origin",
+        "allow-forms",
+        "allow-top-navigation",
+    }
+    preview = page.frame_locator(PREVIEW)
     # The preview did render the hostile HTML (so the absences below mean something).
     await preview.locator("#hostile-heading").wait_for()
     # Clicking what a victim would click does nothing either.
@@ -115,3 +126,21 @@ async def test_the_guard_sees_dialogs_and_outside_requests(admin: AdminBrowser) 
     await admin.page.wait_for_load_state("networkidle")
     assert admin.guard.dialogs == ["alert: unprotected"]
     assert admin.guard.outside_requests == [f"{TRACKER}/pixel.gif"]
+
+
+async def test_a_link_in_the_preview_opens_a_warning_page_never_the_site(
+    admin: AdminBrowser, hostile: InboundMessage
+) -> None:
+    message_page = reverse("admin:inbound_smtp_inboundmessage_change", args=[hostile.pk])
+    page = await admin.open(message_page)
+    preview = page.frame_locator(PREVIEW)
+    async with admin.context.expect_page() as opened:
+        await preview.locator("#phish-link").click()
+    warning = await opened.value
+    await warning.wait_for_load_state("networkidle")
+    # A new tab on our own origin that names the real target; the admin stays put.
+    assert warning.url.startswith(admin.live_server.url + "/")
+    assert await warning.locator("#external-link-target").inner_text() == PHISH
+    assert page.url == admin.url(message_page)
+    assert admin.guard.outside_requests == []
+    assert admin.guard.dialogs == []
