@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection
 from django.urls import reverse
 
 from django_inbound_smtp.lifecycle import schedule
@@ -20,9 +21,14 @@ SUBJECT = "Put in from the browser"
 
 def _stored() -> tuple[str, str | None, list[str]]:
     """Status, who put it in, envelope recipients."""
-    message = InboundMessage.objects.select_related("injected_by").get(subject=SUBJECT)
-    injected_by = message.injected_by.get_username() if message.injected_by else None
-    return message.status, injected_by, [r.address for r in message.recipients.all()]
+    try:
+        message = InboundMessage.objects.select_related("injected_by").get(subject=SUBJECT)
+        injected_by = message.injected_by.get_username() if message.injected_by else None
+        return message.status, injected_by, [r.address for r in message.recipients.all()]
+    finally:
+        # sync_to_async runs this in asgiref's executor thread, which outlives the test:
+        # a connection left open there keeps PostgreSQL from dropping the test database.
+        connection.close()
 
 
 async def test_injected_mail_is_processed(admin: AdminBrowser, mailboxes: list[Mailbox]) -> None:
