@@ -50,11 +50,11 @@ from pytest_django.live_server_helper import LiveServer
 
 from django_inbound_smtp.models import InboundMessage, Mailbox
 from django_inbound_smtp.testing import running_server
+from tests import browser_mail
+from tests.browser_mail import RECIPIENTS
 
 CHROMIUM = Path("/usr/bin/chromium")
 VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
-#: Our mailboxes (the ``mailboxes`` fixture makes them).
-RECIPIENTS = ("staff@our.test", "sales@our.test", "support@our.test")
 #: Where screenshots go (gitignored); INBOUND_TEST_ARTIFACTS moves it.
 ARTIFACTS = Path(
     os.environ.get("INBOUND_TEST_ARTIFACTS")
@@ -202,6 +202,14 @@ def mailboxes(transactional_db: None) -> list[Mailbox]:
     return [Mailbox.objects.create(address=address) for address in RECIPIENTS]
 
 
+@pytest.fixture
+def mailroom(mailboxes: list[Mailbox]) -> dict[str, InboundMessage]:
+    """The sample mailbox (``browser_mail.mailroom``), stored over SMTP and processed;
+    by Message-ID without its angle brackets."""
+    stored = deliver_over_smtp(browser_mail.mailroom())
+    return {message.message_id.strip("<>"): message for message in stored}
+
+
 def deliver_over_smtp(
     messages: Sequence[bytes], *, mail_from: str = "sender@example.test"
 ) -> list[InboundMessage]:
@@ -236,6 +244,7 @@ __all__ = [
     "browser",
     "deliver_over_smtp",
     "mailboxes",
+    "mailroom",
     "chromium",
     "staff_session",
 ]

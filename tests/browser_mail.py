@@ -8,8 +8,8 @@ import struct
 import zlib
 from email.message import EmailMessage
 
-from tests.browser_kit import RECIPIENTS
-
+#: Our mailboxes (the ``mailboxes`` fixture of ``browser_kit`` makes them).
+RECIPIENTS = ("staff@our.test", "sales@our.test", "support@our.test")
 LOGO_CID = "logo@example.test"
 LONG_ATTACHMENT_NAME = (
     "Quarterly report for the board of directors, final version as approved (signed).pdf"

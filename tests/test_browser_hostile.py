@@ -9,7 +9,8 @@ import pytest
 from django.urls import reverse
 
 from django_inbound_smtp.models import InboundMessage, Mailbox
-from tests.browser_kit import RECIPIENTS, AdminBrowser, deliver_over_smtp
+from tests.browser_kit import AdminBrowser, deliver_over_smtp
+from tests.browser_mail import RECIPIENTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 

@@ -12,7 +12,8 @@ from django.urls import reverse
 from django_inbound_smtp.lifecycle import schedule
 from django_inbound_smtp.models import InboundMessage, Mailbox
 from tests import browser_mail
-from tests.browser_kit import RECIPIENTS, AdminBrowser
+from tests.browser_kit import AdminBrowser
+from tests.browser_mail import RECIPIENTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 

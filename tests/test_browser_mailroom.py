@@ -7,9 +7,9 @@ import pytest
 from django.urls import reverse
 from playwright.async_api import Page
 
-from django_inbound_smtp.models import InboundMessage, Mailbox
+from django_inbound_smtp.models import InboundMessage
 from tests import browser_mail
-from tests.browser_kit import AdminBrowser, deliver_over_smtp
+from tests.browser_kit import AdminBrowser
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
@@ -20,13 +20,6 @@ PREVIEW = "iframe#message-html-preview"
 
 def _page_of(message: InboundMessage) -> str:
     return reverse("admin:inbound_smtp_inboundmessage_change", args=[message.pk])
-
-
-@pytest.fixture
-def mailroom(mailboxes: list[Mailbox]) -> dict[str, InboundMessage]:
-    """The sample mailbox, stored over SMTP and processed; by Message-ID."""
-    stored = deliver_over_smtp(browser_mail.mailroom())
-    return {message.message_id.strip("<>"): message for message in stored}
 
 
 # The list's cells whose text is cut: every heading, and the cells of the columns whose
