@@ -49,7 +49,6 @@ async def _no_horizontal_scroll(page: Page) -> None:
     assert widths[0] <= widths[1], f"the page scrolls sideways: {widths}"
 
 
-@pytest.mark.xfail(reason="header decoding is not merged yet", strict=True)
 async def test_the_latin1_subject_reads_correctly(
     admin: AdminBrowser, mailroom: dict[str, InboundMessage]
 ) -> None:
