@@ -70,6 +70,21 @@ def _hostile_message() -> bytes:
         subtype="html",
         filename="<svg onload=alert('filename')>.html",
     )
+    # An image type that can carry script, and one whose name claims a raster image:
+    # neither may become a live thumbnail.
+    svg = (
+        '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)">'
+        f'<script>alert("svg script")</script><image href="{TRACKER}/svg-image.png"/></svg>'
+    )
+    message.add_attachment(
+        svg.encode(),
+        maintype="image",
+        subtype="svg+xml",
+        filename="chart.svg",
+    )
+    message.add_attachment(
+        HOSTILE_HTML.encode(), maintype="image", subtype="png", filename="photo.png"
+    )
     return message.as_bytes()
 
 
@@ -106,6 +121,13 @@ async def test_hostile_mail_runs_nothing_and_fetches_nothing_outside(
     await preview.locator("#js-link").click()
     await preview.locator("#phish-submit").click()
     await page.wait_for_load_state("networkidle")
+
+    # Every tab shown in turn (their content is in the page from the start; showing it
+    # is what would start a lazy load).
+    for tab in await page.locator("#inbound-tablist [role=tab]").all():
+        await tab.click()
+    await page.wait_for_load_state("networkidle")
+    assert await page.locator("#panel-attachments a.inbound-download").count() == 3
 
     # The preview's own page, opened on its own (a link a colleague might be sent).
     page = await admin.open(preview_path)
