@@ -124,13 +124,29 @@ dist-check: dist
 
 clean:
 	rm -rf .tox .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis \
-		.coverage htmlcov build dist *.egg-info \
+		.coverage htmlcov build dist *.egg-info test-artifacts \
 		$(EXAMPLE)/db.sqlite3 $(EXAMPLE)/db.sqlite3-wal $(EXAMPLE)/db.sqlite3-shm $(EXAMPLE)/media
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # clean, and the virtualenv too.
 distclean: clean
 	rm -rf $(VENV)
+
+# The README's admin screenshots (docs/screenshots/): taken by the browser tests at
+# 1280x800 (test-artifacts/screenshots/), then cut to a palette by pngquant (a Debian
+# package; only this target needs it).
+SCREENSHOTS := message-list message-html message-headers message-source message-attachments \
+	inject-form
+.PHONY: screenshots
+screenshots: install system-packages
+	@command -v pngquant >/dev/null || { echo "make screenshots needs pngquant:" \
+		"apt-get install pngquant" >&2; exit 1; }
+	$(PY) -m pytest -q -m browser tests/test_browser_mailroom.py tests/test_browser_inject.py
+	mkdir -p docs/screenshots
+	for name in $(SCREENSHOTS); do \
+		pngquant --force --strip --quality=60-90 --output docs/screenshots/$$name.png \
+			test-artifacts/screenshots/$$name.png || exit 1; \
+	done
 
 # The benchmark: manage.py smtpd beside a bare aiosmtpd server and a private Postfix
 # (see benchmarks/README.md). Installs Postfix (smtp-source and the server; apt, no

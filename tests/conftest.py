@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 # The public fixture, loaded the way the README tells users to (so it is tested too).
 # Nothing here imports django_inbound_smtp.testing first: pytest must load it itself.
-pytest_plugins = ["django_inbound_smtp.testing"]
+# tests.browser_kit: the browser fixtures (headless chromium against a live server).
+pytest_plugins = ["django_inbound_smtp.testing", "tests.browser_kit"]
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # The browser tests' live server serves the admin's CSS and scripts through it.
+    "django.contrib.staticfiles",
     "django_inbound_smtp",
 ]
 
@@ -82,6 +84,8 @@ else:
             },
         }
     }
+
+STATIC_URL = "static/"
 
 STORAGES = {
     "default": {
