@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import trustme
@@ -163,3 +164,30 @@ def store_and_schedule(envelope: Any, content: bytes, *, trace: bytes = b"") -> 
         on_commit=schedule.schedule,
         queued_by=schedule.queue_owner(),
     )
+
+
+def postfix_module(purpose: str) -> ModuleType:
+    """``benchmarks/postfix.py`` (a private Postfix instance), for the tests that run
+    a real Postfix; fails (never skips) without Postfix or without root."""
+    import importlib
+    import os
+    import shutil
+    import sys
+
+    import pytest
+
+    if not os.access("/usr/sbin/postfix", os.X_OK) and not shutil.which("postfix"):
+        pytest.fail(
+            "Postfix is not installed: `make test` installs it (benchmarks/install_postfix.sh)"
+        )
+    if os.geteuid() != 0:
+        pytest.fail(
+            f"the Postfix {purpose} test needs root (Postfix's master and its postfix user)"
+        )
+    bench_dir = str(Path(__file__).resolve().parent.parent / "benchmarks")
+    sys.path.insert(0, bench_dir)
+    try:
+        module: ModuleType = importlib.import_module("postfix")
+        return module
+    finally:
+        sys.path.remove(bench_dir)

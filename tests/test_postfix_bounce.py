@@ -25,16 +25,12 @@ Exim samples are written from Exim's documented output instead.
 
 from __future__ import annotations
 
-import importlib
 import os
-import shutil
 import smtplib
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -43,10 +39,10 @@ from django_inbound_smtp.models import BounceRecipient, InboundMessage, Mailbox
 from django_inbound_smtp.parsing.mime import parse_message
 from django_inbound_smtp.signals import message_bounced
 from django_inbound_smtp.testing import running_server
+from tests.helpers import postfix_module
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 FIXTURE = Path(__file__).parent / "fixtures" / "bounces" / "postfix.eml"
 OUR_HOST = "mx.app.test"
 TIMEOUT = 15.0
@@ -56,24 +52,10 @@ ORIGINAL = (
 )
 
 
-def _postfix_module() -> ModuleType:
-    if not os.access("/usr/sbin/postfix", os.X_OK) and not shutil.which("postfix"):
-        pytest.fail(
-            "Postfix is not installed: `make test` installs it (benchmarks/install_postfix.sh)"
-        )
-    if os.geteuid() != 0:
-        pytest.fail("the Postfix bounce test needs root (Postfix's master and its postfix user)")
-    sys.path.insert(0, str(BENCH_DIR))
-    try:
-        return importlib.import_module("postfix")
-    finally:
-        sys.path.remove(str(BENCH_DIR))
-
-
 @pytest.fixture
 def relay_postfix(transactional_db: None) -> Iterator[tuple[Any, Any]]:
     """Our listener, and a private Postfix relaying both test domains to it."""
-    postfix = _postfix_module()
+    postfix = postfix_module("bounce")
     Mailbox.objects.create(address="notify@app.test")
     Mailbox.objects.create(address="known@remote.test")
     with running_server(hostname=OUR_HOST) as server:

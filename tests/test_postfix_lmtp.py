@@ -16,12 +16,9 @@ this test fails, never skips. It needs root, as Postfix's master does.
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
-import shutil
 import smtplib
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -33,32 +30,16 @@ from typing import Any
 import pytest
 
 from django_inbound_smtp.models import InboundMessage, InboundRecipient, Mailbox
-from tests.helpers import subprocess_env
+from tests.helpers import postfix_module, subprocess_env
 from tests.smtpd_process import Smtpd, logged_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 # Big enough that the message (our Received: line and Postfix's included) does not fit
 # in the quota, while nothing is stored yet: the refusal comes after DATA.
 BODY = "Subject: through Postfix\r\nMessage-ID: <pf1@example.org>\r\n\r\n" + "x" * 400 + "\r\n"
 QUOTA_BYTES = 200
 TIMEOUT = 15.0
-
-
-def _postfix_module() -> ModuleType:
-    if not os.access("/usr/sbin/postfix", os.X_OK) and not shutil.which("postfix"):
-        pytest.fail(
-            "Postfix is not installed: `make test` installs it (benchmarks/install_postfix.sh)"
-        )
-    if os.geteuid() != 0:
-        pytest.fail("the Postfix LMTP test needs root (Postfix's master and its postfix user)")
-    sys.path.insert(0, str(BENCH_DIR))
-    try:
-        module: ModuleType = importlib.import_module("postfix")
-        return module
-    finally:
-        sys.path.remove(str(BENCH_DIR))
 
 
 def _relay_config(postfix: ModuleType, lmtp_port: int, *, extra: str = "") -> Callable[[Path], str]:
@@ -104,7 +85,7 @@ def lmtp_smtpd(transactional_db: None, tmp_path: Path) -> Iterator[Smtpd]:
 
 @contextmanager
 def _running_postfix(lmtp_port: int, *, extra: str = "") -> Iterator[Any]:
-    postfix = _postfix_module()
+    postfix = postfix_module("LMTP")
     # Its own folder, which the postfix user can enter (pytest's tmp_path is private).
     folder = Path(tempfile.mkdtemp(prefix="inbound-test-postfix-"))
     os.chmod(folder, 0o755)
