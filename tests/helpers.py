@@ -110,13 +110,20 @@ def receiver_connected(receiver: Callable[..., object]) -> Iterator[None]:
 
 
 def local_storages(location: object) -> dict[str, dict[str, object]]:
-    """``STORAGES`` with the default alias a ``FileSystemStorage`` at ``location``."""
-    return {
+    """``STORAGES`` with the default alias a ``FileSystemStorage`` at ``location`` (and
+    the static files as configured: admin pages need them)."""
+    from django.conf import settings
+
+    storages: dict[str, dict[str, object]] = {
         "default": {
             "BACKEND": "django.core.files.storage.FileSystemStorage",
             "OPTIONS": {"location": str(location)},
-        }
+        },
     }
+    if "staticfiles" in settings.STORAGES:
+        static: Any = settings.STORAGES["staticfiles"]
+        storages["staticfiles"] = dict(static)
+    return storages
 
 
 def broken_storages(folder: Path) -> dict[str, Any]:
