@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,9 +66,46 @@ INBOUND_SMTP = {{**INBOUND_SMTP, "TLS_CERTFILE": {cert!r}, "TLS_KEYFILE": {key!r
 """
 
 
+@functools.cache
+def _why_nobody_cannot_run_python() -> str:
+    """Empty when this interpreter starts as ``nobody``, else the reason it does not.
+    A pyenv Python built with a shared libpython under root's home (0700), as tox's
+    Python 3.13 here, cannot: the unprivileged child would die before any of our code."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return "setpriv (util-linux) is missing"
+    nobody = pwd.getpwnam("nobody")
+    result = subprocess.run(
+        [
+            setpriv,
+            f"--reuid={nobody.pw_uid}",
+            f"--regid={nobody.pw_gid}",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            "import django, django_inbound_smtp",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = result.stderr.strip().splitlines()
+    return "" if result.returncode == 0 else (lines[-1] if lines else f"exit {result.returncode}")
+
+
+def skip_unless_nobody_can_run_python() -> None:
+    """For the tests that run the server as ``nobody``: ``make test`` and ``make
+    test-postgres`` run them with an interpreter ``nobody`` can start."""
+    why = _why_nobody_cannot_run_python()
+    if why:
+        pytest.skip(f"this Python cannot run as nobody here: {why}")
+
+
 @pytest.fixture
 def own_folder() -> Iterator[Path]:
     """A folder the unprivileged user can reach: pytest's own are root's alone (0700)."""
+    skip_unless_nobody_can_run_python()
     with tempfile.TemporaryDirectory(prefix="inbound-service-") as name:
         os.chmod(name, 0o755)
         yield Path(name)

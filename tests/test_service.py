@@ -25,7 +25,7 @@ from django_inbound_smtp.models import InboundMessage, Mailbox
 from django_inbound_smtp.smtp import listeners
 from tests.helpers import Certs, GuardedSMTP, subprocess_env
 from tests.observe import get
-from tests.smtpd_process import ROOT, gone, project_owned_by
+from tests.smtpd_process import ROOT, gone, project_owned_by, skip_unless_nobody_can_run_python
 from tests.smtpd_process import own_folder as own_folder  # a fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -168,6 +168,7 @@ def test_user_without_root_is_a_clear_error(transactional_db) -> None:
     command = [sys.executable, "-m", "django", "smtpd", "127.0.0.1:0", "--skip-checks"]
     env = subprocess_env()
     if os.geteuid() == 0:
+        skip_unless_nobody_can_run_python()
         # Any unprivileged user will do: setpriv runs the command as nobody.
         setpriv = shutil.which("setpriv")
         assert setpriv, "setpriv (util-linux) is missing"

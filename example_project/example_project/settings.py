@@ -9,6 +9,8 @@ server on 127.0.0.1:8025. Everything lives next to this folder by default;
 import os
 from pathlib import Path
 
+import django
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 # Local demo only: never deploy with this key or with DEBUG on.
@@ -103,7 +105,11 @@ USE_I18N = True
 USE_TZ = True
 
 # Ticket notifications (inbox/notifications.py) are printed, not sent: a local demo.
-EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+# Django 6.1 replaces EMAIL_BACKEND with MAILERS (and deprecates the old setting).
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 DEFAULT_FROM_EMAIL = "Support <support@example.test>"
 
 INBOUND_SMTP = {
