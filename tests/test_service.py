@@ -103,6 +103,17 @@ def _stop(process: subprocess.Popen[str], output: list[str]) -> None:
             output += process.stdout.readlines()
 
 
+def _connect_once_listening(port: int) -> GuardedSMTP:
+    """A client of ``port``, retried until systemd-socket-activate listens (30 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return GuardedSMTP("127.0.0.1", port, local_hostname="client.test", timeout=60)
+        except ConnectionRefusedError:
+            assert time.monotonic() < deadline, "systemd-socket-activate did not listen"
+            time.sleep(0.1)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs a root test run")
 @pytest.mark.parametrize("workers", [1, 2])
 def test_binds_a_privileged_port_as_root_then_serves_as_nobody(
@@ -214,14 +225,7 @@ def test_serves_the_socket_systemd_passes(tmp_path: Path) -> None:
     output: list[str] = []
     try:
         # The socket listens before smtpd runs: this connection starts it.
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client = GuardedSMTP("127.0.0.1", port, local_hostname="client.test", timeout=60)
-                break
-            except ConnectionRefusedError:
-                assert time.monotonic() < deadline, "systemd-socket-activate did not listen"
-                time.sleep(0.1)
+        client = _connect_once_listening(port)
         with client:
             refused = client.sendmail(
                 "a@example.org", ["user@our.test"], b"Subject: sd\r\n\r\nx\r\n"
@@ -265,14 +269,7 @@ def test_with_sockets_passed_only_those_are_served(tmp_path: Path, certs: Certs)
     )
     output: list[str] = []
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client = GuardedSMTP("127.0.0.1", passed, local_hostname="c.test", timeout=60)
-                break
-            except ConnectionRefusedError:
-                assert time.monotonic() < deadline, "systemd-socket-activate did not listen"
-                time.sleep(0.1)
+        client = _connect_once_listening(passed)
         with client:
             code, _text = client.ehlo()
             assert code == 250
